@@ -1,0 +1,47 @@
+# rlsched: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+RLSCHED := $(VENV)/bin/rlsched
+TORCH_VERSION := 2.13.0
+# Debian packages the test suite runs for real (none yet beyond Python's own).
+APT_TEST_PACKAGES :=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test lint clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned, so pip takes the CPU wheel on the machine and never a CUDA build
+	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e '.[test,dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## Create .venv and install torch (CPU) and the project with its test extras (idempotent)
+
+demo: setup ## Benchmark the baseline policies on the default simulated scenario
+	$(RLSCHED) benchmark --scenario hetero-sleep --episodes 20 --out results/demo
+
+test: setup apt-test-deps ## Run the test suite (installs what it needs first)
+	$(PY) -m pytest
+
+.PHONY: apt-test-deps
+apt-test-deps:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
+	fi
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check rlmodel tests benchmarks
+	$(VENV)/bin/mypy rlmodel
+
+clean: ## Remove the venv and results
+	rm -rf $(VENV) results .pytest_cache .mypy_cache .ruff_cache

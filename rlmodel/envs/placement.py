@@ -1,0 +1,221 @@
+"""The pod placement environment over the simulated cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rlmodel.sim.cluster import ASLEEP, WAKING, ClusterSim
+from rlmodel.sim.power import power_w
+from rlmodel.sim.scenario import Scenario, load_scenario
+from rlmodel.sim.workload import sample_trace
+
+NODE_FEATURES: tuple[str, ...] = (
+    "cpu_cores",             # allocatable CPU, cores
+    "memory_gib",            # allocatable memory, GiB
+    "cpu_requested_cores",   # sum of the requests of pods bound to the node, cores
+    "memory_requested_gib",  # the same for memory, GiB
+    "cpu_used_cores",        # actual CPU demand of the running pods, cores (may exceed cpu_cores)
+    "watts",                 # power drawn now, W
+    "watts_if_placed",       # power once this pod runs there at its request (after waking), W
+    "idle_watts",            # power at 0 % CPU, W
+    "peak_watts",            # power at 100 % CPU, W
+    "asleep",                # 1 if the node sleeps (placing here wakes it), else 0
+    "waking_s",              # time left until a waking node runs pods, s
+    "pods",                  # pods bound to the node
+    "fits",                  # 1 if the pod's requests fit (same as info["action_mask"])
+)
+POD_FEATURES: tuple[str, ...] = (
+    "cpu_request_cores",     # the pod's CPU request, cores
+    "memory_request_gib",    # the pod's memory request, GiB
+    "episode_progress",      # fraction of the episode's pods that arrived before this one
+)
+_F = {name: i for i, name in enumerate(NODE_FEATURES)}
+
+
+class PodPlacementEnv(gym.Env):
+    """Place arriving pods on the nodes of a simulated cluster, paying for energy.
+
+    ## Description
+    One episode is one trace of pods arriving over time (scenario `[workload]`). At each decision
+    the agent sees every node and the arriving pod and picks the node to bind it to. Between
+    decisions the digital twin (`rlmodel.sim.ClusterSim`) runs the cluster: power from each node's
+    curve, processor-sharing slowdown when CPU demand exceeds cores, optional idle sleep and wake.
+    Pods that fit on no node are recorded as unschedulable and skipped without a decision.
+
+    ## Action space
+    `Discrete(N)`: the index of the node, N = number of nodes in the scenario. Only nodes where the
+    pod's requests fit are valid; `info["action_mask"]` (bool, shape (N,)) marks them. An invalid
+    action is not an error: the pod is rejected and counted in `info["invalid_actions"]` (and the
+    unschedulable count), so a masked agent never takes one.
+
+    ## Observation space
+    `Dict(nodes=Box(0, high, (N, 13), float32), pod=Box(0, high, (3,), float32))`, in physical units so
+    that one network with weights shared across nodes serves any N:
+    nodes columns `NODE_FEATURES`: cpu_cores, memory_gib, cpu_requested_cores, memory_requested_gib,
+    cpu_used_cores, watts, watts_if_placed, idle_watts, peak_watts, asleep, waking_s, pods, fits;
+    pod `POD_FEATURES`: cpu_request_cores, memory_request_gib, episode_progress.
+
+    ## Reward
+    `-(delta_energy_j + w * delta_overload_pod_s) / energy_scale_j`, counted from the previous
+    decision to this one (the last step includes the drain until every pod has finished), with
+    `w = reward.overload_penalty_j_per_pod_s` and `energy_scale_j` from the scenario. The return of
+    an episode is therefore `-(energy_j + w * overload_pod_s) / energy_scale_j` (with w = 0, minus
+    the total energy).
+
+    ## Starting state
+    Every node awake and empty at t = 0; the first pod arrives at t = 0.
+
+    ## Episode end
+    `terminated` after the last pod was placed or rejected and every pod has finished. There is no
+    truncation (episodes are finite by construction); wrap in `TimeLimit` if you need one.
+
+    ## Info
+    Every step: `action_mask`, `time_s`, `pod` (index in the trace). At the end: `energy_j`,
+    `overload_pod_s`, `wake_delay_pod_s`, `unschedulable`, `invalid_actions`, `wakeups`,
+    `makespan_s`, `mean_watts`.
+
+    ## Version history
+    v0: first version.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, scenario: Scenario | str = "hetero-sleep"):
+        self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
+        self.sim = ClusterSim(self.scenario)
+        n = self.sim.num_nodes
+        self.num_nodes = n
+        self.action_space = spaces.Discrete(n)
+        self.observation_space = spaces.Dict(
+            {
+                "nodes": spaces.Box(0.0, self._node_high(), dtype=np.float32),
+                "pod": spaces.Box(0.0, self._pod_high(), dtype=np.float32),
+            }
+        )
+        self._static = np.zeros((n, len(NODE_FEATURES)), dtype=np.float32)
+        self._static[:, _F["cpu_cores"]] = self.sim.cores
+        self._static[:, _F["memory_gib"]] = self.sim.memory_gib
+        self._static[:, _F["idle_watts"]] = self.sim.idle_watts
+        self._static[:, _F["peak_watts"]] = self.sim.peak_watts
+        self._high = self._node_high()
+        self._penalty = self.scenario.reward.overload_penalty_j_per_pod_s
+        self._scale = self.scenario.reward.energy_scale_j
+        self._pod = 0
+        self._mask = np.zeros(n, dtype=bool)
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.trace = sample_trace(self.scenario.workload, self.np_random)
+        self.sim.reset(self.trace)
+        self._pod = 0
+        self.invalid_actions = 0
+        self._accounted = 0.0
+        self._done = self._advance_to_next_decision()
+        return self._observe(), self._info()
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        sim = self.sim
+        a = int(action)
+        if 0 <= a < self.num_nodes and self._mask[a]:
+            sim.place(self._pod, a)
+        else:
+            sim.reject(self._pod)
+            self.invalid_actions += 1
+        self._pod += 1
+        self._done = self._advance_to_next_decision()
+        cost = sim.energy_j + self._penalty * sim.overload_pod_s
+        reward = -(cost - self._accounted) / self._scale
+        self._accounted = cost
+        info = self._info()
+        if self._done:
+            info.update(self.episode_metrics())
+        return self._observe(), float(reward), self._done, False, info
+
+    # ------------------------------------------------------------------ helpers
+    def episode_metrics(self) -> dict[str, float]:
+        """Totals of the episode so far (complete once terminated)."""
+        sim = self.sim
+        return {
+            "energy_j": sim.energy_j,
+            "overload_pod_s": sim.overload_pod_s,
+            "wake_delay_pod_s": sim.wake_delay_pod_s,
+            "unschedulable": float(sim.unschedulable),
+            "invalid_actions": float(self.invalid_actions),
+            "wakeups": float(sim.wakeups),
+            "makespan_s": sim.now_s,
+            "mean_watts": sim.energy_j / sim.now_s if sim.now_s > 0 else 0.0,
+        }
+
+    def _node_high(self) -> np.ndarray:
+        """Upper bounds of the node features (finite, so that the Box is a real spec)."""
+        sim, wl = self.sim, self.scenario.workload
+        max_demand = wl.pods_per_episode * wl.cpu_request_cores[1] * max(wl.usage_of_request[1], 1.0)
+        max_watts = float(max(sim.peak_watts.max(), self.scenario.sleep_watts))
+        col = {
+            "cpu_cores": sim.cores.max(), "memory_gib": sim.memory_gib.max(),
+            "cpu_requested_cores": sim.cores.max(), "memory_requested_gib": sim.memory_gib.max(),
+            "cpu_used_cores": max_demand, "watts": max_watts, "watts_if_placed": max_watts,
+            "idle_watts": max_watts, "peak_watts": max_watts, "asleep": 1.0, "waking_s": self.scenario.wake_s,
+            "pods": wl.pods_per_episode, "fits": 1.0,
+        }
+        high = np.array([col[name] for name in NODE_FEATURES], dtype=np.float32) * np.float32(1.001)
+        return np.tile(high, (self.num_nodes, 1))
+
+    def _pod_high(self) -> np.ndarray:
+        wl = self.scenario.workload
+        return np.array([wl.cpu_request_cores[1], wl.memory_request_gib[1], 1.0], dtype=np.float32) * np.float32(1.001)
+
+    def _advance_to_next_decision(self) -> bool:
+        """Move time to the next pod that fits somewhere; True when the episode is over."""
+        sim, trace = self.sim, self.trace
+        while self._pod < len(trace):
+            sim.advance_to(float(trace.arrival_s[self._pod]))
+            self._mask = sim.fits(float(trace.cpu_request_cores[self._pod]),
+                                  float(trace.memory_request_gib[self._pod]))
+            if self._mask.any():
+                return False
+            sim.reject(self._pod)
+            self._pod += 1
+        sim.drain()
+        self._mask = np.zeros(self.num_nodes, dtype=bool)
+        return True
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        sim = self.sim
+        nodes = self._static.copy()
+        pod = np.zeros(len(POD_FEATURES), dtype=np.float32)
+        if self._pod < len(self.trace):
+            cpu_req = float(self.trace.cpu_request_cores[self._pod])
+            pod[0] = cpu_req
+            pod[1] = self.trace.memory_request_gib[self._pod]
+            pod[2] = self._pod / len(self.trace)
+        else:
+            cpu_req = 0.0
+        state = np.asarray(sim.state)
+        demand = np.asarray(sim.demand)
+        requested = np.asarray(sim.cpu_requested)
+        awake = state == 0
+        # a sleeping or waking node's pods are not running yet: estimate them by their requests
+        after = np.where(awake, demand, requested) + cpu_req
+        nodes[:, 2] = requested
+        nodes[:, 3] = sim.mem_requested
+        nodes[:, 4] = demand
+        nodes[:, 5] = sim.watts
+        nodes[:, 6] = power_w(sim.curves, after / sim.cores)
+        nodes[:, 9] = state == ASLEEP
+        if sim.wake_s > 0:
+            nodes[:, 10] = np.where(state == WAKING, np.asarray(sim._wake_done) - sim.now_s, 0.0)
+        nodes[:, 11] = sim.pods_on
+        nodes[:, 12] = self._mask
+        np.clip(nodes, 0.0, self._high, out=nodes)  # float round-off must not leave the Box
+        return {"nodes": nodes, "pod": pod}
+
+    def _info(self) -> dict[str, Any]:
+        return {"action_mask": self._mask.copy(), "time_s": self.sim.now_s, "pod": self._pod}

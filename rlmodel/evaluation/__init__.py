@@ -1,0 +1,1 @@
+"""Evaluation: run policies on paired episodes, the offline oracle, summaries and reports."""

@@ -1,0 +1,142 @@
+"""Run policies on identical episodes (paired seeds) and summarise energy, overload and misses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.evaluation.oracle import oracle as run_oracle
+from rlmodel.policies.base import Policy
+from rlmodel.sim.scenario import Scenario
+
+EPISODE_COLUMNS = [
+    "scenario", "policy", "episode", "seed", "energy_j", "overload_pod_s", "unschedulable", "mean_watts",
+    "wake_delay_pod_s", "wakeups", "makespan_s", "return", "oracle_kind",
+]
+SUMMARY_COLUMNS = [
+    "scenario", "policy", "episodes", "energy_j_mean", "energy_j_ci95", "ratio_to_round_robin",
+    "ratio_to_round_robin_ci95", "gap_to_oracle", "overload_pod_s_mean", "unschedulable_mean",
+    "wake_delay_pod_s_mean", "mean_watts_mean",
+]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """Totals of one episode of one policy (units in the names)."""
+
+    energy_j: float
+    overload_pod_s: float
+    unschedulable: float
+    mean_watts: float
+    wake_delay_pod_s: float
+    wakeups: float
+    makespan_s: float
+    ret: float
+    actions: tuple[int, ...]
+
+
+def run_episode(env: PodPlacementEnv, policy: Policy, seed: int) -> EpisodeResult:
+    """One episode of `policy` on the trace drawn from `seed`."""
+    obs, info = env.reset(seed=seed)
+    policy.reset(seed=seed)
+    total = 0.0
+    actions = []
+    terminated = bool(not info["action_mask"].any())
+    while not terminated:
+        action = policy.predict(obs, info["action_mask"])
+        actions.append(action)
+        obs, reward, terminated, _, info = env.step(action)
+        total += reward
+    m = env.episode_metrics()
+    return EpisodeResult(m["energy_j"], m["overload_pod_s"], m["unschedulable"], m["mean_watts"],
+                         m["wake_delay_pod_s"], m["wakeups"], m["makespan_s"], total, tuple(actions))
+
+
+def episode_seeds(seed: int, episodes: int) -> list[int]:
+    """The seeds of a benchmark's episodes: `seed, seed+1, ...` (shared by every policy)."""
+    return [seed + i for i in range(episodes)]
+
+
+def run_benchmark(
+    scenario: Scenario,
+    policies: Sequence[Policy],
+    *,
+    episodes: int,
+    seed: int,
+    with_oracle: bool = True,
+    on_episode: Callable[[str, int], None] | None = None,
+) -> pd.DataFrame:
+    """Every policy on the same episode seeds; one row per (policy, episode), columns EPISODE_COLUMNS.
+
+    With `with_oracle`, an `oracle` row per episode holds the offline optimum or its lower bound
+    (column `oracle_kind`).
+    """
+    env = PodPlacementEnv(scenario)
+    rows = []
+    seeds = episode_seeds(seed, episodes)
+    for policy in policies:
+        for ep, s in enumerate(seeds):
+            r = run_episode(env, policy, s)
+            rows.append({
+                "scenario": scenario.name, "policy": policy.name, "episode": ep, "seed": s,
+                "energy_j": r.energy_j, "overload_pod_s": r.overload_pod_s, "unschedulable": r.unschedulable,
+                "mean_watts": r.mean_watts, "wake_delay_pod_s": r.wake_delay_pod_s, "wakeups": r.wakeups,
+                "makespan_s": r.makespan_s, "return": r.ret, "oracle_kind": "",
+            })
+            if on_episode:
+                on_episode(policy.name, ep)
+    if with_oracle:
+        for ep, s in enumerate(seeds):
+            env.reset(seed=s)
+            o = run_oracle(scenario, env.trace)
+            rows.append({
+                "scenario": scenario.name, "policy": "oracle", "episode": ep, "seed": s,
+                "energy_j": o.energy_j, "overload_pod_s": o.overload_pod_s, "unschedulable": o.unschedulable,
+                "mean_watts": math.nan, "wake_delay_pod_s": math.nan, "wakeups": math.nan,
+                "makespan_s": math.nan, "return": math.nan, "oracle_kind": o.kind,
+            })
+            if on_episode:
+                on_episode("oracle", ep)
+    return pd.DataFrame(rows, columns=EPISODE_COLUMNS)
+
+
+def ci95_halfwidth(values: np.ndarray) -> float:
+    """Half-width of the 95 % confidence interval of the mean (Student t); NaN for fewer than 2 values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return math.nan
+    sem = values.std(ddof=1) / math.sqrt(values.size)
+    return float(stats.t.ppf(0.975, values.size - 1) * sem)
+
+
+def summarize(episodes: pd.DataFrame) -> pd.DataFrame:
+    """One row per policy (columns SUMMARY_COLUMNS), ratios paired per episode against round-robin."""
+    rows = []
+    by_policy = {p: g.set_index("episode") for p, g in episodes.groupby("policy", sort=False)}
+    rr = by_policy.get("round-robin")
+    oracle = by_policy.get("oracle")
+    for policy, g in by_policy.items():
+        energy = g["energy_j"].to_numpy()
+        ratio = ratio_ci = gap = math.nan
+        if rr is not None:
+            paired = g["energy_j"] / rr["energy_j"].reindex(g.index)
+            ratio = float(g["energy_j"].mean() / rr["energy_j"].reindex(g.index).mean())
+            ratio_ci = ci95_halfwidth(paired.to_numpy())
+        if oracle is not None and policy != "oracle":
+            gap = float(g["energy_j"].mean() / oracle["energy_j"].reindex(g.index).mean() - 1.0)
+        rows.append({
+            "scenario": g["scenario"].iloc[0], "policy": policy, "episodes": len(g),
+            "energy_j_mean": float(energy.mean()), "energy_j_ci95": ci95_halfwidth(energy),
+            "ratio_to_round_robin": ratio, "ratio_to_round_robin_ci95": ratio_ci, "gap_to_oracle": gap,
+            "overload_pod_s_mean": float(g["overload_pod_s"].mean()),
+            "unschedulable_mean": float(g["unschedulable"].mean()),
+            "wake_delay_pod_s_mean": float(g["wake_delay_pod_s"].mean()),
+            "mean_watts_mean": float(g["mean_watts"].mean()),
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -1,0 +1,196 @@
+"""How far from the best possible: the offline optimum, or a proven lower bound on it.
+
+Two oracles, both offline (they know the whole arrival sequence of the episode):
+
+* `exact_optimum`: branch-and-bound over every placement of every pod, run in the simulator itself,
+  minimising the same objective as the environment's return (energy + overload penalty). Exact,
+  and feasible only for small episodes (the search visits at most `max_nodes_visited` states).
+
+* `fluid_lower_bound`: a lower bound on the energy of *any* placement that runs every pod that fits
+  on an empty node. Relaxations: a pod's CPU work (usage x duration, core-seconds) may be served by
+  any node at any rate once it has arrived; a node with no load sleeps at once (at `sleep_watts` when
+  the scenario lets nodes sleep, else at its idle watts) and wakes for free; memory is ignored. With
+  F(s) the least power at which the cluster serves s cores (the greedy fill of every node's lower
+  convex hull of its power curve, which is exact for this relaxation), any placement's energy is at
+  least the integral of F over the "taut string" schedule: the slowest-growing convex cumulative-work
+  curve below the cumulative released work, which minimises the integral of a convex F. The horizon
+  T is free but at least the unslowed makespan; we take the minimum over T on a grid of 1 % steps
+  from 1x to 3x that makespan. Overload is not bounded (0 is the trivial bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlmodel.sim.cluster import ClusterSim
+from rlmodel.sim.scenario import Scenario
+from rlmodel.sim.workload import PodTrace
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    """Oracle value for one episode.
+
+    Attributes:
+        kind: "exact" (the offline optimum) or "lower-bound" (fluid relaxation).
+        energy_j: energy of the optimum, or the lower bound on energy, J.
+        overload_pod_s: overload of the optimum (0 for the bound), pod-s.
+        unschedulable: pods left unplaced by the optimum (for the bound: pods that fit on no empty node).
+        placement: node per pod for "exact" (-1: unschedulable), else None.
+    """
+
+    kind: str
+    energy_j: float
+    overload_pod_s: float
+    unschedulable: int
+    placement: tuple[int, ...] | None = None
+
+
+def exact_optimum(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int = 200_000) -> OracleResult | None:
+    """Offline optimum by depth-first branch-and-bound; None if the search would exceed its budget.
+
+    Energy and overload only grow with time, so the cost reached at any partial placement is a
+    lower bound on every completion of it; branches whose partial cost already reaches the best
+    complete cost are cut.
+    """
+    sim = ClusterSim(scenario)
+    sim.reset(trace)
+    penalty = scenario.reward.overload_penalty_j_per_pod_s
+    n_pods = len(trace)
+    best_cost = np.inf
+    best: tuple[int, ...] | None = None
+    best_metrics = (0.0, 0.0, 0)
+    visited = 0
+    choice = [-1] * n_pods
+
+    def cost() -> float:
+        return sim.energy_j + penalty * sim.overload_pod_s
+
+    def visit(i: int) -> bool:
+        nonlocal best_cost, best, best_metrics, visited
+        visited += 1
+        if visited > max_nodes_visited:
+            return False
+        # skip pods that fit nowhere, as the environment does
+        while i < n_pods:
+            sim.advance_to(float(trace.arrival_s[i]))
+            mask = sim.fits(float(trace.cpu_request_cores[i]), float(trace.memory_request_gib[i]))
+            if mask.any():
+                break
+            sim.reject(i)
+            choice[i] = -1
+            i += 1
+        if cost() >= best_cost:
+            return True
+        if i == n_pods:
+            sim.drain()
+            if cost() < best_cost:
+                best_cost, best = cost(), tuple(choice)
+                best_metrics = (sim.energy_j, sim.overload_pod_s, sim.unschedulable)
+            return True
+        snap = sim.snapshot()
+        # try the cheapest-looking nodes first so good solutions come early and prune more
+        order = np.argsort(sim.watts_if_added(float(trace.usage_cores[i])) - np.asarray(sim.watts), kind="stable")
+        for node in order:
+            if not mask[node]:
+                continue
+            choice[i] = int(node)
+            sim.place(i, int(node))
+            if not visit(i + 1):
+                return False
+            sim.restore(snap)
+        return True
+
+    if not visit(0) or best is None:
+        return None
+    energy, overload, unsched = best_metrics
+    return OracleResult("exact", energy, overload, unsched, best)
+
+
+def _cluster_power_curve(scenario: Scenario) -> tuple[float, np.ndarray, np.ndarray]:
+    """F(s) of the relaxation as (F(0) in W, segment lengths in cores, segment slopes in W/core), slopes ascending."""
+    lengths, slopes = [], []
+    base = 0.0
+    for node_type in scenario.node_types:
+        cores = node_type.cpu_cores
+        floor = scenario.sleep_watts if scenario.sleep_enabled else node_type.watts[0]
+        floor = min(floor, node_type.watts[0])
+        xs = [0.0] + [cores * k / 10 for k in range(1, 11)]
+        ys = [floor] + list(node_type.watts[1:])
+        hull = _lower_hull(np.array(xs), np.array(ys))
+        base += hull[0][1]
+        for (x0, y0), (x1, y1) in zip(hull[:-1], hull[1:], strict=True):
+            lengths.append(x1 - x0)
+            slopes.append((y1 - y0) / (x1 - x0))
+    order = np.argsort(slopes, kind="stable")
+    return base, np.asarray(lengths)[order], np.asarray(slopes)[order]
+
+
+def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> list[tuple[float, float]]:
+    """Lower convex hull of points sorted by x (monotone chain)."""
+    hull: list[tuple[float, float]] = []
+    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append((x, y))
+    return hull
+
+
+def _power_at(rate: np.ndarray, base: float, lengths: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+    """F(rate) for an array of served rates (cores); rates above capacity are capped."""
+    cum_len = np.concatenate([[0.0], np.cumsum(lengths)])
+    cum_w = np.concatenate([[0.0], np.cumsum(lengths * slopes)])
+    r = np.clip(rate, 0.0, cum_len[-1])
+    k = np.clip(np.searchsorted(cum_len, r, side="right") - 1, 0, len(lengths) - 1)
+    return base + cum_w[k] + (r - cum_len[k]) * slopes[k]
+
+
+def fluid_lower_bound(scenario: Scenario, trace: PodTrace) -> OracleResult:
+    """Lower bound on the energy (J) of any placement that runs every pod fitting on an empty node."""
+    types = scenario.node_types
+    max_fit = np.zeros(len(trace), dtype=bool)
+    for t in types:
+        max_fit |= (trace.cpu_request_cores <= t.cpu_cores + 1e-9) & (trace.memory_request_gib <= t.memory_gib + 1e-9)
+    arrival = trace.arrival_s[max_fit]
+    work = (trace.usage_cores * trace.work_s)[max_fit]  # core-seconds
+    unsched = int((~max_fit).sum())
+    if arrival.size == 0:
+        return OracleResult("lower-bound", 0.0, 0.0, unsched)
+    base, lengths, slopes = _cluster_power_curve(scenario)
+    t_min = float(np.max(arrival + trace.work_s[max_fit]))
+    # cumulative work released strictly before each distinct arrival time: S(a) <= R(a-)
+    times = np.unique(arrival)
+    cum = np.concatenate([[0.0], np.cumsum(work)])
+    order = np.argsort(arrival, kind="stable")
+    cum_sorted = np.concatenate([[0.0], np.cumsum(work[order])])
+    released_before = cum_sorted[np.searchsorted(arrival[order], times, side="left")]
+    total = float(cum[-1])
+    best = np.inf
+    for factor in np.arange(1.0, 3.0 + 1e-9, 0.01):
+        horizon = t_min * factor
+        xs = np.concatenate([[0.0], times[times > 0], [horizon]])
+        ys = np.concatenate([[0.0], released_before[times > 0], [total]])
+        hull = _lower_hull(xs, ys)
+        hx = np.array([p[0] for p in hull])
+        hy = np.array([p[1] for p in hull])
+        dt = np.diff(hx)
+        keep = dt > 0
+        rates = np.diff(hy)[keep] / dt[keep]
+        energy = float(np.sum(dt[keep] * _power_at(rates, base, lengths, slopes)))
+        best = min(best, energy)
+    return OracleResult("lower-bound", best, 0.0, unsched)
+
+
+def oracle(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int = 200_000) -> OracleResult:
+    """The exact optimum when the search fits its budget, else the fluid lower bound."""
+    if len(trace) <= 12:
+        exact = exact_optimum(scenario, trace, max_nodes_visited=max_nodes_visited)
+        if exact is not None:
+            return exact
+    return fluid_lower_bound(scenario, trace)

@@ -1,0 +1,57 @@
+"""One protocol for every placement policy, learned or hand-written.
+
+A policy sees exactly what the environment shows (the observation and the action mask) and
+answers with a node index, so one evaluator measures them all.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from rlmodel.envs.placement import NODE_FEATURES
+
+Obs = dict[str, np.ndarray]
+COL = {name: i for i, name in enumerate(NODE_FEATURES)}
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """`reset` at the start of every episode, then `predict` once per arriving pod."""
+
+    name: str
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forget per-episode state; seed any randomness (tie-breaks, random choices)."""
+
+    def predict(self, obs: Obs, action_mask: np.ndarray) -> int:
+        """The index of the node to bind the pod to; must be a True entry of `action_mask`."""
+
+
+class ScoringPolicy:
+    """A policy that scores every node (higher is better) and picks the best feasible one.
+
+    Ties are broken uniformly at random, as kube-scheduler's `selectHost` does, from a generator
+    seeded by `reset(seed)`, so results are reproducible.
+    """
+
+    name = "scoring"
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        """(N,) float scores, higher is better; only entries where `action_mask` is True matter."""
+        raise NotImplementedError
+
+    def predict(self, obs: Obs, action_mask: np.ndarray) -> int:
+        scores = np.asarray(self.scores(obs, action_mask), dtype=np.float64)
+        masked = np.where(action_mask, scores, -np.inf)
+        best = np.flatnonzero(masked == masked.max())
+        if best.size == 1:
+            return int(best[0])
+        return int(best[self._rng.integers(best.size)])

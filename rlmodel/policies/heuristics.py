@@ -1,0 +1,148 @@
+"""Hand-written baselines: round-robin, random, kube-scheduler's scoring strategies, power-greedy.
+
+The kube-scheduler scores follow the upstream plugins (pkg/scheduler/framework/plugins/noderesources)
+with integer arithmetic on millicores and bytes, MaxNodeScore = 100, and the pod's own requests
+added to the node's requested resources before scoring:
+
+* LeastAllocated: per resource `(capacity - requested) * 100 // capacity` (0 when over capacity),
+  combined as `sum(score * weight) // sum(weight)` with cpu and memory weight 1.
+* MostAllocated: per resource `min(requested, capacity) * 100 // capacity`, combined likewise.
+* BalancedAllocation: fractions `requested / capacity` capped at 1;
+  `int((1 - |f_cpu - f_mem| / 2) * 100)`.
+* kube-default: the default profile's two resource scores added (LeastAllocated + Balanced, weight 1 each).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlmodel.policies.base import COL, Obs, ScoringPolicy
+
+MAX_NODE_SCORE = 100
+_MIB = 1 << 20
+
+
+def _requested_after(obs: Obs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cpu_req_m, cpu_cap_m, mem_req_bytes, mem_cap_bytes) per node with the pod's requests added."""
+    nodes, pod = obs["nodes"], obs["pod"]
+    cpu_cap = np.rint(nodes[:, COL["cpu_cores"]].astype(np.float64) * 1000).astype(np.int64)
+    cpu_req = np.rint(nodes[:, COL["cpu_requested_cores"]].astype(np.float64) * 1000).astype(np.int64)
+    cpu_req = cpu_req + int(round(float(pod[0]) * 1000))
+    mem_cap = np.rint(nodes[:, COL["memory_gib"]].astype(np.float64) * 1024).astype(np.int64) * _MIB
+    mem_req = np.rint(nodes[:, COL["memory_requested_gib"]].astype(np.float64) * 1024).astype(np.int64) * _MIB
+    mem_req = mem_req + int(round(float(pod[1]) * 1024)) * _MIB
+    return cpu_req, cpu_cap, mem_req, mem_cap
+
+
+def least_requested_score(requested: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """kube-scheduler leastRequestedScore, elementwise on int64 arrays."""
+    safe = np.maximum(capacity, 1)
+    score = ((capacity - requested) * MAX_NODE_SCORE) // safe
+    return np.where((capacity == 0) | (requested > capacity), 0, score)
+
+
+def most_requested_score(requested: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """kube-scheduler mostRequestedScore, elementwise on int64 arrays."""
+    safe = np.maximum(capacity, 1)
+    score = (np.minimum(requested, capacity) * MAX_NODE_SCORE) // safe
+    return np.where(capacity == 0, 0, score)
+
+
+def balanced_allocation_score(cpu_req, cpu_cap, mem_req, mem_cap) -> np.ndarray:
+    """kube-scheduler balancedResourceScorer for cpu and memory."""
+    f_cpu = np.minimum(cpu_req / np.maximum(cpu_cap, 1), 1.0)
+    f_mem = np.minimum(mem_req / np.maximum(mem_cap, 1), 1.0)
+    std = np.abs((f_cpu - f_mem) / 2)
+    return ((1 - std) * MAX_NODE_SCORE).astype(np.int64)
+
+
+class LeastAllocated(ScoringPolicy):
+    """kube-scheduler NodeResourcesFit with the LeastAllocated strategy (its default): spreads pods."""
+
+    name = "least-allocated"
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        cpu_req, cpu_cap, mem_req, mem_cap = _requested_after(obs)
+        return (least_requested_score(cpu_req, cpu_cap) + least_requested_score(mem_req, mem_cap)) // 2
+
+
+class MostAllocated(ScoringPolicy):
+    """kube-scheduler NodeResourcesFit with the MostAllocated strategy: bin-packs pods."""
+
+    name = "most-allocated"
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        cpu_req, cpu_cap, mem_req, mem_cap = _requested_after(obs)
+        return (most_requested_score(cpu_req, cpu_cap) + most_requested_score(mem_req, mem_cap)) // 2
+
+
+class BalancedAllocation(ScoringPolicy):
+    """kube-scheduler NodeResourcesBalancedAllocation: keeps cpu and memory fractions equal."""
+
+    name = "balanced-allocation"
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        return balanced_allocation_score(*_requested_after(obs))
+
+
+class KubeDefault(ScoringPolicy):
+    """kube-scheduler's default profile for resources: LeastAllocated + BalancedAllocation, weight 1 each."""
+
+    name = "kube-default"
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        cpu_req, cpu_cap, mem_req, mem_cap = _requested_after(obs)
+        least = (least_requested_score(cpu_req, cpu_cap) + least_requested_score(mem_req, mem_cap)) // 2
+        return least + balanced_allocation_score(cpu_req, cpu_cap, mem_req, mem_cap)
+
+
+class PowerGreedy(ScoringPolicy):
+    """Lowest marginal power (in the spirit of PEAKS): the node whose watts rise least with this pod.
+
+    Marginal W = `watts_if_placed - watts`; for a sleeping node that is the whole step from sleep to
+    running, so awake nodes are preferred unless none fits.
+    """
+
+    name = "power-greedy"
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        nodes = obs["nodes"].astype(np.float64)
+        return -(nodes[:, COL["watts_if_placed"]] - nodes[:, COL["watts"]])
+
+
+class RoundRobin:
+    """Cycles over the nodes in index order, skipping nodes where the pod does not fit."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def reset(self, seed: int | None = None) -> None:
+        self._next = 0
+
+    def predict(self, obs: Obs, action_mask: np.ndarray) -> int:
+        n = action_mask.shape[0]
+        order = (np.arange(n) + self._next) % n
+        feasible = order[action_mask[order]]
+        choice = int(feasible[0]) if feasible.size else int(order[0])
+        self._next = (choice + 1) % n
+        return choice
+
+
+class RandomPolicy:
+    """Uniformly random among the feasible nodes."""
+
+    name = "random"
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng(0)
+
+    def reset(self, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def predict(self, obs: Obs, action_mask: np.ndarray) -> int:
+        feasible = np.flatnonzero(action_mask)
+        if feasible.size == 0:
+            return 0
+        return int(feasible[self._rng.integers(feasible.size)])
