@@ -119,7 +119,8 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         raise click.ClickException(f"{out}: cannot create the output folder: {exc.strerror}") from None
 
     total = episodes * (len(chosen) + (1 if oracle else 0))
-    with tqdm(total=total, desc=f"benchmark {sc.name}", unit="ep", file=sys.stderr, leave=False) as bar:
+    with tqdm(total=total, desc=f"benchmark {sc.name}", unit="ep", file=sys.stderr, leave=False,
+              disable=None) as bar:  # no bar when stderr is not a terminal
         def tick(policy: str, episode: int) -> None:
             bar.set_postfix_str(policy)
             bar.update()
