@@ -85,8 +85,11 @@ def scenarios(show_name: str | None) -> None:
               help="Add the offline optimum (small episodes) or its lower bound as an `oracle` row.")
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               envvar="RLSCHED_OUT", show_envvar=True, help="Output folder [default: results/benchmark-<timestamp>].")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="RLSCHED_MODEL", show_envvar=True,
+              help="A trained DQN model file: adds the `dqn` policy (included by default when given).")
 def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, scale: int, oracle: bool,
-              out: Path | None) -> None:
+              out: Path | None, model: Path | None) -> None:
     """Run placement policies on identical episodes and report energy, overload and misses.
 
     Writes OUT/episodes.csv (one row per policy and episode), OUT/summary.csv (one row per
@@ -95,6 +98,7 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     \b
     Example:
       rlsched benchmark --scenario hetero --policies round-robin,power-greedy --episodes 10
+      rlsched benchmark --model Dale.pth --scale 4
     """
     from tqdm import tqdm
 
@@ -107,11 +111,15 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     if scale > 1:
         sc = sc.scaled(scale)
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies else list(BASELINES)
+    if not policies and model is not None:
+        names.append("dqn")
     if not names:
         raise click.BadParameter("no policy given", param_hint="--policies")
     if len(set(names)) != len(names):
         raise click.BadParameter("a policy is named twice", param_hint="--policies")
-    chosen = [make_policy(n) for n in names]
+    if "dqn" in names and model is None:
+        raise click.BadParameter("the dqn policy needs a model file (--model PATH)", param_hint="--policies")
+    chosen = [_load_dqn(model) if n == "dqn" else make_policy(n) for n in names]
     out = out or Path("results") / f"benchmark-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -131,7 +139,7 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     write_csv_atomic(summary, out / "summary.csv")
     plot_energy(summary, out / "benchmark.png", f"{sc.name}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
     run = {"scenario": sc.name, "source": sc.source, "policies": names, "episodes": episodes, "seed": seed,
-           "scale": scale, "oracle": oracle}
+           "scale": scale, "oracle": oracle, "model": str(model) if model else None}
     (out / "run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     click.echo(f"scenario {sc.name} ({sc.num_nodes} nodes), {episodes} episodes from seed {seed}")
     click.echo(format_table(summary))
@@ -139,6 +147,166 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))
         click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: fluid relaxation, see README)")
     click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}")
+
+
+def _load_dqn(model: Path | None):
+    from rlmodel.agents.policy import DQNPolicy
+
+    assert model is not None
+    return DQNPolicy.load(model)
+
+
+@main.command()
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=Path("Dale.pth"),
+              show_default=True, envvar="RLSCHED_MODEL", show_envvar=True, help="Model file to write (and resume).")
+@click.option("--scenario", "-s", default=None, envvar="RLSCHED_SCENARIO", show_envvar=True,
+              help="Built-in scenario name or TOML path [default: hetero-sleep; with --resume: the model's].")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), default=None, envvar="RLSCHED_STEPS", show_envvar=True,
+              help="Environment steps (pod placements) to train for [default: 60000; with --resume: the "
+                   "model's own budget].")
+@click.option("--seed", type=click.IntRange(0, 9_999), default=1, show_default=True, envvar="RLSCHED_SEED",
+              show_envvar=True, help="Seed of networks, exploration and training traces.")
+@click.option("--resume", is_flag=True, envvar="RLSCHED_RESUME", show_envvar=True,
+              help="Continue from --model: weights, optimizer, step counter, random states.")
+@click.option("--backend", type=click.Choice(["sim"]), default="sim", show_default=True, envvar="RLSCHED_BACKEND",
+              show_envvar=True, help="Where episodes run: the embedded simulated cluster.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="RLSCHED_LOG_DIR",
+              show_envvar=True, help="Training log folder [default: runs/<scenario>__<seed>__<timestamp>].")
+def train(model: Path, scenario: str | None, steps: int | None, seed: int, resume: bool, backend: str,
+          log_dir: Path | None) -> None:
+    """Train a DQN scheduler and save it to a model file.
+
+    Every node bids with one shared network; the feasible node with the best bid gets the pod. The
+    model file is written atomically every 10,000 steps, at the end and on Ctrl-C. Training
+    writes LOG_DIR/train.csv (one row per episode, flushed) and TensorBoard events when tensorboard
+    is installed.
+
+    \b
+    Example:
+      rlsched train --model Dale.pth --scenario hetero-sleep
+      rlsched train --model Dale.pth --resume --steps 100000
+    """
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
+    from rlmodel.agents.dqn import DQNConfig
+    from rlmodel.agents.dqn import train as train_dqn
+    from rlmodel.agents.model_file import load_model
+    from rlmodel.sim.scenario import load_scenario
+
+    if resume:
+        stored = load_model(model).data
+        fields = {f.name for f in dataclasses.fields(DQNConfig)}
+        cfg = DQNConfig(**{k: v for k, v in stored["hyperparameters"].items() if k in fields})
+        if steps is not None:
+            cfg.total_steps = steps
+        if cfg.total_steps <= int(stored["global_step"]):
+            raise click.ClickException(f"{model}: already trained for {stored['global_step']} steps; "
+                                       f"pass --steps above that to continue")
+        scenario = scenario or stored["scenario"]["source"].removeprefix("built-in:")
+    else:
+        cfg = DQNConfig(seed=seed)
+        if steps is not None:
+            cfg.total_steps = steps
+    sc = load_scenario(scenario or "hetero-sleep")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_dir = log_dir or Path("runs") / f"{sc.name}__{cfg.seed}__{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / "config.json").write_text(json.dumps({"scenario": sc.source, "model": str(model), "resume": resume,
+                                                     "hyperparameters": dataclasses.asdict(cfg)}, indent=2) + "\n")
+    torch.set_num_threads(1)  # small networks: one thread is faster and keeps runs reproducible
+    writer = _tensorboard_writer(log_dir)
+    start = int(load_model(model).data["global_step"]) if resume else 0
+    bar = tqdm(total=cfg.total_steps, initial=start, desc=f"train {sc.name}", unit="step", file=sys.stderr,
+               disable=None, dynamic_ncols=True)
+
+    def on_episode(log, step: int) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(energy_kJ=f"{log.energy_j / 1000:.0f}", ret=f"{log.ret:.0f}", eps=f"{log.epsilon:.2f}")
+        if writer is not None:
+            writer.add_scalar("episode/energy_j", log.energy_j, step)
+            writer.add_scalar("episode/return", log.ret, step)
+            writer.add_scalar("episode/overload_pod_s", log.overload_pod_s, step)
+            writer.add_scalar("train/epsilon", log.epsilon, step)
+            writer.add_scalar("train/loss", log.loss, step)
+
+    try:
+        data = train_dqn(cfg, sc, model, resume=resume, log_csv=log_dir / "train.csv", on_episode=on_episode)
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"interrupted: checkpoint saved to {model}; continue with `rlsched train --model {model} "
+                   f"--resume`", err=True)
+        sys.exit(130)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    m = data["metrics"]
+    click.echo(f"trained {data['global_step']} steps ({data['episodes']} episodes) on {sc.name} in "
+               f"{m['train_wall_s']:.0f} s; last {m['episodes_in_mean']} episodes: energy "
+               f"{m['energy_j_mean'] / 1000:.1f} kJ, overload {m['overload_pod_s_mean']:.1f} pod-s")
+    click.echo(f"wrote {model} and {log_dir / 'train.csv'}")
+
+
+def _tensorboard_writer(log_dir: Path):
+    """A TensorBoard SummaryWriter when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
+
+
+@main.command("test")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=Path("Dale.pth"),
+              show_default=True, envvar="RLSCHED_MODEL", show_envvar=True, help="Model file to run.")
+@click.option("--scenario", "-s", default=None, envvar="RLSCHED_SCENARIO", show_envvar=True,
+              help="Scenario name or file [default: the model's training scenario].")
+@click.option("--episodes", "-n", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              envvar="RLSCHED_EPISODES", show_envvar=True, help="Episodes to run greedily.")
+@_seed_option(1000)
+@click.option("--bids", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="How many of the best feasible bids to print per pod.")
+def test_cmd(model: Path, scenario: str | None, episodes: int, seed: int, bids: int) -> None:
+    """Run a trained model greedily and show, per pod, the chosen node and the nodes' bids.
+
+    \b
+    Example:
+      rlsched test --model Dale.pth --episodes 2
+    """
+    import numpy as np
+
+    from rlmodel.agents.model_file import load_model
+    from rlmodel.agents.policy import DQNPolicy
+    from rlmodel.envs.placement import PodPlacementEnv
+    from rlmodel.sim.scenario import load_scenario
+
+    loaded = load_model(model)
+    src = scenario or loaded.data["scenario"]["source"].removeprefix("built-in:")
+    sc = load_scenario(src)
+    env = PodPlacementEnv(sc)
+    policy = DQNPolicy(loaded.network)
+    type_names = [t.name for t in sc.node_types]
+    for ep in range(episodes):
+        obs, info = env.reset(seed=seed + ep)
+        click.echo(f"episode {ep} (seed {seed + ep}) on {sc.name}, {sc.num_nodes} nodes")
+        done = not info["action_mask"].any()
+        while not done:
+            mask = info["action_mask"]
+            q = policy.scores(obs, mask)
+            action = int(np.argmax(np.where(mask, q, -np.inf)))
+            feasible = np.flatnonzero(mask)
+            top = feasible[np.argsort(-q[feasible], kind="stable")][:bids]
+            shown = " ".join(f"{n}:{q[n]:.3f}{'*' if n == action else ''}" for n in top)
+            click.echo(f"  pod {info['pod']:>4} t={info['time_s']:8.1f}s cpu={obs['pod'][0]:.3f} "
+                       f"mem={obs['pod'][1]:.3f}GiB -> node {action} ({type_names[action]})  bids {shown}")
+            obs, _, done, _, info = env.step(action)
+        m = env.episode_metrics()
+        click.echo(f"  energy {m['energy_j'] / 1000:.1f} kJ, overload {m['overload_pod_s']:.1f} pod-s, "
+                   f"unschedulable {int(m['unschedulable'])}, wake delay {m['wake_delay_pod_s']:.1f} pod-s, "
+                   f"mean {m['mean_watts']:.1f} W")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,291 @@
+"""DQN for pod placement, in one readable loop (after CleanRL's dqn.py).
+
+Double-DQN targets, a target network, Huber loss, gradient clipping, action masking both when acting
+and in the max over next actions, a linear epsilon schedule, one seeding block. Every node bids
+with the same network (`NodeScorer`), so the trained model serves any cluster size.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATURES, node_features
+from rlmodel.agents.model_file import FORMAT, FORMAT_VERSION, ModelError, load_model, save_model
+from rlmodel.agents.qnet import NodeScorer, masked_argmax
+from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.sim.scenario import Scenario
+
+# Training episodes draw their traces from seeds at or above this, so that benchmark seeds (below it)
+# are held out.
+TRAIN_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class DQNConfig:
+    """Hyperparameters of one training run (stored in the model file)."""
+
+    total_steps: int = 60_000
+    """environment steps (pod placements) to train for"""
+    learning_rate: float = 5e-4
+    """Adam learning rate"""
+    buffer_size: int = 50_000
+    """replay buffer capacity, transitions"""
+    batch_size: int = 64
+    """transitions per gradient step"""
+    gamma: float = 0.99
+    """discount per decision"""
+    target_update_every: int = 500
+    """steps between copies of the online network into the target network"""
+    exploration_start: float = 1.0
+    """epsilon at the first step"""
+    exploration_end: float = 0.02
+    """epsilon after the decay"""
+    exploration_fraction: float = 0.4
+    """fraction of total_steps over which epsilon decays linearly"""
+    learning_starts: int = 2_000
+    """steps of experience collected before the first gradient step"""
+    train_every: int = 1
+    """environment steps per gradient step"""
+    reward_scale: float = 0.01
+    """multiplier from the environment's reward (kJ) to the learning target"""
+    max_grad_norm: float = 10.0
+    """gradient clipping (L2 norm)"""
+    hidden: int = 128
+    """width of the node-scoring MLP"""
+    layers: int = 2
+    """hidden layers of the node-scoring MLP"""
+    checkpoint_every: int = 10_000
+    """steps between checkpoints of the model file"""
+    seed: int = 1
+    """seed of networks, exploration and training traces"""
+    device: str = "auto"
+    """"auto" (CUDA when present, else CPU), "cpu" or "cuda" """
+
+
+@dataclass
+class EpisodeLog:
+    """One finished training episode, as written to the CSV log."""
+
+    step: int
+    episode: int
+    energy_j: float
+    overload_pod_s: float
+    ret: float
+    epsilon: float
+    loss: float
+    wall_s: float
+
+
+class ReplayBuffer:
+    """Fixed-size ring of transitions for one cluster size N (features precomputed)."""
+
+    def __init__(self, capacity: int, num_nodes: int, num_features: int, rng: np.random.Generator):
+        self.capacity, self.rng = capacity, rng
+        self.feats = np.zeros((capacity, num_nodes, num_features), dtype=np.float32)
+        self.next_feats = np.zeros_like(self.feats)
+        self.next_mask = np.zeros((capacity, num_nodes), dtype=bool)
+        self.action = np.zeros(capacity, dtype=np.int64)
+        self.reward = np.zeros(capacity, dtype=np.float32)
+        self.done = np.zeros(capacity, dtype=np.float32)
+        self.pos = self.size = 0
+
+    def add(self, feats, action, reward, next_feats, next_mask, done) -> None:
+        i = self.pos
+        self.feats[i], self.action[i], self.reward[i] = feats, action, reward
+        self.next_feats[i], self.next_mask[i], self.done[i] = next_feats, next_mask, done
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return tuple(torch.from_numpy(a[idx]).to(device) for a in
+                     (self.feats, self.action, self.reward, self.next_feats, self.next_mask, self.done))
+
+
+def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
+    """Linear decay from `start` to `end` over `duration` steps, then `end`."""
+    if duration <= 0:
+        return end
+    return max(end, start + (end - start) * step / duration) if end < start else end
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def train(
+    cfg: DQNConfig,
+    scenario: Scenario,
+    model_path: Path,
+    *,
+    resume: bool = False,
+    log_csv: Path | None = None,
+    on_episode: Callable[[EpisodeLog, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train a DQN on `scenario` and write `model_path`; returns the model file's content.
+
+    A checkpoint is written every `cfg.checkpoint_every` steps, at the end, and when interrupted
+    (KeyboardInterrupt is re-raised after the checkpoint). With `resume`, weights, optimizer, step
+    and episode counters and random states continue from `model_path` (the replay buffer starts
+    empty and refills before learning resumes). `on_episode(log, step)` is called after every episode.
+    """
+    device = resolve_device(cfg.device)
+    # ---- seeding: one block for every source of randomness
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    env = PodPlacementEnv(scenario)
+    q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
+    target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
+    target_net.load_state_dict(q_net.state_dict())
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg.learning_rate)
+    start_step, episode = 0, 0
+    if resume:
+        prev = load_model(model_path, device=str(device)).data
+        if prev["scenario"]["num_nodes"] != env.num_nodes:
+            raise ModelError(f"{model_path}: trained on {prev['scenario']['num_nodes']} nodes, "
+                             f"cannot resume on {env.num_nodes}")
+        q_net.load_state_dict(prev["state_dict"])
+        target_net.load_state_dict(prev.get("target_state_dict", prev["state_dict"]))
+        if "optimizer" in prev:
+            optimizer.load_state_dict(prev["optimizer"])
+        start_step, episode = int(prev["global_step"]), int(prev["episodes"])
+        if "rng" in prev:
+            rng.bit_generator.state = prev["rng"]["numpy"]
+            torch.set_rng_state(prev["rng"]["torch"])
+    rb = ReplayBuffer(cfg.buffer_size, env.num_nodes, NUM_FEATURES, rng)
+    learning_starts = cfg.learning_starts if not resume else start_step + max(cfg.batch_size, cfg.learning_starts // 4)
+    recent: list[EpisodeLog] = []
+    log_file = _open_log(log_csv, append=resume)
+    started = time.perf_counter()
+    loss_value = math.nan
+
+    def checkpoint(step: int) -> dict[str, Any]:
+        tail = recent[-20:]
+        data = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "feature_schema": {"version": FEATURE_SCHEMA_VERSION, "features": list(FEATURES)},
+            "network": {"hidden": cfg.hidden, "layers": cfg.layers, "num_features": NUM_FEATURES},
+            "hyperparameters": dataclasses.asdict(cfg),
+            "scenario": {"name": scenario.name, "source": scenario.source, "num_nodes": env.num_nodes},
+            "seed": cfg.seed, "global_step": step, "episodes": episode,
+            "metrics": {
+                "episodes_in_mean": len(tail),
+                "energy_j_mean": float(np.mean([e.energy_j for e in tail])) if tail else math.nan,
+                "overload_pod_s_mean": float(np.mean([e.overload_pod_s for e in tail])) if tail else math.nan,
+                "return_mean": float(np.mean([e.ret for e in tail])) if tail else math.nan,
+                "train_wall_s": time.perf_counter() - started,
+            },
+            "versions": {"torch": str(torch.__version__)},
+            "state_dict": {k: v.detach().cpu() for k, v in q_net.state_dict().items()},
+            "target_state_dict": {k: v.detach().cpu() for k, v in target_net.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+        }
+        save_model(model_path, data)
+        return data
+
+    obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
+    feats, mask = node_features(obs), info["action_mask"]
+    ep_return = 0.0
+    step = start_step
+    try:
+        for step in range(start_step, cfg.total_steps):
+            # ---- act: epsilon-greedy over the feasible nodes only
+            epsilon = linear_schedule(cfg.exploration_start, cfg.exploration_end,
+                                      int(cfg.exploration_fraction * cfg.total_steps), step)
+            if rng.random() < epsilon:
+                action = int(rng.choice(np.flatnonzero(mask)))
+            else:
+                with torch.no_grad():
+                    q = q_net(torch.from_numpy(feats).to(device))
+                    action = int(masked_argmax(q, torch.from_numpy(mask).to(device)).item())
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            next_feats, next_mask = node_features(next_obs), info["action_mask"]
+            # store `terminated`, not `truncated`: only a real end stops bootstrapping
+            rb.add(feats, action, reward * cfg.reward_scale, next_feats, next_mask, float(terminated))
+            ep_return += reward
+            feats, mask = next_feats, next_mask  # obs = next_obs
+
+            if terminated or truncated:
+                episode += 1
+                m = env.episode_metrics()
+                log = EpisodeLog(step + 1, episode, m["energy_j"], m["overload_pod_s"], ep_return, epsilon,
+                                 loss_value, time.perf_counter() - started)
+                recent.append(log)
+                if log_file:
+                    _write_log(log_file, log)
+                if on_episode:
+                    on_episode(log, step + 1)
+                obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
+                feats, mask = node_features(obs), info["action_mask"]
+                ep_return = 0.0
+
+            # ---- learn
+            if step >= learning_starts and step % cfg.train_every == 0 and rb.size >= cfg.batch_size:
+                b_feats, b_action, b_reward, b_next_feats, b_next_mask, b_done = rb.sample(cfg.batch_size, device)
+                with torch.no_grad():
+                    # Double DQN: the online net picks the next node among feasible ones, the target net values it
+                    next_action = masked_argmax(q_net(b_next_feats), b_next_mask)
+                    next_q = target_net(b_next_feats).gather(1, next_action[:, None]).squeeze(1)
+                    # a terminal next state has no feasible node and no future
+                    next_q = torch.where(b_done > 0, torch.zeros_like(next_q), next_q)
+                    td_target = b_reward + cfg.gamma * next_q
+                q_taken = q_net(b_feats).gather(1, b_action[:, None]).squeeze(1)
+                loss = F.smooth_l1_loss(q_taken, td_target)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                loss_value = float(loss.item())
+
+            if (step + 1) % cfg.target_update_every == 0:
+                target_net.load_state_dict(q_net.state_dict())
+            if (step + 1) % cfg.checkpoint_every == 0:
+                checkpoint(step + 1)
+    except KeyboardInterrupt:
+        checkpoint(step)
+        raise
+    finally:
+        if log_file:
+            log_file.close()
+    return checkpoint(cfg.total_steps)
+
+
+LOG_COLUMNS = ["step", "episode", "energy_j", "overload_pod_s", "return", "epsilon", "loss", "wall_s"]
+
+
+def _open_log(path: Path | None, *, append: bool):
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not append or not path.exists() or path.stat().st_size == 0
+    fh = path.open("a" if append else "w", newline="", encoding="utf-8")
+    if new:
+        csv.writer(fh).writerow(LOG_COLUMNS)
+        fh.flush()
+    return fh
+
+
+def _write_log(fh, log: EpisodeLog) -> None:
+    csv.writer(fh).writerow([log.step, log.episode, f"{log.energy_j:.3f}", f"{log.overload_pod_s:.3f}",
+                             f"{log.ret:.4f}", f"{log.epsilon:.4f}", f"{log.loss:.6g}", f"{log.wall_s:.2f}"])
+    fh.flush()  # one row per episode, flushed: a crash loses nothing already logged

@@ -1,0 +1,85 @@
+"""What the Q-network sees: scale-free features per node, computed from the environment's observation.
+
+Each node is described by its own state, the arriving pod and a little cluster context, in units
+chosen so that one network serves clusters of any size (fractions, hundreds of watts, minutes).
+The names and order below are the model file's feature schema: a model is refused when its
+schema differs from this one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlmodel.envs.placement import NODE_FEATURES
+
+FEATURE_SCHEMA_VERSION = 1
+FEATURES: tuple[str, ...] = (
+    "cpu_cores_x12",            # node cores / 12
+    "memory_gib_x16",           # node memory / 16 GiB
+    "cpu_requested_frac",       # requested / cores, before this pod
+    "memory_requested_frac",    # requested / memory, before this pod
+    "cpu_used_frac",            # actual demand / cores (above 1: overloaded)
+    "cpu_requested_frac_after",  # with this pod's request added
+    "memory_requested_frac_after",
+    "watts_x100",               # power now, hundreds of W
+    "marginal_watts_x100",      # watts_if_placed - watts, hundreds of W
+    "idle_watts_x100",
+    "peak_watts_x100",
+    "watts_per_core_x10",       # peak watts / cores / 10: the node's efficiency at full load
+    "asleep",
+    "waking_min",               # minutes until a waking node runs pods
+    "pods_x10",
+    "empty",                    # 1 if no pod is bound to the node
+    "pod_cpu_frac",             # pod request / node cores
+    "pod_cpu_cores",
+    "pod_memory_gib",
+    "episode_progress",
+    "cluster_cpu_requested_frac",  # context: requested / capacity over the whole cluster
+    "cluster_cpu_used_frac",
+    "cluster_awake_frac",          # fraction of nodes awake
+    "cluster_watts_per_node_x100",
+)
+NUM_FEATURES = len(FEATURES)
+_C = {name: i for i, name in enumerate(NODE_FEATURES)}
+
+
+def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, NUM_FEATURES) float32 features for every node of one observation."""
+    nodes = obs["nodes"].astype(np.float32, copy=False)
+    pod = obs["pod"].astype(np.float32, copy=False)
+    n = nodes.shape[0]
+    cores = np.maximum(nodes[:, _C["cpu_cores"]], 1e-6)
+    mem = np.maximum(nodes[:, _C["memory_gib"]], 1e-6)
+    cpu_req = nodes[:, _C["cpu_requested_cores"]]
+    mem_req = nodes[:, _C["memory_requested_gib"]]
+    used = nodes[:, _C["cpu_used_cores"]]
+    watts = nodes[:, _C["watts"]]
+    asleep = nodes[:, _C["asleep"]]
+    pods = nodes[:, _C["pods"]]
+    out = np.empty((n, NUM_FEATURES), dtype=np.float32)
+    out[:, 0] = cores / 12.0
+    out[:, 1] = mem / 16.0
+    out[:, 2] = cpu_req / cores
+    out[:, 3] = mem_req / mem
+    out[:, 4] = used / cores
+    out[:, 5] = (cpu_req + pod[0]) / cores
+    out[:, 6] = (mem_req + pod[1]) / mem
+    out[:, 7] = watts / 100.0
+    out[:, 8] = (nodes[:, _C["watts_if_placed"]] - watts) / 100.0
+    out[:, 9] = nodes[:, _C["idle_watts"]] / 100.0
+    out[:, 10] = nodes[:, _C["peak_watts"]] / 100.0
+    out[:, 11] = nodes[:, _C["peak_watts"]] / cores / 10.0
+    out[:, 12] = asleep
+    out[:, 13] = nodes[:, _C["waking_s"]] / 60.0
+    out[:, 14] = pods / 10.0
+    out[:, 15] = pods == 0
+    out[:, 16] = pod[0] / cores
+    out[:, 17] = pod[0]
+    out[:, 18] = pod[1]
+    out[:, 19] = pod[2]
+    total_cores = float(cores.sum())
+    out[:, 20] = float(cpu_req.sum()) / total_cores
+    out[:, 21] = float(used.sum()) / total_cores
+    out[:, 22] = 1.0 - float(asleep.mean())
+    out[:, 23] = float(watts.mean()) / 100.0
+    return out

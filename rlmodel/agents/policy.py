@@ -1,0 +1,40 @@
+"""The trained DQN as a placement policy: every node bids its Q-value, the best feasible bid wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlmodel.agents.features import node_features
+from rlmodel.agents.model_file import load_model
+from rlmodel.agents.qnet import NodeScorer
+
+
+class DQNPolicy:
+    """Greedy policy of a Q-network, behind the same `predict()` protocol as the baselines."""
+
+    name = "dqn"
+
+    def __init__(self, network: NodeScorer, device: str = "cpu"):
+        self.network = network.eval()
+        self.device = device
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> DQNPolicy:
+        """A policy from a model file (raises ModelError when it is missing or incompatible)."""
+        return cls(load_model(path, device=device).network, device=device)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Greedy and stateless: nothing to reset."""
+
+    def scores(self, obs: dict[str, np.ndarray], action_mask: np.ndarray) -> np.ndarray:
+        """(N,) Q-values, the nodes' bids (higher is better)."""
+        with torch.no_grad():
+            feats = torch.from_numpy(node_features(obs)).to(self.device)
+            return self.network(feats).cpu().numpy()
+
+    def predict(self, obs: dict[str, np.ndarray], action_mask: np.ndarray) -> int:
+        q = self.scores(obs, action_mask)
+        return int(np.argmax(np.where(action_mask, q, -np.inf)))

@@ -1,0 +1,154 @@
+"""The DQN: determinism, masking, model files, resume, interruption, and the CLI on a tiny budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rlmodel.agents.dqn import DQNConfig, train
+from rlmodel.agents.features import NUM_FEATURES, node_features
+from rlmodel.agents.model_file import ModelError, load_model, save_model
+from rlmodel.agents.policy import DQNPolicy
+from rlmodel.agents.qnet import NodeScorer
+from rlmodel.cli import main
+from rlmodel.envs import PodPlacementEnv
+from rlmodel.evaluation.benchmark import run_episode
+from rlmodel.sim import load_scenario
+
+SMALL = dict(total_steps=600, learning_starts=100, buffer_size=1000, batch_size=16, hidden=32,
+             target_update_every=100, checkpoint_every=400)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("m") / "m.pth"
+    train(DQNConfig(seed=3, **SMALL), load_scenario("tiny"), path)
+    return path
+
+
+def test_same_seed_same_actions(tmp_path, trained):
+    again = tmp_path / "again.pth"
+    train(DQNConfig(seed=3, **SMALL), load_scenario("tiny"), again)
+    a, b = load_model(trained), load_model(again)
+    for k, v in a.data["state_dict"].items():
+        assert torch.equal(v, b.data["state_dict"][k])
+    env = PodPlacementEnv("hetero-sleep")
+    ra = run_episode(env, DQNPolicy(a.network), seed=5)
+    rb = run_episode(env, DQNPolicy(b.network), seed=5)
+    assert ra.actions == rb.actions and ra.energy_j == rb.energy_j
+    other = tmp_path / "other.pth"
+    train(DQNConfig(seed=4, **SMALL), load_scenario("tiny"), other)
+    assert not torch.equal(load_model(other).data["state_dict"]["mlp.0.weight"], a.data["state_dict"]["mlp.0.weight"])
+
+
+def test_masking_never_picks_an_infeasible_node(trained):
+    policy = DQNPolicy.load(trained)
+    env = PodPlacementEnv(load_scenario("hetero").scaled(3))
+    obs, info = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        mask = rng.random(env.num_nodes) < 0.2
+        mask[rng.integers(env.num_nodes)] = True
+        q = policy.scores(obs, mask)
+        # even when an infeasible node has the best bid, it is not chosen
+        a = policy.predict(obs, mask)
+        assert mask[a] and q[a] == q[mask].max()
+
+
+def test_model_file_contents(trained):
+    data = load_model(trained).data
+    assert data["format"] == "rlsched-dqn" and data["format_version"] == 1
+    assert len(data["feature_schema"]["features"]) == NUM_FEATURES
+    assert data["hyperparameters"]["total_steps"] == 600 and data["seed"] == 3
+    assert data["scenario"]["name"] == "tiny" and data["global_step"] == 600
+    assert np.isfinite(data["metrics"]["energy_j_mean"])
+
+
+def test_resume_continues_counters_and_optimizer(tmp_path, trained):
+    path = tmp_path / "r.pth"
+    path.write_bytes(trained.read_bytes())
+    before = load_model(path).data
+    cfg = DQNConfig(seed=3, **{**SMALL, "total_steps": 900})
+    after = train(cfg, load_scenario("tiny"), path, resume=True)
+    assert after["global_step"] == 900 and after["episodes"] > before["episodes"]
+    assert after["optimizer"]["state"][0]["step"] > before["optimizer"]["state"][0]["step"]
+    assert not torch.equal(after["state_dict"]["mlp.0.weight"], before["state_dict"]["mlp.0.weight"])
+
+
+def test_interrupt_writes_a_checkpoint(tmp_path):
+    path = tmp_path / "i.pth"
+
+    def stop(log, step):
+        if log.episode == 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(DQNConfig(seed=1, **{**SMALL, "total_steps": 5000}), load_scenario("tiny"), path, on_episode=stop)
+    data = load_model(path).data
+    assert 0 < data["global_step"] < 5000 and data["episodes"] == 30
+
+
+def test_bad_model_files_are_refused(tmp_path, trained):
+    with pytest.raises(ModelError, match="no such model file"):
+        load_model(tmp_path / "absent.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(trained.read_bytes()[:300])
+    with pytest.raises(ModelError, match="corrupt"):
+        load_model(corrupt)
+    text = tmp_path / "text.pth"
+    text.write_text("hello")
+    with pytest.raises(ModelError, match="not a readable rlsched model"):
+        load_model(text)
+    data = load_model(trained).data
+    schema = dict(data, feature_schema={"version": 99, "features": ["a", "b"]})
+    save_model(tmp_path / "schema.pth", schema)
+    with pytest.raises(ModelError, match="feature schema v99"):
+        load_model(tmp_path / "schema.pth")
+    shape = dict(data, network={"hidden": 64, "layers": 2})
+    save_model(tmp_path / "shape.pth", shape)
+    with pytest.raises(ModelError, match="do not match"):
+        load_model(tmp_path / "shape.pth")
+    torch.save({"state_dict": NodeScorer(NUM_FEATURES).state_dict()}, tmp_path / "bare.pth")
+    with pytest.raises(ModelError, match="not an rlsched DQN model"):
+        load_model(tmp_path / "bare.pth")
+
+
+def test_features_are_scale_free():
+    env = PodPlacementEnv("hetero")
+    big = PodPlacementEnv(load_scenario("hetero").scaled(4))
+    f_small = node_features(env.reset(seed=0)[0])
+    f_big = node_features(big.reset(seed=0)[0])
+    assert f_small.shape == (10, NUM_FEATURES) and f_big.shape == (40, NUM_FEATURES)
+    # an empty cluster looks the same per node type at any size (pod-independent columns)
+    cols = [0, 1, 2, 3, 4, 7, 9, 10, 11, 12, 13, 14, 15, 20, 21, 22, 23]
+    assert np.allclose(f_small[0, cols], f_big[0, cols]) and np.allclose(f_small[-1, cols], f_big[-1, cols])
+
+
+def test_cli_train_test_benchmark_end_to_end(tmp_path):
+    runner = CliRunner()
+    model = tmp_path / "Dale.pth"
+    r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "tiny", "--steps", "400", "--seed", "2",
+                             "--log-dir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert model.exists() and "trained 400 steps" in r.output
+    log = (tmp_path / "run" / "train.csv").read_text().splitlines()
+    assert log[0].startswith("step,episode,energy_j") and len(log) > 10
+    r = runner.invoke(main, ["train", "--model", str(model), "--resume", "--steps", "500",
+                             "--log-dir", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    assert load_model(model).data["global_step"] == 500
+    r = runner.invoke(main, ["test", "--model", str(model), "--episodes", "1"])
+    assert r.exit_code == 0, r.output
+    assert "-> node" in r.output and "bids" in r.output and "energy" in r.output
+    r = runner.invoke(main, ["benchmark", "--model", str(model), "--scenario", "tiny", "--episodes", "2",
+                             "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert "\ndqn " in r.output
+    r = runner.invoke(main, ["test", "--model", str(tmp_path / "nope.pth")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "no such model file" in r.output
+    r = runner.invoke(main, ["benchmark", "--policies", "dqn"])
+    assert r.exit_code == 2 and "--model" in r.output
