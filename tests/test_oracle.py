@@ -6,7 +6,7 @@ import pytest
 
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.evaluation.benchmark import run_episode
-from rlmodel.evaluation.oracle import exact_optimum, fluid_lower_bound, oracle
+from rlmodel.evaluation.oracle import cover_lower_bound, exact_optimum, fluid_lower_bound, oracle
 from rlmodel.policies import BASELINES, make_policy
 from rlmodel.sim import load_scenario
 
@@ -28,8 +28,22 @@ def test_exact_optimum_is_no_worse_than_any_baseline_and_above_the_bound(seed):
     replay = _Replay(actions)
     r = run_episode(env, replay, seed)
     assert r.energy_j == pytest.approx(exact.energy_j)
-    bound = fluid_lower_bound(sc, env.trace)
-    assert bound.energy_j <= exact.energy_j + 1e-6
+    fluid = fluid_lower_bound(sc, env.trace)
+    cover = cover_lower_bound(sc, env.trace)
+    assert 0 < fluid.energy_j <= exact.energy_j + 1e-6
+    assert 0 < cover <= exact.energy_j + 1e-6
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bounds_below_exact_optimum_on_many_tiny_episodes(seed):
+    sc = load_scenario("tiny")
+    env = PodPlacementEnv(sc)
+    env.reset(seed=100 + seed)
+    exact = exact_optimum(sc, env.trace)
+    assert exact is not None
+    if exact.unschedulable == 0:
+        assert fluid_lower_bound(sc, env.trace).energy_j <= exact.energy_j + 1e-6
+        assert cover_lower_bound(sc, env.trace) <= exact.energy_j + 1e-6
 
 
 class _Replay:

@@ -20,6 +20,7 @@ Two oracles, both offline (they know the whole arrival sequence of the episode):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,6 +110,15 @@ def exact_optimum(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int
     return OracleResult("exact", energy, overload, unsched, best)
 
 
+def _fits_an_empty_node(scenario: Scenario, trace: PodTrace) -> np.ndarray:
+    """(pods,) True where the pod's requests fit on at least one empty node."""
+    fits = np.zeros(len(trace), dtype=bool)
+    for g in scenario.groups:
+        t = g.node_type
+        fits |= (trace.cpu_request_cores <= t.cpu_cores + 1e-9) & (trace.memory_request_gib <= t.memory_gib + 1e-9)
+    return fits
+
+
 def _cluster_power_curve(scenario: Scenario) -> tuple[float, np.ndarray, np.ndarray]:
     """F(s) of the relaxation as (F(0) in W, segment lengths in cores, segment slopes in W/core), slopes ascending."""
     lengths, slopes = [], []
@@ -153,10 +163,7 @@ def _power_at(rate: np.ndarray, base: float, lengths: np.ndarray, slopes: np.nda
 
 def fluid_lower_bound(scenario: Scenario, trace: PodTrace) -> OracleResult:
     """Lower bound on the energy (J) of any placement that runs every pod fitting on an empty node."""
-    types = scenario.node_types
-    max_fit = np.zeros(len(trace), dtype=bool)
-    for t in types:
-        max_fit |= (trace.cpu_request_cores <= t.cpu_cores + 1e-9) & (trace.memory_request_gib <= t.memory_gib + 1e-9)
+    max_fit = _fits_an_empty_node(scenario, trace)
     arrival = trace.arrival_s[max_fit]
     work = (trace.usage_cores * trace.work_s)[max_fit]  # core-seconds
     unsched = int((~max_fit).sum())
@@ -187,10 +194,83 @@ def fluid_lower_bound(scenario: Scenario, trace: PodTrace) -> OracleResult:
     return OracleResult("lower-bound", best, 0.0, unsched)
 
 
+def cover_lower_bound(scenario: Scenario, trace: PodTrace, *, max_combinations: int = 500_000) -> float | None:
+    """Lower bound (J) from the nodes that must stay awake to hold the pods' requests, plus dynamic power.
+
+    A pod is bound from its arrival until it finishes, never sooner than arrival + work, so at any
+    time t of its unslowed window its requests sit on a node that is not asleep. The nodes not
+    asleep must therefore cover the requests present, R(t), in CPU and memory; each draws at least
+    its idle watts (a waking node draws peak), each sleeping node `sleep_watts`. On top, an awake
+    node serving x cores draws at least idle + m x, where m is the smallest first slope of any
+    node's convex hull (W per core); all work W (core-seconds) is served once. So energy >=
+    integral of cover(t) over [0, unslowed makespan] + m W. Returns None when enumerating the
+    combinations of awake nodes per type would exceed `max_combinations`.
+    """
+    fits_empty = _fits_an_empty_node(scenario, trace)
+    start = trace.arrival_s[fits_empty]
+    end = start + trace.work_s[fits_empty]
+    if start.size == 0:
+        return 0.0
+    groups = scenario.groups
+    if math.prod(g.count + 1 for g in groups) > max_combinations:
+        return None
+    # every choice of how many nodes of each group stay awake
+    grids = np.meshgrid(*[np.arange(g.count + 1) for g in groups], indexing="ij")
+    awake = np.stack([x.ravel() for x in grids], axis=1).astype(np.float64)  # (K, G)
+    cores = np.array([g.node_type.cpu_cores for g in groups])
+    mem = np.array([g.node_type.memory_gib for g in groups])
+    idle = np.array([g.node_type.watts[0] for g in groups])
+    count = np.array([g.count for g in groups], dtype=np.float64)
+    asleep_w = min(scenario.sleep_watts, float(idle.min())) if scenario.sleep_enabled else None
+    if asleep_w is None:
+        cost = np.where((awake == count).all(axis=1), awake @ idle, np.inf)  # always on: every node awake
+    else:
+        cost = awake @ idle + (count - awake).sum(axis=1) * asleep_w
+    cap_cpu, cap_mem = awake @ cores, awake @ mem
+    # requests present, piecewise constant between window starts and ends
+    makespan = float(end.max())
+    times = np.unique(np.concatenate([start, end]))
+    mids = (times[:-1] + times[1:]) / 2
+    present = (start[None, :] <= mids[:, None]) & (end[None, :] > mids[:, None])
+    req_cpu = present @ trace.cpu_request_cores[fits_empty]
+    req_mem = present @ trace.memory_request_gib[fits_empty]
+    tau = scenario.idle_sleep_after_s
+    if asleep_w is not None:
+        # A node that held pods at t' cannot sleep before t' + tau (it must idle that long first), so the
+        # nodes awake at t cover the requests of every moment of [t - tau, t]; before tau nobody sleeps.
+        grid = np.unique(np.concatenate([times, times + tau, [tau]]))
+        grid = grid[grid <= makespan]
+        g_mid = (grid[:-1] + grid[1:]) / 2
+        lo, hi = times[:-1], times[1:]
+        overlaps = (lo[None, :] < g_mid[:, None]) & (hi[None, :] > g_mid[:, None] - tau)
+        req_cpu = np.where(overlaps, req_cpu[None, :], 0.0).max(axis=1)
+        req_mem = np.where(overlaps, req_mem[None, :], 0.0).max(axis=1)
+        req_cpu = np.where(g_mid < tau, np.inf, req_cpu)  # every node still awake
+        dts = np.diff(grid)
+    else:
+        dts = np.diff(times)
+    ok = (cap_cpu[None, :] + 1e-9 >= req_cpu[:, None]) & (cap_mem[None, :] + 1e-9 >= req_mem[:, None])
+    all_awake = float(idle @ count)
+    cover = np.where(ok, cost[None, :], np.inf).min(axis=1)
+    cover = np.where(np.isinf(cover), all_awake, cover)
+    idle_energy = float(np.sum(cover * dts))
+    # smallest first hull slope over node types, W per core
+    slope = np.inf
+    for t in scenario.node_types:
+        xs = np.array([t.cpu_cores * k / 10 for k in range(11)])
+        slope = min(slope, float(np.min((np.array(t.watts[1:]) - t.watts[0]) / xs[1:])))
+    work = float(np.sum((trace.usage_cores * trace.work_s)[fits_empty]))
+    return idle_energy + max(slope, 0.0) * work
+
+
 def oracle(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int = 200_000) -> OracleResult:
-    """The exact optimum when the search fits its budget, else the fluid lower bound."""
+    """The exact optimum when the search fits its budget, else the best (largest) of the lower bounds."""
     if len(trace) <= 12:
         exact = exact_optimum(scenario, trace, max_nodes_visited=max_nodes_visited)
         if exact is not None:
             return exact
-    return fluid_lower_bound(scenario, trace)
+    fluid = fluid_lower_bound(scenario, trace)
+    cover = cover_lower_bound(scenario, trace)
+    if cover is not None and cover > fluid.energy_j:
+        return OracleResult("lower-bound", cover, 0.0, fluid.unschedulable)
+    return fluid

@@ -1,0 +1,75 @@
+"""Train the DQN with the default budget and check it against the baselines and the oracle.
+
+For each of `hetero-sleep` and `hetero`: train from scratch (default hyperparameters, the given seed),
+then evaluate greedily on held-out episode seeds next to every baseline and the oracle; for
+`hetero-sleep` also evaluate the same model on the scenario scaled to 4x the nodes. Prints the
+figures the project's targets are stated in, and the training wall time.
+
+    .venv/bin/python benchmarks/dqn_targets.py [--seed 1] [--episodes 20] [--out results/dqn-targets]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from rlmodel.agents.dqn import DQNConfig, train
+from rlmodel.agents.policy import DQNPolicy
+from rlmodel.evaluation.benchmark import run_benchmark, summarize
+from rlmodel.evaluation.report import format_table, write_csv_atomic
+from rlmodel.policies import BASELINES, make_policy
+from rlmodel.sim import load_scenario
+
+
+def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
+    policies = [make_policy(p) for p in BASELINES] + [policy]
+    df = run_benchmark(scenario, policies, episodes=episodes, seed=seed)
+    summary = summarize(df)
+    write_csv_atomic(df, out / f"{tag}-episodes.csv")
+    write_csv_atomic(summary, out / f"{tag}-summary.csv")
+    print(format_table(summary))
+    s = summary.set_index("policy")
+    baselines = s.drop(index=["dqn", "oracle"])
+    best = baselines["energy_j_mean"].idxmin()
+    dqn = s.loc["dqn"]
+    print(f"  dqn / round-robin      {dqn.ratio_to_round_robin:.3f} (paired CI ± {dqn.ratio_to_round_robin_ci95:.3f})")
+    print(f"  dqn / best baseline    {dqn.energy_j_mean / s.loc[best].energy_j_mean:.3f} (best: {best})")
+    print(f"  dqn / oracle           {dqn.energy_j_mean / s.loc['oracle'].energy_j_mean:.3f} "
+          f"(oracle: {','.join(sorted(set(df[df.policy == 'oracle'].oracle_kind)))})")
+    rr_overload = s.loc["round-robin"].overload_pod_s_mean
+    print(f"  overload dqn {dqn.overload_pod_s_mean:.1f} pod-s, round-robin {rr_overload:.1f}")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1, help="training seed")
+    parser.add_argument("--episodes", type=int, default=20, help="held-out evaluation episodes")
+    parser.add_argument("--eval-seed", type=int, default=1000, help="first held-out episode seed")
+    parser.add_argument("--scenarios", default="hetero-sleep,hetero")
+    parser.add_argument("--out", type=Path, default=Path("results/dqn-targets"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.scenarios.split(","):
+        sc = load_scenario(name)
+        cfg = DQNConfig(seed=args.seed)
+        model = args.out / f"{name}-seed{args.seed}.pth"
+        start = time.perf_counter()
+        train(cfg, sc, model)
+        wall = time.perf_counter() - start
+        print(f"\n## {name}: trained {cfg.total_steps} steps in {wall:.0f} s (seed {args.seed}); "
+              f"held-out seeds {args.eval_seed}..{args.eval_seed + args.episodes - 1}")
+        policy = DQNPolicy.load(model)
+        evaluate(sc, policy, args.episodes, args.eval_seed, args.out, name)
+        if name == "hetero-sleep":
+            big = sc.scaled(4)
+            print(f"\n## {big.name}: the same model on {big.num_nodes} nodes")
+            evaluate(big, policy, args.episodes, args.eval_seed, args.out, big.name)
+
+
+if __name__ == "__main__":
+    main()

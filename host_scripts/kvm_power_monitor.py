@@ -1,0 +1,1 @@
+../rlmodel/power/kvm_power_monitor.py

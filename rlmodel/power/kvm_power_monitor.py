@@ -1,0 +1,634 @@
+#!/usr/bin/env python3
+"""Host power monitor: RAPL package energy attributed to each qemu VM (Minikube node) by CPU time.
+
+One file, Python 3.8+ standard library only: copy it to the KVM host and run it as root with the
+system python. `rlsched power monitor` runs the same code from the project's venv.
+
+    sudo python3 kvm_power_monitor.py --interval 1 --csv power.csv --listen 0.0.0.0:9877
+
+Collect, model, export are kept apart:
+  collect  RaplSysfs / PerfEnergy (package joules), ProcStat (CPU seconds of qemu processes, /proc)
+  model    EnergyCounter (wraparound, dropped samples), attribute() (watts per VM)
+  export   CsvSink (one row per VM per sample, flushed), MetricsState (Prometheus text, HTTP and textfile)
+
+Attribution: vm_watts = host_watts * vm_cpu_s / (interval_s * ncpus); vm_cpu_s is the process's
+utime+stime delta, which already includes its vCPU threads. What no VM accounts for is reported as
+the pseudo-VM `unattributed`. Numbers are always written with '.' as the decimal separator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import http.server
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, List, Optional, Tuple
+
+__version__ = "1.0"
+
+CSV_COLUMNS = [
+    "timestamp", "interval_s", "host_joules", "host_watts", "vm", "vm_pid", "vm_cpu_s", "vm_cpu_share",
+    "vm_watts", "vm_joules", "estimated",
+]
+DEFAULT_MATCH = r"^(qemu-system-[A-Za-z0-9_.+-]+|qemu-kvm|kvm)$"
+UNATTRIBUTED = "unattributed"
+
+
+class MonitorError(Exception):
+    """A user-facing failure: printed as one line, exit 1."""
+
+
+# ----------------------------------------------------------------------------------------- collect
+class RaplSysfs:
+    """Package energy counters from the powercap sysfs tree (`intel-rapl:N/energy_uj`).
+
+    Only top-level package zones are read (one per socket); sub-zones `intel-rapl:N:M` (core, uncore,
+    dram) are already contained in the package and are never added to it.
+    """
+
+    def __init__(self, root: str):
+        self.root = root
+        if not os.path.isdir(root):
+            raise MonitorError("%s: no such directory: RAPL is unavailable (not an Intel/AMD host with the "
+                               "powercap driver loaded, or inside a VM); use --estimate-tdp WATTS to estimate"
+                               % root)
+        zones = sorted(
+            (d for d in os.listdir(root) if re.match(r"^intel-rapl:\d+$", d)),
+            key=lambda d: int(d.split(":")[1]),
+        )
+        if not zones:
+            raise MonitorError("%s: no intel-rapl:N package zone found: RAPL is unavailable; use "
+                               "--estimate-tdp WATTS to estimate" % root)
+        self.zones = [os.path.join(root, z) for z in zones]
+        self.max_range_uj = [self._read_int(os.path.join(z, "max_energy_range_uj")) for z in self.zones]
+        self.read()  # fail now, with a clear message, if the counters are not readable
+
+    @staticmethod
+    def _read_int(path: str) -> int:
+        try:
+            with open(path, "r") as fh:
+                return int(fh.read().strip())
+        except PermissionError:
+            raise MonitorError("%s: permission denied: energy_uj is readable by root only since 2020 "
+                               "(CVE-2020-8694); run the monitor as root" % path) from None
+        except FileNotFoundError:
+            raise MonitorError("%s: no such file: RAPL zone incomplete" % path) from None
+        except (OSError, ValueError) as exc:
+            raise MonitorError("%s: cannot read: %s" % (path, exc)) from None
+
+    def read(self) -> List[int]:
+        """Current energy of every package zone, microjoules (raw counters, may wrap)."""
+        return [self._read_int(os.path.join(z, "energy_uj")) for z in self.zones]
+
+
+class PerfEnergy:
+    """Package energy from `perf stat -a -e power/energy-pkg/ -I MS -x,` (fallback when sysfs is closed).
+
+    perf prints the joules of each interval; they are accumulated into a counter that never wraps.
+    """
+
+    def __init__(self, interval_s: float, perf: str = "perf"):
+        ms = max(10, int(round(interval_s * 1000)))
+        cmd = [perf, "stat", "-a", "-e", "power/energy-pkg/", "-I", str(ms), "-x", ","]
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            raise MonitorError("%s: not found: install linux-perf, or use --source sysfs" % perf) from None
+        self.total_uj = 0
+        self.error = None  # type: Optional[str]
+        self.max_range_uj = [2 ** 63]
+        self._lock = threading.Lock()
+        self._seen = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._seen.wait(timeout=max(3.0, 3 * interval_s)):
+            self.close()
+            raise MonitorError("perf stat -e power/energy-pkg/: no reading within %.0f s%s"
+                               % (max(3.0, 3 * interval_s), (": " + self.error) if self.error else ""))
+        if self.error:
+            self.close()
+            raise MonitorError("perf stat -e power/energy-pkg/: %s" % self.error)
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            parsed = parse_perf_line(line)
+            if parsed is None:
+                if "not supported" in line or "<not" in line or "rror" in line:
+                    self.error = line.strip()[:200]
+                    self._seen.set()
+                continue
+            with self._lock:
+                self.total_uj += int(round(parsed * 1e6))
+            self._seen.set()
+
+    def read(self) -> List[int]:
+        with self._lock:
+            return [self.total_uj]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def parse_perf_line(line: str) -> Optional[float]:
+    """Joules from one `perf stat -I -x,` line (`time,value,unit,event,...`), else None."""
+    fields = line.strip().split(",")
+    if len(fields) < 4 or "energy-pkg" not in fields[3]:
+        return None
+    try:
+        return float(fields[1])
+    except ValueError:
+        return None
+
+
+class ProcStat:
+    """CPU seconds (utime+stime) of processes, and the qemu VMs among them, from /proc."""
+
+    def __init__(self, proc_root: str = "/proc", match: str = DEFAULT_MATCH):
+        self.proc_root = proc_root
+        self.match = re.compile(match)
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def vms(self) -> Dict[int, str]:
+        """pid -> VM name for every process whose program name matches."""
+        out = {}
+        for entry in os.listdir(self.proc_root):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(os.path.join(self.proc_root, entry, "cmdline"), "rb") as fh:
+                    argv = fh.read().split(b"\0")
+            except OSError:
+                continue  # exited while we looked
+            if not argv or not argv[0]:
+                continue
+            prog = os.path.basename(argv[0].decode("utf-8", "replace"))
+            if self.match.search(prog):
+                out[int(entry)] = vm_name([a.decode("utf-8", "replace") for a in argv if a], int(entry))
+        return out
+
+    def cpu_seconds(self, pid: int) -> Optional[float]:
+        """utime+stime of `pid` in seconds (all its threads), or None if it is gone."""
+        try:
+            with open(os.path.join(self.proc_root, str(pid), "stat"), "r") as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        # the command name may contain spaces and parentheses: fields start after the last ')'
+        rest = data[data.rfind(")") + 2:].split()
+        return (int(rest[11]) + int(rest[12])) / self.ticks
+
+    def host_busy(self) -> Tuple[float, float]:
+        """(busy, total) jiffies of all CPUs from /proc/stat."""
+        with open(os.path.join(self.proc_root, "stat"), "r") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return float(sum(fields) - idle), float(sum(fields))
+
+
+def vm_name(argv: List[str], pid: int) -> str:
+    """The VM's name from qemu's `-name guest=NAME,...` or `-name NAME`, else `pid-PID`."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == "-name" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("-name="):
+            value = arg[len("-name="):]
+        if value is not None:
+            for part in value.split(","):
+                if part.startswith("guest="):
+                    return part[len("guest="):]
+            first = value.split(",")[0]
+            if first and "=" not in first:
+                return first
+    return "pid-%d" % pid
+
+
+# ------------------------------------------------------------------------------------------- model
+class EnergyCounter:
+    """Turns raw package counters into joules per interval, correcting wraparound per zone.
+
+    A zone that reads lower than before wrapped once: delta += max_energy_range_uj. A reading that
+    no single wrap explains (above the range) or that implies more than `max_watts` is dropped and
+    counted, never reported.
+    """
+
+    def __init__(self, max_range_uj: List[int], max_watts: float):
+        self.max_range_uj = max_range_uj
+        self.max_watts = max_watts
+        self.prev = None  # type: Optional[List[int]]
+        self.dropped = 0
+
+    def delta_joules(self, reading: List[int], interval_s: float) -> Optional[float]:
+        prev, self.prev = self.prev, reading
+        if prev is None:
+            return None
+        total_uj = 0
+        for p, c, rng in zip(prev, reading, self.max_range_uj):
+            if c > rng or c < 0:
+                self.dropped += 1
+                return None
+            d = c - p
+            if d < 0:
+                d += rng
+            total_uj += d
+        joules = total_uj / 1e6
+        if interval_s <= 0 or joules / interval_s > self.max_watts:
+            self.dropped += 1
+            return None
+        return joules
+
+
+def attribute(host_watts: float, interval_s: float, ncpus: int, cpu_s: Dict[str, float]) -> Dict[str, float]:
+    """Watts per VM in proportion to its CPU seconds, plus `unattributed` (the rest, never below 0)."""
+    capacity = interval_s * ncpus
+    out = {vm: host_watts * s / capacity for vm, s in cpu_s.items()}
+    out[UNATTRIBUTED] = max(0.0, host_watts - sum(out.values()))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ export
+def fmt(x: float) -> str:
+    """A number with '.' as decimal separator, whatever the locale (repr-based, not locale-aware)."""
+    return ("%.6f" % x).rstrip("0").rstrip(".") if x == x else "nan"
+
+
+def iso_utc(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class CsvSink:
+    """Appends one row per VM per sample; header only when the file is new or empty; flushed per row."""
+
+    def __init__(self, path: str):
+        try:
+            new = not os.path.exists(path) or os.path.getsize(path) == 0
+            self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+        except OSError as exc:
+            raise MonitorError("%s: cannot open for appending: %s" % (path, exc.strerror)) from None
+        self.writer = csv.writer(self.fh, lineterminator="\n")
+        if new:
+            self.writer.writerow(CSV_COLUMNS)
+            self.fh.flush()
+
+    def write(self, row: List[str]) -> None:
+        self.writer.writerow(row)
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+class MetricsState:
+    """Counters and gauges in Prometheus text exposition format (base units)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.host_joules = 0.0
+        self.host_watts = 0.0
+        self.vm_joules = {}  # type: Dict[str, float]
+        self.vm_watts = {}  # type: Dict[str, float]
+        self.vm_cpu_s = {}  # type: Dict[str, float]
+        self.dropped = 0
+        self.samples = 0
+        self.estimated = False
+
+    def update(self, host_watts: float, joules: float, watts: Dict[str, float], cpu_s: Dict[str, float],
+               interval_s: float) -> None:
+        with self.lock:
+            self.samples += 1
+            self.host_watts = host_watts
+            self.host_joules += joules
+            self.vm_watts = dict(watts)  # exited VMs leave the gauge; their counters stay
+            for vm, w in watts.items():
+                self.vm_joules[vm] = self.vm_joules.get(vm, 0.0) + w * interval_s
+            for vm, s in cpu_s.items():
+                self.vm_cpu_s[vm] = self.vm_cpu_s.get(vm, 0.0) + s
+
+    def render(self) -> str:
+        with self.lock:
+            lines = [
+                "# HELP rlsched_host_energy_joules_total CPU package energy (all sockets) since the monitor started.",
+                "# TYPE rlsched_host_energy_joules_total counter",
+                "rlsched_host_energy_joules_total %s" % fmt(self.host_joules),
+                "# HELP rlsched_host_power_watts CPU package power over the last interval.",
+                "# TYPE rlsched_host_power_watts gauge",
+                "rlsched_host_power_watts %s" % fmt(self.host_watts),
+                "# HELP rlsched_vm_energy_joules_total Package energy attributed to each VM by CPU time.",
+                "# TYPE rlsched_vm_energy_joules_total counter",
+            ]
+            lines += ['rlsched_vm_energy_joules_total{vm="%s"} %s' % (_label(vm), fmt(j))
+                      for vm, j in sorted(self.vm_joules.items())]
+            lines += ["# HELP rlsched_vm_power_watts Package power attributed to each VM over the last interval.",
+                      "# TYPE rlsched_vm_power_watts gauge"]
+            lines += ['rlsched_vm_power_watts{vm="%s"} %s' % (_label(vm), fmt(w))
+                      for vm, w in sorted(self.vm_watts.items())]
+            lines += ["# HELP rlsched_vm_cpu_seconds_total CPU time (utime+stime) of each VM's qemu process.",
+                      "# TYPE rlsched_vm_cpu_seconds_total counter"]
+            lines += ['rlsched_vm_cpu_seconds_total{vm="%s"} %s' % (_label(vm), fmt(s))
+                      for vm, s in sorted(self.vm_cpu_s.items())]
+            lines += [
+                "# HELP rlsched_dropped_samples_total Energy readings dropped as impossible (backwards or spikes).",
+                "# TYPE rlsched_dropped_samples_total counter",
+                "rlsched_dropped_samples_total %d" % self.dropped,
+                "# HELP rlsched_samples_total Samples taken.",
+                "# TYPE rlsched_samples_total counter",
+                "rlsched_samples_total %d" % self.samples,
+                "# HELP rlsched_power_estimated 1 when watts are estimated from CPU utilization, not RAPL.",
+                "# TYPE rlsched_power_estimated gauge",
+                "rlsched_power_estimated %d" % int(self.estimated),
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def write_textfile(path: str, text: str) -> None:
+    """node-exporter textfile collector: write to a temp file in the same folder, then rename."""
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class _MetricsHandler(http.server.BaseHTTPRequestHandler):
+    state = MetricsState()  # replaced per server by serve_metrics
+    server_version = "rlsched-power/" + __version__
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+            self.send_error(404, "try /metrics")
+            return
+        body = self.state.render().encode("utf-8")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.send_error(405, "read-only")
+
+    do_PUT = do_DELETE = do_POST
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (quiet: no line per scrape)
+        pass
+
+
+def serve_metrics(listen: str, state: MetricsState) -> http.server.HTTPServer:
+    host, _, port = listen.rpartition(":")
+    try:
+        port_n = int(port)
+        if not 0 <= port_n <= 65535:
+            raise ValueError
+    except ValueError:
+        raise MonitorError("--listen %s: expected HOST:PORT with a port from 0 to 65535" % listen) from None
+    handler = type("Handler", (_MetricsHandler,), {"state": state})
+    try:
+        # ":PORT" without a host means every interface, as the user asked
+        server = http.server.ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", port_n), handler)  # noqa: S104
+    except OSError as exc:
+        raise MonitorError("--listen %s: cannot listen: %s" % (listen, exc.strerror)) from None
+    server.timeout = 5  # a stalled client cannot hold a handler thread forever
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# --------------------------------------------------------------------------------------------- run
+class Monitor:
+    """Samples every `interval_s`: package joules, each VM's CPU seconds, attribution, exports."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.procs = ProcStat(args.proc_root, args.match)
+        self.ncpus = os.cpu_count() or 1
+        self.estimated = False
+        self.source = None  # type: Optional[object]
+        if args.source == "perf":
+            self.source = PerfEnergy(args.interval, perf=args.perf)
+        else:
+            try:
+                self.source = RaplSysfs(args.rapl_root)
+            except MonitorError:
+                if args.estimate_tdp is None:
+                    raise
+                self.estimated = True
+        if self.estimated:
+            self.counter = None
+        else:
+            self.counter = EnergyCounter(self.source.max_range_uj, args.max_watts)  # type: ignore[union-attr]
+        self.state = MetricsState()
+        self.state.estimated = self.estimated
+        self.csv = CsvSink(args.csv) if args.csv else None
+        self.server = serve_metrics(args.listen, self.state) if args.listen else None
+        self.stop = threading.Event()
+        self.summary = {}  # type: Dict[str, List[float]]
+        self.host_summary = [0, 0.0, 0.0]
+        self.started = time.time()
+
+    def run(self) -> None:
+        a = self.args
+        deadline = time.monotonic() + a.duration if a.duration else None
+        prev_cpu = {}  # type: Dict[int, Tuple[str, float]]
+        prev_busy = self.procs.host_busy() if self.estimated else None
+        t_prev = time.monotonic()
+        self._read_energy(t_prev, 0.0)
+        for pid, name in self.procs.vms().items():
+            s = self.procs.cpu_seconds(pid)
+            if s is not None:
+                prev_cpu[pid] = (name, s)
+        next_tick = t_prev + a.interval
+        while not self.stop.is_set():
+            wait = next_tick - time.monotonic()
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+            if wait > 0 and self.stop.wait(wait):
+                break
+            now = time.monotonic()
+            interval = now - t_prev
+            t_prev = now
+            next_tick += a.interval
+            if next_tick < now:  # fell behind (suspend, overload): do not burst to catch up
+                next_tick = now + a.interval
+            if self.estimated:
+                busy = self.procs.host_busy()
+                d_busy, d_total = busy[0] - prev_busy[0], busy[1] - prev_busy[1]  # type: ignore[index]
+                prev_busy = busy
+                joules = a.estimate_tdp * (d_busy / d_total if d_total > 0 else 0.0) * interval
+            else:
+                joules = self._read_energy(now, interval)
+            cpu_s = {}  # type: Dict[str, float]
+            pids = {}  # type: Dict[str, int]
+            current = {}  # type: Dict[int, Tuple[str, float]]
+            for pid, name in self.procs.vms().items():
+                s = self.procs.cpu_seconds(pid)
+                if s is None:
+                    continue
+                current[pid] = (name, s)
+                if pid in prev_cpu:  # a VM seen for the first time has no delta yet
+                    cpu_s[name] = cpu_s.get(name, 0.0) + max(0.0, s - prev_cpu[pid][1])
+                    pids[name] = pid
+            prev_cpu = current  # exited VMs are retired, new ones picked up
+            if joules is None:
+                continue
+            self._record(interval, joules, cpu_s, pids)
+            if deadline is not None and now >= deadline:
+                break
+
+    def _read_energy(self, now: float, interval: float) -> Optional[float]:
+        if self.estimated:
+            return None
+        try:
+            reading = self.source.read()  # type: ignore[union-attr]
+        except MonitorError:
+            self.counter.dropped += 1  # type: ignore[union-attr]
+            self.state.dropped = self.counter.dropped  # type: ignore[union-attr]
+            return None
+        joules = self.counter.delta_joules(reading, interval)  # type: ignore[union-attr]
+        self.state.dropped = self.counter.dropped  # type: ignore[union-attr]
+        return joules
+
+    def _record(self, interval: float, joules: float, cpu_s: Dict[str, float], pids: Dict[str, int]) -> None:
+        host_watts = joules / interval
+        watts = attribute(host_watts, interval, self.ncpus, cpu_s)
+        self.state.update(host_watts, joules, watts, cpu_s, interval)
+        ts = iso_utc(time.time())
+        est = "1" if self.estimated else "0"
+        self.host_summary[0] += 1
+        self.host_summary[1] += host_watts
+        self.host_summary[2] += joules
+        for vm in sorted(watts, key=lambda v: (v == UNATTRIBUTED, v)):
+            w = watts[vm]
+            s = cpu_s.get(vm, 0.0)
+            share = s / (interval * self.ncpus)
+            acc = self.summary.setdefault(vm, [0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += w
+            acc[2] += w * interval
+            if self.csv:
+                self.csv.write([ts, fmt(interval), fmt(joules), fmt(host_watts), vm,
+                                str(pids.get(vm, "")), fmt(s), fmt(share), fmt(w), fmt(w * interval), est])
+        if self.args.textfile:
+            write_textfile(self.args.textfile, self.state.render())
+
+    def close(self) -> None:
+        if self.csv:
+            self.csv.close()
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+        if isinstance(self.source, PerfEnergy):
+            self.source.close()
+
+    def summary_text(self) -> str:
+        out = io.StringIO()
+        n, sw, j = self.host_summary
+        kind = "estimated" if self.estimated else "RAPL"
+        out.write("%d samples over %.1f s (%s), dropped %d\n"
+                  % (n, time.time() - self.started, kind, self.state.dropped))
+        out.write("%-24s %8s %10s %12s\n" % ("vm", "samples", "mean W", "energy J"))
+        out.write("%-24s %8d %10.2f %12.1f\n" % ("host", n, sw / n if n else 0.0, j))
+        for vm in sorted(self.summary, key=lambda v: (v == UNATTRIBUTED, v)):
+            c, w, e = self.summary[vm]
+            out.write("%-24s %8d %10.2f %12.1f\n" % (vm, c, w / c if c else 0.0, e))
+        return out.getvalue()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="kvm_power_monitor.py",
+        description="Attribute RAPL package energy to qemu VMs by CPU time; write CSV and Prometheus metrics. "
+                    "Every option can also be set by the environment variable shown.",
+        epilog="example: sudo python3 kvm_power_monitor.py --interval 1 --csv power.csv --listen 127.0.0.1:9877",
+    )
+    p.add_argument("--rapl-root", default=env("RLSCHED_RAPL_ROOT", "/sys/class/powercap"),
+                   help="powercap sysfs root [RLSCHED_RAPL_ROOT] (default: %(default)s)")
+    p.add_argument("--source", choices=["sysfs", "perf"], default=env("RLSCHED_POWER_SOURCE", "sysfs"),
+                   help="where package energy comes from [RLSCHED_POWER_SOURCE] (default: %(default)s)")
+    p.add_argument("--perf", default=env("RLSCHED_PERF", "perf"), help="perf executable [RLSCHED_PERF]")
+    p.add_argument("--interval", type=_positive, default=_positive(env("RLSCHED_POWER_INTERVAL", "1.0")),
+                   help="seconds between samples [RLSCHED_POWER_INTERVAL] (default: %(default)s)")
+    p.add_argument("--duration", type=_positive, default=_opt_positive(env("RLSCHED_POWER_DURATION")),
+                   help="stop after this many seconds (default: until SIGINT/SIGTERM) [RLSCHED_POWER_DURATION]")
+    p.add_argument("--match", type=_regex, default=env("RLSCHED_POWER_MATCH", DEFAULT_MATCH),
+                   help="regex on the program name of VM processes [RLSCHED_POWER_MATCH] (default: %(default)s)")
+    p.add_argument("--csv", default=env("RLSCHED_POWER_CSV"), help="append samples to this CSV [RLSCHED_POWER_CSV]")
+    p.add_argument("--listen", default=env("RLSCHED_POWER_LISTEN"),
+                   help="serve Prometheus metrics on HOST:PORT at /metrics [RLSCHED_POWER_LISTEN]")
+    p.add_argument("--textfile", default=env("RLSCHED_POWER_TEXTFILE"),
+                   help="write a node-exporter textfile (atomically) [RLSCHED_POWER_TEXTFILE]")
+    p.add_argument("--estimate-tdp", type=_positive, default=_opt_positive(env("RLSCHED_ESTIMATE_TDP")),
+                   metavar="WATTS", help="only when RAPL is unavailable: estimate package watts as WATTS x CPU "
+                                         "utilization, and mark rows estimated [RLSCHED_ESTIMATE_TDP]")
+    p.add_argument("--max-watts", type=_positive, default=_positive(env("RLSCHED_MAX_WATTS", "5000")),
+                   help="readings implying more package watts than this are dropped (default: %(default)s)")
+    p.add_argument("--proc-root", default=env("RLSCHED_PROC_ROOT", "/proc"), help=argparse.SUPPRESS)
+    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return p
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError("expected a number, got %r" % text) from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError("expected a positive number, got %r" % text)
+    return value
+
+
+def _opt_positive(text: Optional[str]) -> Optional[float]:
+    return None if text in (None, "") else _positive(text)
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError("invalid regular expression %r: %s" % (text, exc)) from None
+    return text
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        monitor = Monitor(args)
+    except MonitorError as exc:
+        print("kvm_power_monitor: error: %s" % exc, file=sys.stderr)
+        return 1
+
+    def _stop(signum, frame) -> None:
+        monitor.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        monitor.run()
+    except MonitorError as exc:
+        print("kvm_power_monitor: error: %s" % exc, file=sys.stderr)
+        return 1
+    finally:
+        monitor.close()
+    sys.stdout.write(monitor.summary_text())
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Reading and summarising the power monitor's CSVs (schema: `kvm_power_monitor.CSV_COLUMNS`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlmodel.errors import RlschedError
+from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
+
+NUMERIC = ["interval_s", "host_joules", "host_watts", "vm_cpu_s", "vm_cpu_share", "vm_watts", "vm_joules"]
+
+
+class PowerCsvError(RlschedError):
+    """A power CSV that does not follow the schema; the message names file, line and column."""
+
+
+def read_power_csv(path: str | Path) -> pd.DataFrame:
+    """Load one power CSV, validated: exact header, field count per row, numbers, timestamps.
+
+    Raises PowerCsvError naming the file, the line (1 = header) and the column.
+    """
+    path = Path(path)
+    try:
+        with path.open("r", encoding="utf-8", newline="") as fh:
+            header = fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PowerCsvError(f"{path}: cannot read: {exc}") from None
+    if header.split(",") != CSV_COLUMNS:
+        raise PowerCsvError(f"{path}: line 1: header is not the power monitor's "
+                            f"(expected {','.join(CSV_COLUMNS)})")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, on_bad_lines="error", engine="c")
+    except pd.errors.ParserError as exc:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if m:
+            raise PowerCsvError(f"{path}: line {m.group(2)}: {m.group(3)} fields, expected {m.group(1)}") from None
+        raise PowerCsvError(f"{path}: not a valid CSV: {str(exc).strip()[:200]}") from None
+    # a short row is padded by pandas: find it by counting fields on the raw line
+    if len(df):
+        missing = df[CSV_COLUMNS[-1]] == ""
+        if missing.any():
+            line = int(np.flatnonzero(missing.to_numpy())[0]) + 2
+            raise PowerCsvError(f"{path}: line {line}: too few fields, expected {len(CSV_COLUMNS)}")
+    for col in NUMERIC + ["estimated"]:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() & (df[col].str.lower() != "nan")
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise PowerCsvError(f"{path}: line {i + 2}: column {col}: not a number: {df[col].iloc[i]!r}")
+        df[col] = values
+    ts = pd.to_datetime(df["timestamp"], format="ISO8601", utc=True, errors="coerce")
+    if ts.isna().any():
+        i = int(np.flatnonzero(ts.isna().to_numpy())[0])
+        raise PowerCsvError(f"{path}: line {i + 2}: column timestamp: not an ISO-8601 time: "
+                            f"{df['timestamp'].iloc[i]!r}")
+    df["timestamp"] = ts
+    df["source_file"] = str(path)
+    return df
+
+
+def summarize_power(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per VM and for the host: duration_s, samples, mean_watts, p95_watts, energy_j, estimated."""
+    df = pd.concat(frames, ignore_index=True)
+    rows = []
+    host = df.drop_duplicates(subset=["source_file", "timestamp"])
+    groups = [("host", host, "host_watts", "host_joules")]
+    groups += [(vm, g, "vm_watts", "vm_joules") for vm, g in df.groupby("vm", sort=True)]
+    for name, g, watts, joules in groups:
+        start = (g["timestamp"] - pd.to_timedelta(g["interval_s"], unit="s")).min()
+        rows.append({
+            "vm": name,
+            "duration_s": float((g["timestamp"].max() - start).total_seconds()),
+            "samples": len(g),
+            "mean_watts": float(g[watts].mean()),
+            "p95_watts": float(g[watts].quantile(0.95)),
+            "energy_j": float(g[joules].sum()),
+            "estimated": bool(g["estimated"].any()),
+        })
+    out = pd.DataFrame(rows)
+    # host first, unattributed last
+    order = out["vm"].map(lambda v: (v != "host", v == "unattributed", v))
+    return out.iloc[sorted(range(len(out)), key=lambda i: order.iloc[i])].reset_index(drop=True)
+
+
+def plot_power(frames: list[pd.DataFrame], out: Path) -> None:
+    """Watts over time per VM (and the host), saved as PNG atomically."""
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.concat(frames, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    host = df.drop_duplicates(subset=["source_file", "timestamp"]).sort_values("timestamp")
+    ax.plot(host["timestamp"], host["host_watts"], color="black", lw=1.5, label="host (package)")
+    for vm, g in df.groupby("vm", sort=True):
+        g = g.sort_values("timestamp")
+        ax.plot(g["timestamp"], g["vm_watts"], lw=1, label=vm)
+    ax.set_ylabel("W")
+    ax.set_xlabel("time (UTC)")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)

@@ -1,0 +1,292 @@
+"""The host power monitor against a fake powercap tree (wrapping, two sockets) and real busy 'VMs'."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
+
+from rlmodel.cli import main as cli
+from rlmodel.power import kvm_power_monitor as kpm
+from rlmodel.power.summary import read_power_csv
+from tests.fakes import FakeRapl, cpu_seconds, start_fake_vm
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "host_scripts" / "kvm_power_monitor.py"
+NCPUS = os.cpu_count() or 1
+
+
+def run_monitor(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The host script as users run it: the system's python, standard library only, no venv."""
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    return subprocess.run([python, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_host_watts_follow_the_feeder_through_wraps_on_two_sockets(tmp_path):
+    csv_path = tmp_path / "power.csv"
+    # 30 W + 20 W; socket 0 wraps every 1.33 s, socket 1 every 1.5 s: several wraps in 4 s
+    with FakeRapl(tmp_path / "powercap", watts=[30.0, 20.0], range_uj=[40_000_000, 30_000_000]):
+        r = run_monitor("--rapl-root", str(tmp_path / "powercap"), "--interval", "0.25", "--duration", "4",
+                        "--csv", str(csv_path))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(csv_path)
+    host = df.drop_duplicates("timestamp")
+    assert len(host) >= 12
+    # 50 W (the sub-zones, at half rate, were not added). A stalled feeder thread on a loaded machine shifts
+    # energy from one sample to the next, so single samples may stray; the total cannot.
+    assert host.host_joules.sum() == pytest.approx(50.0 * host.interval_s.sum(), rel=0.02)
+    assert host.host_watts.median() == pytest.approx(50.0, rel=0.02)
+    assert host.host_watts.between(47.0, 53.0).mean() >= 0.75, host.host_watts.describe()
+    assert (df.estimated == 0).all()
+    assert "dropped 0" in r.stdout
+
+
+def test_vm_watts_are_host_watts_times_measured_cpu_share(tmp_path):
+    csv_path = tmp_path / "power.csv"
+    vms = [start_fake_vm("minikube", 0.6), start_fake_vm("minikube-m02", 0.2)]
+    try:
+        time.sleep(0.3)
+        before = {p.pid: (cpu_seconds(p.pid), time.monotonic()) for p in vms}
+        with FakeRapl(tmp_path / "powercap", watts=[40.0], range_uj=[10**12]):
+            r = run_monitor("--rapl-root", str(tmp_path / "powercap"), "--interval", "0.5", "--duration", "4",
+                            "--csv", str(csv_path))
+        after = {p.pid: (cpu_seconds(p.pid), time.monotonic()) for p in vms}
+    finally:
+        for p in vms:
+            p.kill()
+            p.wait()
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(csv_path)
+    for name, proc in zip(["minikube", "minikube-m02"], vms, strict=True):
+        rows = df[df.vm == name]
+        assert len(rows) >= 6 and (rows.vm_pid == proc.pid).all()
+        # the attribution formula holds on every row
+        expected = rows.host_watts * rows.vm_cpu_s / (rows.interval_s * NCPUS)
+        assert (rows.vm_watts - expected).abs().max() < 1e-3
+        # and the CPU share matches what the process really burned (measured independently from /proc)
+        c0, t0 = before[proc.pid]
+        c1, t1 = after[proc.pid]
+        real_share = (c1 - c0) / (t1 - t0) / NCPUS
+        assert rows.vm_cpu_share.mean() == pytest.approx(real_share, rel=0.2, abs=0.02)
+    big, small = (df[df.vm == n].vm_watts.mean() for n in ["minikube", "minikube-m02"])
+    assert big > 1.8 * small
+    # per sample: the VMs and `unattributed` add up to the host
+    for _, g in df.groupby("timestamp"):
+        assert g.vm_watts.sum() == pytest.approx(g.host_watts.iloc[0], rel=1e-4)
+
+
+def test_vms_appearing_and_exiting_mid_run(tmp_path):
+    csv_path = tmp_path / "power.csv"
+    stays = start_fake_vm("minikube", 0.2)
+    leaves = start_fake_vm("minikube-m02", 0.2)
+    late = None
+    try:
+        with FakeRapl(tmp_path / "powercap", watts=[25.0], range_uj=[10**12]):
+            mon = subprocess.Popen([sys.executable, str(SCRIPT), "--rapl-root", str(tmp_path / "powercap"),
+                                    "--interval", "0.2", "--csv", str(csv_path)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.2)
+            leaves.kill()
+            leaves.wait()
+            late = start_fake_vm("minikube-m03", 0.2)
+            time.sleep(1.5)
+            mon.send_signal(2)  # SIGINT: clean exit with the summary
+            out, err = mon.communicate(timeout=10)
+    finally:
+        for p in (stays, leaves, late):
+            if p is not None:
+                p.kill()
+                p.wait()
+    assert mon.returncode == 0, err
+    assert "minikube-m03" in out and "host" in out
+    df = pd.read_csv(csv_path)
+    df["t"] = pd.to_datetime(df.timestamp)
+    first_late = df[df.vm == "minikube-m03"].t.min()
+    last_leaver = df[df.vm == "minikube-m02"].t.max()
+    assert last_leaver < first_late
+    assert (df[df.vm == "minikube"].t > first_late).sum() >= 3  # the monitor kept going
+
+
+def test_csv_parses_with_a_german_locale_and_summary(tmp_path):
+    csv_path = tmp_path / "power.csv"
+    german = {"LANG": "de_DE.UTF-8", "LC_ALL": "de_DE.UTF-8", "LC_NUMERIC": "de_DE.UTF-8"}
+    with FakeRapl(tmp_path / "powercap", watts=[12.5], range_uj=[10**12]):
+        r = run_monitor("--rapl-root", str(tmp_path / "powercap"), "--interval", "0.2", "--duration", "1.2",
+                        "--csv", str(csv_path), env=german)
+        # appending: a second run adds rows without a second header
+        r2 = run_monitor("--rapl-root", str(tmp_path / "powercap"), "--interval", "0.2", "--duration", "0.6",
+                         "--csv", str(csv_path), env=german)
+    assert r.returncode == 0 and r2.returncode == 0, r.stderr + r2.stderr
+    text = csv_path.read_text()
+    assert text.count("timestamp,") == 1
+    df = read_power_csv(csv_path)
+    assert df.host_watts.dtype.kind == "f" and df.host_watts.mean() == pytest.approx(12.5, rel=0.06)
+    assert str(df.timestamp.dt.tz) == "UTC"
+    res = CliRunner().invoke(cli, ["power", "summary", str(csv_path), "--plot", str(tmp_path / "p.png"),
+                                   "--csv", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    summary = pd.read_csv(tmp_path / "s.csv").set_index("vm")
+    assert summary.loc["host", "mean_watts"] == pytest.approx(12.5, rel=0.06)
+    assert summary.loc["host", "energy_j"] == pytest.approx(df.drop_duplicates("timestamp").host_joules.sum())
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_metrics_endpoint_serves_valid_exposition(tmp_path):
+    port = free_port()
+    vm = start_fake_vm("minikube", 0.3)
+    try:
+        with FakeRapl(tmp_path / "powercap", watts=[20.0, 10.0], range_uj=[10**12, 10**12]):
+            mon = subprocess.Popen([sys.executable, str(SCRIPT), "--rapl-root", str(tmp_path / "powercap"),
+                                    "--interval", "0.2", "--listen", f"127.0.0.1:{port}", "--textfile",
+                                    str(tmp_path / "rlsched.prom")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            try:
+                deadline = time.monotonic() + 10
+                text = ""
+                while time.monotonic() < deadline:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                            text = resp.read().decode()
+                        if 'rlsched_vm_power_watts{vm="minikube"}' in text:
+                            break
+                    except OSError:
+                        pass
+                    time.sleep(0.2)
+                with pytest.raises(urllib.error.HTTPError) as e404:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/nope", timeout=2)
+                with pytest.raises(urllib.error.HTTPError) as e405:
+                    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/metrics", data=b"x"),
+                                           timeout=2)
+            finally:
+                mon.terminate()
+                mon.communicate(timeout=10)
+    finally:
+        vm.kill()
+        vm.wait()
+    assert e404.value.code == 404 and e405.value.code == 405
+    e404.value.close()
+    e405.value.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["rlsched_host_power_watts"].samples[0].value == pytest.approx(30.0, rel=0.1)
+    assert families["rlsched_host_energy_joules"].type == "counter"
+    vms = {s.labels["vm"]: s.value for s in families["rlsched_vm_power_watts"].samples}
+    assert "minikube" in vms and "unattributed" in vms
+    assert families["rlsched_dropped_samples"].samples[0].value == 0
+    prom = (tmp_path / "rlsched.prom").read_text()
+    assert "rlsched_host_energy_joules_total" in prom
+    assert list(text_string_to_metric_families(prom))
+
+
+def test_missing_rapl_is_one_line_error(tmp_path):
+    r = run_monitor("--rapl-root", str(tmp_path / "absent"), "--duration", "1")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and f"{tmp_path / 'absent'}: no such directory" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = run_monitor("--rapl-root", str(tmp_path / "empty"), "--duration", "1")
+    assert r.returncode == 1 and "no intel-rapl:N package zone" in r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
+def test_unreadable_rapl_names_the_file_and_the_cause():
+    root = Path(tempfile.mkdtemp(prefix="rapl-", dir="/tmp"))
+    try:
+        root.chmod(0o755)
+        pc = root / "powercap"
+        with FakeRapl(pc, watts=[10.0], range_uj=[10**9], tick_s=0.05):
+            for p in [pc, *pc.rglob("*")]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            (pc / "intel-rapl:0" / "energy_uj").chmod(0o400)
+            # the feeder re-creates energy_uj; stop it so the file keeps its root-only mode
+        (pc / "intel-rapl:0" / "energy_uj").chmod(0o400)
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-S",
+                            str(SCRIPT), "--rapl-root", str(pc), "--duration", "1"],
+                           capture_output=True, text=True, timeout=30, cwd="/")
+    finally:
+        shutil.rmtree(root)
+    assert r.returncode == 1, r.stderr
+    assert "intel-rapl:0/energy_uj: permission denied" in r.stderr and "root" in r.stderr
+    assert r.stderr.count("\n") == 1
+
+
+def test_estimate_mode_marks_rows(tmp_path):
+    csv_path = tmp_path / "est.csv"
+    r = run_monitor("--rapl-root", str(tmp_path / "absent"), "--estimate-tdp", "65", "--interval", "0.2",
+                    "--duration", "1", "--csv", str(csv_path))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(csv_path)
+    assert len(df) >= 3 and (df.estimated == 1).all() and df.host_watts.between(0, 65).all()
+
+
+def test_perf_source_with_a_stub_perf(tmp_path):
+    stub = tmp_path / "perf"
+    # perf stat -I -x, prints `time,joules,Joules,power/energy-pkg/,...` lines on stderr
+    stub.write_text("#!/bin/sh\ni=0\nwhile true; do i=$((i+1)); echo \"$i.0,4.00,Joules,power/energy-pkg/,"
+                    "100000000,100.00,,\" >&2; sleep 0.1; done\n")
+    stub.chmod(0o755)
+    csv_path = tmp_path / "perf.csv"
+    r = run_monitor("--source", "perf", "--perf", str(stub), "--interval", "0.5", "--duration", "3",
+                    "--csv", str(csv_path))
+    assert r.returncode == 0, r.stderr
+    host = pd.read_csv(csv_path).drop_duplicates("timestamp")
+    # 4 J every 0.1 s = 40 W
+    assert host.host_watts.mean() == pytest.approx(40.0, rel=0.15)
+    r = run_monitor("--source", "perf", "--perf", str(tmp_path / "absent-perf"), "--duration", "1")
+    assert r.returncode == 1 and "not found" in r.stderr
+
+
+def test_energy_counter_wraps_and_drops():
+    c = kpm.EnergyCounter([1000, 1000], max_watts=1e6)
+    assert c.delta_joules([900, 100], 1.0) is None  # first reading: no delta
+    assert c.delta_joules([100, 300], 1.0) == pytest.approx((200 + 200) / 1e6)  # zone 0 wrapped once
+    assert c.delta_joules([5000, 400], 1.0) is None  # above the range: no wrap explains it
+    assert c.dropped == 1
+    spike = kpm.EnergyCounter([10**12], max_watts=100)
+    spike.delta_joules([0], 1.0)
+    assert spike.delta_joules([500 * 10**6], 1.0) is None and spike.dropped == 1  # 500 W > 100 W
+
+
+def test_vm_names_from_qemu_command_lines():
+    assert kpm.vm_name(["qemu-system-x86_64", "-name", "guest=minikube-m02,debug-threads=on"], 7) == "minikube-m02"
+    assert kpm.vm_name(["qemu-kvm", "-name", "minikube"], 7) == "minikube"
+    assert kpm.vm_name(["kvm", "-m", "2048"], 7) == "pid-7"
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (lambda t: t.replace("timestamp,", "time,", 1), "line 1: header"),
+        (lambda t: t + "2026-01-01T00:00:00.000Z,1,1,1,vm,1,1,1,1,1,0,extra\n", "fields, expected 11"),
+        (lambda t: t + "2026-01-01T00:00:00.000Z,1,1,1,vm,1\n", "too few fields"),
+        (lambda t: t + "2026-01-01T00:00:00.000Z,1,1,\"1,5\",vm,1,1,1,1,1,0\n", "column host_watts: not a number"),
+        (lambda t: t + "yesterday,1,1,1,vm,1,1,1,1,1,0\n", "column timestamp"),
+    ],
+)
+def test_malformed_power_csv_names_file_line_and_column(tmp_path, edit, message):
+    good = ",".join(kpm.CSV_COLUMNS) + "\n2026-01-01T00:00:00.000Z,1,2,2,vm,1,0.5,0.25,0.5,0.5,0\n"
+    p = tmp_path / "bad.csv"
+    p.write_text(edit(good))
+    r = CliRunner().invoke(cli, ["power", "summary", str(p)])
+    assert r.exit_code == 1 and r.output.count("\n") == 1
+    assert f"{p}: line" in r.output and message in r.output
+    if "line 1" not in message:
+        assert "line 3" in r.output
