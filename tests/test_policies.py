@@ -116,3 +116,17 @@ def test_unknown_policy():
 
     with pytest.raises(PolicyError, match="unknown policy 'x'"):
         make_policy("x")
+
+
+def test_efficient_first_prefers_awake_efficient_then_fuller_nodes():
+    nodes = [
+        {"cpu_cores": 2, "peak_watts": 117, "cpu_requested_cores": 1.5},  # 58.5 W/core
+        {"cpu_cores": 12, "peak_watts": 247, "cpu_requested_cores": 1.0},  # 20.6 W/core
+        {"cpu_cores": 12, "peak_watts": 247, "cpu_requested_cores": 6.0},  # same, fuller
+        {"cpu_cores": 12, "peak_watts": 247, "asleep": 1},
+    ]
+    ef = make_policy("efficient-first")
+    assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([True, True, True, True])) == 2
+    assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([True, True, False, True])) == 1
+    assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([True, False, False, True])) == 0
+    assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([False, False, False, True])) == 3

@@ -290,3 +290,28 @@ def test_malformed_power_csv_names_file_line_and_column(tmp_path, edit, message)
     assert f"{p}: line" in r.output and message in r.output
     if "line 1" not in message:
         assert "line 3" in r.output
+
+
+def test_host_script_is_python38_standard_library_only():
+    import ast
+
+    source = SCRIPT.read_text()
+    tree = ast.parse(source, feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported - set(sys.stdlib_module_names)
+    assert SCRIPT.is_symlink() or SCRIPT.is_file()
+
+
+def test_rlsched_power_monitor_runs_the_same_code(tmp_path):
+    csv_path = tmp_path / "p.csv"
+    with FakeRapl(tmp_path / "powercap", watts=[15.0], range_uj=[10**12]):
+        r = CliRunner().invoke(cli, ["power", "monitor", "--rapl-root", str(tmp_path / "powercap"),
+                                     "--interval", "0.1", "--duration", "0.6", "--csv", str(csv_path)])
+    assert r.exit_code == 0, r.output
+    assert "samples over" in r.output
+    assert read_power_csv(csv_path).host_watts.median() == pytest.approx(15.0, rel=0.05)
+    r = CliRunner().invoke(cli, ["power", "monitor", "--help"])
+    assert r.exit_code == 0 and "--rapl-root" in r.output
+    r = CliRunner().invoke(cli, ["power", "monitor", "--interval", "-1"])
+    assert r.exit_code == 2

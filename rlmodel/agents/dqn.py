@@ -28,8 +28,9 @@ from rlmodel.envs.placement import PodPlacementEnv
 from rlmodel.sim.scenario import Scenario
 
 # Training episodes draw their traces from seeds at or above this, so that benchmark seeds (below it)
-# are held out.
+# are held out; validation episodes use their own block.
 TRAIN_SEED_OFFSET = 1_000_000
+VALIDATION_SEED_OFFSET = 900_000
 
 
 @dataclass
@@ -69,8 +70,11 @@ class DQNConfig:
     """width of the node-scoring MLP"""
     layers: int = 2
     """hidden layers of the node-scoring MLP"""
-    checkpoint_every: int = 10_000
-    """steps between checkpoints of the model file"""
+    checkpoint_every: int = 5_000
+    """steps between checkpoints of the model file; each checkpoint also validates the greedy policy"""
+    validation_episodes: int = 10
+    """episodes (fixed seeds, disjoint from training and benchmark seeds) that score each checkpoint; the
+    model file's policy weights are those of the best-scoring checkpoint (0: always the latest)"""
     seed: int = 1
     """seed of networks, exploration and training traces"""
     device: str = "auto"
@@ -144,7 +148,9 @@ def train(
     """Train a DQN on `scenario` and write `model_path`; returns the model file's content.
 
     A checkpoint is written every `cfg.checkpoint_every` steps, at the end, and when interrupted
-    (KeyboardInterrupt is re-raised after the checkpoint). With `resume`, weights, optimizer, step
+    (KeyboardInterrupt is re-raised after the checkpoint). Each scheduled checkpoint scores the greedy
+    policy on `cfg.validation_episodes` fixed episodes; the file's `state_dict` (the policy) is the
+    best so far, `last_state_dict` the latest weights. With `resume`, weights, optimizer, step
     and episode counters and random states continue from `model_path` (the replay buffer starts
     empty and refills before learning resumes). `on_episode(log, step)` is called after every episode.
     """
@@ -162,13 +168,17 @@ def train(
     target_net.load_state_dict(q_net.state_dict())
     optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg.learning_rate)
     start_step, episode = 0, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score = math.inf
+    validation_env = PodPlacementEnv(scenario)
     if resume:
         prev = load_model(model_path, device=str(device)).data
         if prev["scenario"]["num_nodes"] != env.num_nodes:
             raise ModelError(f"{model_path}: trained on {prev['scenario']['num_nodes']} nodes, "
                              f"cannot resume on {env.num_nodes}")
-        q_net.load_state_dict(prev["state_dict"])
+        q_net.load_state_dict(prev.get("last_state_dict", prev["state_dict"]))
         target_net.load_state_dict(prev.get("target_state_dict", prev["state_dict"]))
+        best_state, best_score = prev["state_dict"], float(prev["metrics"].get("validation_cost_kj", math.inf))
         if "optimizer" in prev:
             optimizer.load_state_dict(prev["optimizer"])
         start_step, episode = int(prev["global_step"]), int(prev["episodes"])
@@ -182,7 +192,32 @@ def train(
     started = time.perf_counter()
     loss_value = math.nan
 
-    def checkpoint(step: int) -> dict[str, Any]:
+    def validate() -> float:
+        """Mean cost (kJ, energy plus overload penalty) of the greedy policy on the validation episodes."""
+        costs = []
+        for i in range(cfg.validation_episodes):
+            obs_v, info_v = validation_env.reset(seed=VALIDATION_SEED_OFFSET + i)
+            done_v = not info_v["action_mask"].any()
+            total = 0.0
+            while not done_v:
+                with torch.no_grad():
+                    q_v = q_net(torch.from_numpy(node_features(obs_v)).to(device))
+                    a_v = int(masked_argmax(q_v, torch.from_numpy(info_v["action_mask"]).to(device)).item())
+                obs_v, r_v, done_v, _, info_v = validation_env.step(a_v)
+                total += r_v
+            costs.append(-total)
+        return float(np.mean(costs))
+
+    def checkpoint(step: int, *, validate_now: bool) -> dict[str, Any]:
+        nonlocal best_state, best_score
+        current = {k: v.detach().cpu().clone() for k, v in q_net.state_dict().items()}
+        score = math.nan
+        if cfg.validation_episodes > 0 and validate_now:
+            score = validate()
+            if score < best_score:
+                best_score, best_state = score, current
+        if cfg.validation_episodes == 0 or best_state is None:
+            best_state = current
         tail = recent[-20:]
         data = {
             "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -197,9 +232,12 @@ def train(
                 "overload_pod_s_mean": float(np.mean([e.overload_pod_s for e in tail])) if tail else math.nan,
                 "return_mean": float(np.mean([e.ret for e in tail])) if tail else math.nan,
                 "train_wall_s": time.perf_counter() - started,
+                "validation_cost_kj": best_score,
+                "validation_cost_kj_latest": score,
             },
             "versions": {"torch": str(torch.__version__)},
-            "state_dict": {k: v.detach().cpu() for k, v in q_net.state_dict().items()},
+            "state_dict": best_state,  # the policy: best checkpoint on the validation episodes
+            "last_state_dict": current,  # where --resume continues
             "target_state_dict": {k: v.detach().cpu() for k, v in target_net.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
@@ -269,14 +307,14 @@ def train(
             if (step + 1) % cfg.target_update_every == 0:
                 target_net.load_state_dict(q_net.state_dict())
             if (step + 1) % cfg.checkpoint_every == 0:
-                checkpoint(step + 1)
+                checkpoint(step + 1, validate_now=step + 1 >= learning_starts)
     except KeyboardInterrupt:
-        checkpoint(step)
+        checkpoint(step, validate_now=False)
         raise
     finally:
         if log_file:
             log_file.close()
-    return checkpoint(cfg.total_steps)
+    return checkpoint(cfg.total_steps, validate_now=cfg.total_steps % cfg.checkpoint_every != 0)
 
 
 LOG_COLUMNS = ["step", "episode", "energy_j", "overload_pod_s", "return", "epsilon", "loss", "wall_s"]

@@ -8,6 +8,7 @@ from rlmodel.errors import PolicyError
 from rlmodel.policies.base import Policy, ScoringPolicy
 from rlmodel.policies.heuristics import (
     BalancedAllocation,
+    EfficientFirst,
     KubeDefault,
     LeastAllocated,
     MostAllocated,
@@ -24,6 +25,7 @@ BASELINES: dict[str, Callable[[], Policy]] = {
     "balanced-allocation": BalancedAllocation,
     "kube-default": KubeDefault,
     "power-greedy": PowerGreedy,
+    "efficient-first": EfficientFirst,
 }
 
 

@@ -160,24 +160,37 @@ class ProcStat:
         self.proc_root = proc_root
         self.match = re.compile(match)
         self.ticks = os.sysconf("SC_CLK_TCK")
+        # pid -> (VM name or None, when first seen). A command line is read once per pid, and again while
+        # the process is young (a fork has not yet exec'd qemu): rereading every process's cmdline each
+        # interval would dominate the monitor's own CPU use.
+        self._seen = {}  # type: Dict[int, Tuple[Optional[str], float]]
+        self.recheck_young_s = 5.0
 
     def vms(self) -> Dict[int, str]:
         """pid -> VM name for every process whose program name matches."""
-        out = {}
+        now = time.monotonic()
+        seen = {}  # type: Dict[int, Tuple[Optional[str], float]]
         for entry in os.listdir(self.proc_root):
             if not entry.isdigit():
+                continue
+            pid = int(entry)
+            known = self._seen.get(pid)
+            if known is not None and (known[0] is not None or now - known[1] > self.recheck_young_s):
+                seen[pid] = known
                 continue
             try:
                 with open(os.path.join(self.proc_root, entry, "cmdline"), "rb") as fh:
                     argv = fh.read().split(b"\0")
             except OSError:
                 continue  # exited while we looked
-            if not argv or not argv[0]:
-                continue
-            prog = os.path.basename(argv[0].decode("utf-8", "replace"))
-            if self.match.search(prog):
-                out[int(entry)] = vm_name([a.decode("utf-8", "replace") for a in argv if a], int(entry))
-        return out
+            name = None
+            if argv and argv[0]:  # kernel threads have no command line
+                prog = os.path.basename(argv[0].decode("utf-8", "replace"))
+                if self.match.search(prog):
+                    name = vm_name([a.decode("utf-8", "replace") for a in argv if a], pid)
+            seen[pid] = (name, known[1] if known else now)
+        self._seen = seen  # exited pids are forgotten
+        return {pid: v[0] for pid, v in seen.items() if v[0] is not None}
 
     def cpu_seconds(self, pid: int) -> Optional[float]:
         """utime+stime of `pid` in seconds (all its threads), or None if it is gone."""
