@@ -43,7 +43,7 @@ def main() -> None:
             time.sleep(args.seconds)
             c1, t1 = cpu_seconds(mon.pid), time.monotonic()
             out, _ = mon.communicate(timeout=30)
-        rows = sum(1 for _ in open(tmp_path / "power.csv")) - 1
+        rows = len((tmp_path / "power.csv").read_text().splitlines()) - 1
     for p in vms:
         p.kill()
         p.wait()

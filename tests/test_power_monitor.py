@@ -83,11 +83,13 @@ def test_vm_watts_are_host_watts_times_measured_cpu_share(tmp_path):
         # the attribution formula holds on every row
         expected = rows.host_watts * rows.vm_cpu_s / (rows.interval_s * NCPUS)
         assert (rows.vm_watts - expected).abs().max() < 1e-3
-        # and the CPU share matches what the process really burned (measured independently from /proc)
+        # and the CPU matches what the process really burned (measured independently from /proc over a
+        # window that encloses the monitor's): never more, and at the same average rate
         c0, t0 = before[proc.pid]
         c1, t1 = after[proc.pid]
+        assert rows.vm_cpu_s.sum() <= (c1 - c0) + 0.02
         real_share = (c1 - c0) / (t1 - t0) / NCPUS
-        assert rows.vm_cpu_share.mean() == pytest.approx(real_share, rel=0.2, abs=0.02)
+        assert rows.vm_cpu_share.mean() == pytest.approx(real_share, rel=0.25, abs=0.02)
     big, small = (df[df.vm == n].vm_watts.mean() for n in ["minikube", "minikube-m02"])
     assert big > 1.8 * small
     # per sample: the VMs and `unattributed` add up to the host
