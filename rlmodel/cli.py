@@ -172,8 +172,11 @@ def _load_dqn(model: Path | None):
               show_envvar=True, help="Where episodes run: the embedded simulated cluster.")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="RLSCHED_LOG_DIR",
               show_envvar=True, help="Training log folder [default: runs/<scenario>__<seed>__<timestamp>].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a hyperparameter (repeatable); `rlsched train --hyperparameters` lists them.")
+@click.option("--hyperparameters", is_flag=True, help="List the hyperparameters with defaults and meanings, and exit.")
 def train(model: Path, scenario: str | None, steps: int | None, seed: int, resume: bool, backend: str,
-          log_dir: Path | None) -> None:
+          log_dir: Path | None, overrides: tuple[str, ...], hyperparameters: bool) -> None:
     """Train a DQN scheduler and save it to a model file.
 
     Every node bids with one shared network; the feasible node with the best bid gets the pod. The
@@ -191,11 +194,16 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
     import torch
     from tqdm import tqdm
 
-    from rlmodel.agents.dqn import DQNConfig
+    from rlmodel.agents.dqn import DQNConfig, apply_overrides, config_help
     from rlmodel.agents.dqn import train as train_dqn
     from rlmodel.agents.model_file import load_model
     from rlmodel.sim.scenario import load_scenario
 
+    if hyperparameters:
+        defaults = dataclasses.asdict(DQNConfig())
+        for key, text in config_help().items():
+            click.echo(f"{key:<22} {defaults[key]!s:<16} {text}")
+        return
     if resume:
         stored = load_model(model).data
         fields = {f.name for f in dataclasses.fields(DQNConfig)}
@@ -210,6 +218,7 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
         cfg = DQNConfig(seed=seed)
         if steps is not None:
             cfg.total_steps = steps
+    cfg = apply_overrides(cfg, list(overrides))
     sc = load_scenario(scenario or "hetero-sleep")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = log_dir or Path("runs") / f"{sc.name}__{cfg.seed}__{stamp}"

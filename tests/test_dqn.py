@@ -152,3 +152,21 @@ def test_cli_train_test_benchmark_end_to_end(tmp_path):
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "no such model file" in r.output
     r = runner.invoke(main, ["benchmark", "--policies", "dqn"])
     assert r.exit_code == 2 and "--model" in r.output
+
+
+def test_cli_hyperparameters_and_overrides(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--hyperparameters"])
+    assert r.exit_code == 0 and "learning_rate" in r.output and "Adam learning rate" in r.output
+    model = tmp_path / "m.pth"
+    r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "tiny", "--steps", "300",
+                             "--set", "hidden=16", "--set", "n_step=3", "--set", "guide=efficient-first",
+                             "--set", "learning_starts=50", "--log-dir", str(tmp_path / "l")])
+    assert r.exit_code == 0, r.output
+    hp = load_model(model).data["hyperparameters"]
+    assert (hp["hidden"], hp["n_step"], hp["guide"]) == (16, 3, "efficient-first")
+    for bad, msg in (["--set", "hidden=wide"], "hidden takes a int"), (["--set", "nope=1"], "KEY one of"), \
+            (["--set", "guide=fastest"], "unknown policy"):
+        r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "tiny", "--steps", "10", *bad,
+                                 "--log-dir", str(tmp_path / "bad")])
+        assert r.exit_code == 1 and msg in r.output and r.output.count("\n") == 1, r.output

@@ -68,3 +68,17 @@ def test_same_network_shape_for_any_node_count():
     small, big = PodPlacementEnv("hetero"), PodPlacementEnv(load_scenario("hetero").scaled(4))
     assert small.observation_space["nodes"].shape[1] == big.observation_space["nodes"].shape[1]
     assert big.observation_space["nodes"].shape[0] == 4 * small.observation_space["nodes"].shape[0]
+
+
+def test_idle_time_counts_only_for_empty_awake_nodes():
+    env = PodPlacementEnv("hetero-sleep")
+    obs, info = env.reset(seed=0)
+    col = NODE_FEATURES.index("idle_s")
+    assert (obs["nodes"][:, col] == 0).all()  # t = 0
+    obs, _, _, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
+    t = info["time_s"]
+    nodes = obs["nodes"]
+    empty_awake = (nodes[:, NODE_FEATURES.index("pods")] == 0) & (nodes[:, NODE_FEATURES.index("asleep")] == 0)
+    assert np.allclose(nodes[empty_awake, col], min(t, 3600), rtol=1e-5)
+    assert (nodes[~empty_awake, col] == 0).all()
+    assert (nodes[:, NODE_FEATURES.index("sleep_after_s")] == 120).all()

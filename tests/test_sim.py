@@ -151,3 +151,12 @@ def test_snapshot_restore_replays_identically():
     sim.drain()
     assert (sim.energy_j, sim.overload_pod_s) == first[:2]
     assert np.array_equal(sim.finish_s, first[2], equal_nan=True)
+
+
+def test_vectorized_power_matches_the_curves():
+    sc = load_scenario("hetero")
+    sim = ClusterSim(sc)
+    rng = np.random.default_rng(0)
+    demand = rng.uniform(0, 14, size=sim.num_nodes)
+    expected = [t.power_w(d / t.cpu_cores) for t, d in zip(sc.node_types, demand, strict=True)]
+    assert np.allclose(sim.power_w(demand), expected)

@@ -25,12 +25,13 @@ from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATUR
 from rlmodel.agents.model_file import FORMAT, FORMAT_VERSION, ModelError, load_model, save_model
 from rlmodel.agents.qnet import NodeScorer, masked_argmax
 from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.policies import make_policy
 from rlmodel.sim.scenario import Scenario
 
 # Training episodes draw their traces from seeds at or above this, so that benchmark seeds (below it)
 # are held out; validation episodes use their own block.
 TRAIN_SEED_OFFSET = 1_000_000
-VALIDATION_SEED_OFFSET = 900_000
+VALIDATION_SEED_OFFSET = 900_000  # 900,000-900,019
 
 
 @dataclass
@@ -47,6 +48,8 @@ class DQNConfig:
     """transitions per gradient step"""
     gamma: float = 0.99
     """discount per decision"""
+    n_step: int = 1
+    """steps of real rewards before bootstrapping (1: classic DQN)"""
     target_update_every: int = 500
     """steps between copies of the online network into the target network"""
     exploration_start: float = 1.0
@@ -55,6 +58,8 @@ class DQNConfig:
     """epsilon after the decay"""
     exploration_fraction: float = 0.4
     """fraction of total_steps over which epsilon decays linearly"""
+    guide: str = ""
+    """a baseline policy (e.g. "efficient-first") that takes half of the exploratory actions; "" = uniform"""
     learning_starts: int = 2_000
     """steps of experience collected before the first gradient step"""
     train_every: int = 1
@@ -72,7 +77,7 @@ class DQNConfig:
     """hidden layers of the node-scoring MLP"""
     checkpoint_every: int = 5_000
     """steps between checkpoints of the model file; each checkpoint also validates the greedy policy"""
-    validation_episodes: int = 10
+    validation_episodes: int = 20
     """episodes (fixed seeds, disjoint from training and benchmark seeds) that score each checkpoint; the
     model file's policy weights are those of the best-scoring checkpoint (0: always the latest)"""
     seed: int = 1
@@ -162,6 +167,7 @@ def train(
     rng = np.random.default_rng(cfg.seed)
 
     env = PodPlacementEnv(scenario)
+    guide = make_policy(cfg.guide) if cfg.guide else None
     baseline_kw = float(env.sim.idle_watts.sum()) / scenario.reward.energy_scale_j if cfg.idle_baseline else 0.0
     q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
     target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
@@ -246,8 +252,11 @@ def train(
         return data
 
     obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
+    if guide is not None:
+        guide.reset(seed=cfg.seed)
     feats, mask = node_features(obs), info["action_mask"]
     ep_return = 0.0
+    pending: list[tuple[np.ndarray, int, float]] = []  # the last n_step (features, action, reward)
     step = start_step
     try:
         for step in range(start_step, cfg.total_steps):
@@ -255,7 +264,10 @@ def train(
             epsilon = linear_schedule(cfg.exploration_start, cfg.exploration_end,
                                       int(cfg.exploration_fraction * cfg.total_steps), step)
             if rng.random() < epsilon:
-                action = int(rng.choice(np.flatnonzero(mask)))
+                if guide is not None and rng.random() < 0.5:
+                    action = guide.predict(obs, mask)
+                else:
+                    action = int(rng.choice(np.flatnonzero(mask)))
             else:
                 with torch.no_grad():
                     q = q_net(torch.from_numpy(feats).to(device))
@@ -267,10 +279,19 @@ def train(
             # arrival, which no placement changes. Adding it back on every step but the last shifts the
             # return by (idle watts x last decision time), the same for every policy.
             learn_reward = reward if terminated else reward + baseline_kw * (info["time_s"] - t_decision)
+            # n-step returns: a transition enters the buffer once n rewards (or the episode's end) are known;
             # store `terminated`, not `truncated`: only a real end stops bootstrapping
-            rb.add(feats, action, learn_reward * cfg.reward_scale, next_feats, next_mask, float(terminated))
+            pending.append((feats, action, learn_reward * cfg.reward_scale))
+            if len(pending) == cfg.n_step or terminated:
+                while pending:
+                    ret_n = sum(r * cfg.gamma**i for i, (_, _, r) in enumerate(pending))
+                    f0, a0, _ = pending[0]
+                    rb.add(f0, a0, ret_n, next_feats, next_mask, float(terminated))
+                    pending.pop(0)
+                    if not terminated:
+                        break  # slide the window by one; at the end, flush the shorter tails too
             ep_return += reward
-            feats, mask = next_feats, next_mask  # obs = next_obs
+            feats, mask, obs = next_feats, next_mask, next_obs
 
             if terminated or truncated:
                 episode += 1
@@ -283,6 +304,8 @@ def train(
                 if on_episode:
                     on_episode(log, step + 1)
                 obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
+                if guide is not None:
+                    guide.reset(seed=cfg.seed + episode)
                 feats, mask = node_features(obs), info["action_mask"]
                 ep_return = 0.0
 
@@ -295,7 +318,7 @@ def train(
                     next_q = target_net(b_next_feats).gather(1, next_action[:, None]).squeeze(1)
                     # a terminal next state has no feasible node and no future
                     next_q = torch.where(b_done > 0, torch.zeros_like(next_q), next_q)
-                    td_target = b_reward + cfg.gamma * next_q
+                    td_target = b_reward + cfg.gamma**cfg.n_step * next_q
                 q_taken = q_net(b_feats).gather(1, b_action[:, None]).squeeze(1)
                 loss = F.smooth_l1_loss(q_taken, td_target)
                 optimizer.zero_grad()
@@ -336,3 +359,36 @@ def _write_log(fh, log: EpisodeLog) -> None:
     csv.writer(fh).writerow([log.step, log.episode, f"{log.energy_j:.3f}", f"{log.overload_pod_s:.3f}",
                              f"{log.ret:.4f}", f"{log.epsilon:.4f}", f"{log.loss:.6g}", f"{log.wall_s:.2f}"])
     fh.flush()  # one row per episode, flushed: a crash loses nothing already logged
+
+
+def config_help() -> dict[str, str]:
+    """Each DQNConfig field's one-line docstring (the string under it in the class body)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(DQNConfig)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    out = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr):
+            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                out[node.target.id] = " ".join(nxt.value.value.split())
+    return out
+
+
+def apply_overrides(cfg: DQNConfig, pairs: list[str]) -> DQNConfig:
+    """`KEY=VALUE` strings applied to a copy of `cfg`, typed like the field; ModelError on a bad one."""
+    fields = {f.name: f for f in dataclasses.fields(DQNConfig)}
+    values = dataclasses.asdict(cfg)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ModelError(f"--set {pair}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
+        kind = type(values[key])
+        try:
+            values[key] = kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes", "on")
+        except ValueError:
+            raise ModelError(f"--set {pair}: {key} takes a {kind.__name__}") from None
+    return DQNConfig(**values)

@@ -12,7 +12,7 @@ import numpy as np
 
 from rlmodel.envs.placement import NODE_FEATURES
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 FEATURES: tuple[str, ...] = (
     "cpu_cores_x12",            # node cores / 12
     "memory_gib_x16",           # node memory / 16 GiB
@@ -38,6 +38,9 @@ FEATURES: tuple[str, ...] = (
     "cluster_cpu_used_frac",
     "cluster_awake_frac",          # fraction of nodes awake
     "cluster_watts_per_node_x100",
+    "idle_min",                    # minutes an awake node has been empty
+    "sleep_in_min",                # minutes until an empty node sleeps (0 when it never sleeps or has pods)
+    "sleeps",                      # 1 when the node can sleep at all
 )
 NUM_FEATURES = len(FEATURES)
 _C = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -82,4 +85,10 @@ def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
     out[:, 21] = float(used.sum()) / total_cores
     out[:, 22] = 1.0 - float(asleep.mean())
     out[:, 23] = float(watts.mean()) / 100.0
+    idle = nodes[:, _C["idle_s"]]
+    sleep_after = nodes[:, _C["sleep_after_s"]]
+    empty_awake = (pods == 0) & (asleep == 0)
+    out[:, 24] = idle / 60.0
+    out[:, 25] = np.where(empty_awake & (sleep_after > 0), np.maximum(sleep_after - idle, 0.0), 0.0) / 60.0
+    out[:, 26] = sleep_after > 0
     return out

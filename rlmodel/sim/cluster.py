@@ -25,7 +25,6 @@ import math
 
 import numpy as np
 
-from rlmodel.sim.power import power_w
 from rlmodel.sim.scenario import Scenario
 from rlmodel.sim.workload import PodTrace
 
@@ -59,6 +58,11 @@ class ClusterSim:
         self.idle_watts = self.curves[:, 0].copy()
         self.peak_watts = self.curves[:, -1].copy()
         self._cores = self.cores.tolist()
+        # flat power table for vectorized lookups: watts at point k of node n is _flat[11 n + k]
+        self._flat = self.curves.ravel()
+        self._slope = np.diff(self.curves, axis=1).ravel()
+        self._row11 = np.arange(self.num_nodes) * 11
+        self._row10 = np.arange(self.num_nodes) * 10
         self._curves = self.curves.tolist()
         self._peak = self.peak_watts.tolist()
         self.sleep_after_s = scenario.idle_sleep_after_s
@@ -95,6 +99,7 @@ class ClusterSim:
         self._waiting: list[list[int]] = [[] for _ in range(n)]
         self._wake_done = [_INF] * n
         self._sleep_at = [self.sleep_after_s if self.sleep_after_s > 0 else _INF] * n
+        self.empty_since = [0.0] * n  # when the node last became empty (meaningful while pods_on == 0)
         self.watts = [c[0] for c in self._curves]
         self._overload_rate = [0.0] * n
         self._total_watts = float(sum(self.watts))
@@ -115,8 +120,13 @@ class ClusterSim:
 
     def watts_if_added(self, extra_cores: float) -> np.ndarray:
         """(N,) power in W each node would draw once `extra_cores` more demand runs on it (awake)."""
-        util = (np.asarray(self.demand) + extra_cores) / self.cores
-        return power_w(self.curves, util)
+        return self.power_w(np.asarray(self.demand) + extra_cores)
+
+    def power_w(self, demand_cores: np.ndarray) -> np.ndarray:
+        """(N,) power in W of awake nodes running `demand_cores` (N,) of CPU demand (>= 0)."""
+        x = np.minimum(demand_cores / self.cores, 1.0) * 10.0
+        lo = np.minimum(x.astype(np.int64), 9)
+        return self._flat[self._row11 + lo] + (x - lo) * self._slope[self._row10 + lo]
 
     @property
     def pods_active(self) -> int:
@@ -180,14 +190,15 @@ class ClusterSim:
             self.demand[:], self.state[:], self.pods_on[:], self._vt[:], self._last[:], self._rate[:],
             [r[:] for r in self._running], [w[:] for w in self._waiting], self._wake_done[:], self._sleep_at[:],
             self.watts[:], self._overload_rate[:], self._total_watts, self._total_overload_rate,
-            self._version[:], self._events[:], self.node_of.copy(), self.finish_s.copy(),
+            self._version[:], self._events[:], self.node_of.copy(), self.finish_s.copy(), self.empty_since[:],
         )
 
     def restore(self, snap: tuple) -> None:
         (self.now_s, self.energy_j, self.overload_pod_s, self.wake_delay_pod_s, self.wakeups,
          self.unschedulable, self.pods_done, self.pods_placed, cpu_req, mem_req, demand, state, pods_on, vt,
          last, rate, running, waiting, wake_done, sleep_at, watts, orate, self._total_watts,
-         self._total_overload_rate, version, events, node_of, finish) = snap
+         self._total_overload_rate, version, events, node_of, finish, empty_since) = snap
+        self.empty_since = empty_since[:]
         self.cpu_requested, self.mem_requested, self.demand = cpu_req[:], mem_req[:], demand[:]
         self.state, self.pods_on, self._vt, self._last, self._rate = state[:], pods_on[:], vt[:], last[:], rate[:]
         self._running = [r[:] for r in running]
@@ -234,6 +245,7 @@ class ClusterSim:
             if self.pods_on[node] == 0:
                 # exact zeros: no drift of float sums on empty nodes
                 self.demand[node] = self.cpu_requested[node] = self.mem_requested[node] = 0.0
+                self.empty_since[node] = t
                 if self.sleep_after_s > 0:
                     self._sleep_at[node] = t + self.sleep_after_s
         if self.state[node] == AWAKE and self.pods_on[node] == 0 and self._sleep_at[node] <= t + _EPS:
