@@ -371,9 +371,10 @@ def config_help() -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     out = {}
     for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr):
-            if isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
-                out[node.target.id] = " ".join(nxt.value.value.split())
+        documented = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(
+            nxt.value.value, str)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
+            out[node.target.id] = " ".join(nxt.value.value.split())  # type: ignore[attr-defined]
     return out
 
 
