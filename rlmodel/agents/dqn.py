@@ -374,7 +374,7 @@ def config_help() -> dict[str, str]:
         documented = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(
             nxt.value.value, str)
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
-            out[node.target.id] = " ".join(nxt.value.value.split())  # type: ignore[attr-defined]
+            out[node.target.id] = " ".join(nxt.value.value.split())
     return out
 
 
