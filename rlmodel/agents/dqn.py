@@ -48,7 +48,7 @@ class DQNConfig:
     """transitions per gradient step"""
     gamma: float = 0.99
     """discount per decision"""
-    n_step: int = 1
+    n_step: int = 3
     """steps of real rewards before bootstrapping (1: classic DQN)"""
     target_update_every: int = 500
     """steps between copies of the online network into the target network"""
