@@ -188,9 +188,20 @@ class ProcStat:
                 prog = os.path.basename(argv[0].decode("utf-8", "replace"))
                 if self.match.search(prog):
                     name = vm_name([a.decode("utf-8", "replace") for a in argv if a], pid)
-            seen[pid] = (name, known[1] if known else now)
+            seen[pid] = (name, known[1] if known else now - self._age_s(pid))
         self._seen = seen  # exited pids are forgotten
         return {pid: v[0] for pid, v in seen.items() if v[0] is not None}
+
+    def _age_s(self, pid: int) -> float:
+        """Seconds since the process started (from its start time in /proc/PID/stat and /proc/uptime)."""
+        try:
+            with open(os.path.join(self.proc_root, str(pid), "stat"), "r") as fh:
+                start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+            with open(os.path.join(self.proc_root, "uptime"), "r") as fh:
+                uptime = float(fh.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        return max(0.0, uptime - start_ticks / self.ticks)
 
     def cpu_seconds(self, pid: int) -> Optional[float]:
         """utime+stime of `pid` in seconds (all its threads), or None if it is gone."""
