@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from rlmodel.atomic import atomic_path
 from rlmodel.errors import RlschedError
 
 
@@ -140,7 +141,8 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     plot_energy(summary, out / "benchmark.png", f"{sc.name}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
     run = {"scenario": sc.name, "source": sc.source, "policies": names, "episodes": episodes, "seed": seed,
            "scale": scale, "oracle": oracle, "model": str(model) if model else None}
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    with atomic_path(out / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     click.echo(f"scenario {sc.name} ({sc.num_nodes} nodes), {episodes} episodes from seed {seed}")
     click.echo(format_table(summary))
     if oracle:

@@ -7,9 +7,7 @@ and (for `--resume`) the target network, optimizer and random-generator states.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import torch
 
 from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATURES
 from rlmodel.agents.qnet import NodeScorer
+from rlmodel.atomic import atomic_path
 from rlmodel.errors import RlschedError
 
 FORMAT = "rlsched-dqn"
@@ -44,16 +43,8 @@ class LoadedModel:
 
 def save_model(path: Path, data: dict[str, Any]) -> None:
     """Write `data` to `path` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(data, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:

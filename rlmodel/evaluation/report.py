@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from rlmodel.atomic import atomic_path
+
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     """Write `df` to `path` through a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def save_figure_atomic(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            df.to_csv(fh, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def format_table(summary: pd.DataFrame) -> str:
@@ -57,13 +61,4 @@ def plot_energy(summary: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, path)

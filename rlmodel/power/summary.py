@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from rlmodel.errors import RlschedError
+from rlmodel.evaluation.report import save_figure_atomic
 from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
 
 NUMERIC = ["interval_s", "host_joules", "host_watts", "vm_cpu_s", "vm_cpu_share", "vm_watts", "vm_joules"]
@@ -88,9 +89,6 @@ def summarize_power(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def plot_power(frames: list[pd.DataFrame], out: Path) -> None:
     """Watts over time per VM (and the host), saved as PNG atomically."""
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,14 +106,4 @@ def plot_power(frames: list[pd.DataFrame], out: Path) -> None:
     ax.legend(loc="upper right", fontsize="small")
     fig.autofmt_xdate()
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure_atomic(fig, out)
