@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the CPU wheel on the machine and never a CUDA build
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
-	$(PIP) install --quiet -e '.[test,dev]'
+	$(PIP) install --quiet -e '.[test,dev,services]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install torch (CPU) and the project with its test extras (idempotent)
@@ -42,7 +42,7 @@ apt-test-deps:
 	fi
 
 lint: setup ## ruff and mypy
-	$(VENV)/bin/ruff check rlmodel tests benchmarks
+	$(VENV)/bin/ruff check rlmodel tests benchmarks containers testapp
 	$(VENV)/bin/mypy rlmodel
 
 clean: ## Remove the venv and results

@@ -147,7 +147,8 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     click.echo(format_table(summary))
     if oracle:
         kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))
-        click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid and cover bounds, see README)")
+        click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid "
+                   "and cover bounds, see README)")
     click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}")
 
 
