@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RLSCHED := $(VENV)/bin/rlsched
 TORCH_VERSION := 2.13.0
-# Debian packages the test suite runs for real (none yet beyond Python's own).
-APT_TEST_PACKAGES :=
+# Debian packages the test suite runs for real: JMeter (with its HTTP module and a JDK for the launcher),
+# Prometheus and node-exporter.
+APT_TEST_PACKAGES := jmeter jmeter-http openjdk-17-jdk-headless prometheus prometheus-node-exporter
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test lint clean

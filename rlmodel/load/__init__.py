@@ -1,0 +1,1 @@
+"""Load generation: JMeter runs against the test app, and their results parsed into summaries."""
