@@ -1,0 +1,1 @@
+"""The real testbed: Prometheus configuration and (later) the Minikube harness."""
