@@ -153,3 +153,15 @@ def test_testapp_metrics_count_requests(testapp):
     hist = [s.value for s in fams["testapp_request_duration_seconds"].samples
             if s.name.endswith("_count") and s.labels["mode"] == "cpu"]
     assert ok and ok[0] >= 3 and hist[0] == ok[0]
+
+
+def test_cpu_workers_never_outlive_the_blocker():
+    svc = Service("containers/resource_blocker/app.py")
+    requests.put(svc.url + "/load", json={"cpu_cores": 1.0}, timeout=30).raise_for_status()
+    time.sleep(0.5)
+    children = psutil.Process(svc.proc.pid).children(recursive=True)
+    assert children
+    svc.proc.kill()  # SIGKILL: no handler, no atexit
+    svc.proc.wait()
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, alive

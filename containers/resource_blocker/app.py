@@ -21,6 +21,8 @@ import argparse
 import math
 import multiprocessing as mp
 import os
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -59,9 +61,9 @@ def usable_cores() -> float:
     return cores
 
 
-def _cpu_worker(duty, stop) -> None:
-    """Busy for `duty` of every period, asleep for the rest, until `stop` is set."""
-    while not stop.is_set():
+def _cpu_worker(duty, stop, parent_pid: int) -> None:
+    """Busy for `duty` of every period, asleep for the rest, until `stop` is set or the blocker is gone."""
+    while not stop.is_set() and os.getppid() == parent_pid:  # never outlive the blocker, even after SIGKILL
         d = duty.value
         start = time.perf_counter()
         while time.perf_counter() - start < d * PERIOD_S:
@@ -136,7 +138,7 @@ class LoadController:
                 w.join(timeout=2)
             self.workers, self.stop_cpu = [], self.ctx.Event()
             for _ in range(n):
-                w = self.ctx.Process(target=_cpu_worker, args=(self.duty, self.stop_cpu), daemon=True)
+                w = self.ctx.Process(target=_cpu_worker, args=(self.duty, self.stop_cpu, os.getpid()), daemon=True)
                 w.start()
                 self.workers.append(w)
         self.duty.value = cores / n if n else 0.0
@@ -313,6 +315,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     args = parser.parse_args()
     app = create_app()
+    # SIGTERM (kubelet, tests) exits through SystemExit, so the CPU workers are stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app.run(host=args.host, port=args.port, threaded=True)
 
 
