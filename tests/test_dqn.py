@@ -76,7 +76,9 @@ def test_resume_continues_counters_and_optimizer(tmp_path, trained):
     after = train(cfg, load_scenario("tiny"), path, resume=True)
     assert after["global_step"] == 900 and after["episodes"] > before["episodes"]
     assert after["optimizer"]["state"][0]["step"] > before["optimizer"]["state"][0]["step"]
-    assert not torch.equal(after["state_dict"]["mlp.0.weight"], before["state_dict"]["mlp.0.weight"])
+    # training went on from the latest weights (the policy weights are the best validated checkpoint)
+    assert not torch.equal(after["last_state_dict"]["mlp.0.weight"], before["last_state_dict"]["mlp.0.weight"])
+    assert after["metrics"]["validation_cost_kj"] <= before["metrics"]["validation_cost_kj"]
 
 
 def test_interrupt_writes_a_checkpoint(tmp_path):
@@ -170,3 +172,20 @@ def test_cli_hyperparameters_and_overrides(tmp_path):
         r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "tiny", "--steps", "10", *bad,
                                  "--log-dir", str(tmp_path / "bad")])
         assert r.exit_code == 1 and msg in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_fill_gap_feature_compares_nodes_of_the_same_type():
+    from rlmodel.agents.features import FEATURES
+    from rlmodel.envs import NODE_FEATURES
+
+    col = {n: i for i, n in enumerate(NODE_FEATURES)}
+    nodes = np.zeros((4, len(NODE_FEATURES)), dtype=np.float32)
+    nodes[:, col["cpu_cores"]] = [12, 12, 12, 2]
+    nodes[:, col["memory_gib"]] = 12
+    nodes[:, col["peak_watts"]] = [247, 247, 247, 117]
+    nodes[:, col["idle_watts"]] = [66, 66, 66, 86]
+    nodes[:, col["cpu_requested_cores"]] = [6, 9, 11, 1]
+    nodes[:, col["fits"]] = [1, 1, 0, 1]  # the fullest x3550 cannot take the pod: it is not a candidate
+    obs = {"nodes": nodes, "pod": np.array([0.5, 0.5, 0.0], dtype=np.float32)}
+    gap = node_features(obs)[:, FEATURES.index("fill_gap_same_type")]
+    assert np.allclose(gap, [6 / 12 - 9 / 12, 0.0, 11 / 12 - 9 / 12, 0.0])

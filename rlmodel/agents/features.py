@@ -12,7 +12,7 @@ import numpy as np
 
 from rlmodel.envs.placement import NODE_FEATURES
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 FEATURES: tuple[str, ...] = (
     "cpu_cores_x12",            # node cores / 12
     "memory_gib_x16",           # node memory / 16 GiB
@@ -41,6 +41,8 @@ FEATURES: tuple[str, ...] = (
     "idle_min",                    # minutes an awake node has been empty
     "sleep_in_min",                # minutes until an empty node sleeps (0 when it never sleeps or has pods)
     "sleeps",                      # 1 when the node can sleep at all
+    "fill_gap_same_type",          # this node's requested fraction minus the fullest feasible awake node's
+                                   # of the same type (0: the fullest; relational, for bin packing)
 )
 NUM_FEATURES = len(FEATURES)
 _C = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -91,4 +93,19 @@ def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
     out[:, 24] = idle / 60.0
     out[:, 25] = np.where(empty_awake & (sleep_after > 0), np.maximum(sleep_after - idle, 0.0), 0.0) / 60.0
     out[:, 26] = sleep_after > 0
+    # relational: among feasible awake nodes of the same type (same cores and curve), how far from the fullest
+    fits = nodes[:, _C["fits"]] > 0
+    frac = out[:, 2]
+    # one float key per node type (cores, peak and idle watts): 1-D unique is far cheaper than row-wise unique
+    key = (cores.astype(np.float64) * 1e8 + nodes[:, _C["peak_watts"]].astype(np.float64) * 1e3
+           + nodes[:, _C["idle_watts"]])
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    candidates = np.where(fits & (asleep == 0), frac, -np.inf)
+    fullest_sorted = np.repeat(np.maximum.reduceat(candidates[order], starts), np.diff(np.r_[starts, n]))
+    fullest = np.empty(n, dtype=np.float64)
+    fullest[order] = fullest_sorted
+    gap = frac - fullest
+    out[:, 27] = np.where(np.isfinite(gap), gap, -1.0)
     return out
