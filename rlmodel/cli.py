@@ -207,8 +207,10 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
         for key, text in config_help().items():
             click.echo(f"{key:<22} {defaults[key]!s:<16} {text}")
         return
+    start = 0
     if resume:
         stored = load_model(model).data
+        start = int(stored["global_step"])
         fields = {f.name for f in dataclasses.fields(DQNConfig)}
         cfg = DQNConfig(**{k: v for k, v in stored["hyperparameters"].items() if k in fields})
         if steps is not None:
@@ -230,7 +232,6 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
                                                      "hyperparameters": dataclasses.asdict(cfg)}, indent=2) + "\n")
     torch.set_num_threads(1)  # small networks: one thread is faster and keeps runs reproducible
     writer = _tensorboard_writer(log_dir)
-    start = int(load_model(model).data["global_step"]) if resume else 0
     bar = tqdm(total=cfg.total_steps, initial=start, desc=f"train {sc.name}", unit="step", file=sys.stderr,
                disable=None, dynamic_ncols=True)
 

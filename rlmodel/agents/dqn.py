@@ -23,8 +23,10 @@ import torch.nn.functional as F
 
 from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATURES, node_features
 from rlmodel.agents.model_file import FORMAT, FORMAT_VERSION, ModelError, load_model, save_model
+from rlmodel.agents.policy import DQNPolicy
 from rlmodel.agents.qnet import NodeScorer, masked_argmax
 from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.policies import make_policy
 from rlmodel.sim.scenario import Scenario
 
@@ -200,19 +202,9 @@ def train(
 
     def validate() -> float:
         """Mean cost (kJ, energy plus overload penalty) of the greedy policy on the validation episodes."""
-        costs = []
-        for i in range(cfg.validation_episodes):
-            obs_v, info_v = validation_env.reset(seed=VALIDATION_SEED_OFFSET + i)
-            done_v = not info_v["action_mask"].any()
-            total = 0.0
-            while not done_v:
-                with torch.no_grad():
-                    q_v = q_net(torch.from_numpy(node_features(obs_v)).to(device))
-                    a_v = int(masked_argmax(q_v, torch.from_numpy(info_v["action_mask"]).to(device)).item())
-                obs_v, r_v, done_v, _, info_v = validation_env.step(a_v)
-                total += r_v
-            costs.append(-total)
-        return float(np.mean(costs))
+        greedy = DQNPolicy(q_net, device=str(device))  # the same policy the benchmark runs
+        return float(np.mean([-run_episode(validation_env, greedy, VALIDATION_SEED_OFFSET + i).ret
+                              for i in range(cfg.validation_episodes)]))
 
     def checkpoint(step: int, *, validate_now: bool) -> dict[str, Any]:
         nonlocal best_state, best_score

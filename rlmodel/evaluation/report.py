@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlmodel.atomic import atomic_path
+from rlmodel.atomic import atomic_path, save_figure_atomic
 
 
 def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
@@ -15,16 +15,6 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
 
-
-def save_figure_atomic(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    finally:
-        plt.close(fig)
 
 
 def format_table(summary: pd.DataFrame) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rlmodel.atomic import save_figure_atomic
 from rlmodel.errors import RlschedError
-from rlmodel.evaluation.report import save_figure_atomic
 from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
 
 NUMERIC = ["interval_s", "host_joules", "host_watts", "vm_cpu_s", "vm_cpu_share", "vm_watts", "vm_joules"]
