@@ -40,6 +40,43 @@ def _seed_option(default: int):
                         envvar="RLSCHED_SEED", show_envvar=True, help="Seed of the first episode (then seed+1, ...).")
 
 
+def _backend_options(f):
+    """--backend, --config and --testbed-set, shared by train, test and benchmark."""
+    f = click.option("--testbed-set", "testbed_set", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override a testbed setting (repeatable); `rlsched cluster config` lists them.")(f)
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     envvar="RLSCHED_CONFIG", show_envvar=True,
+                     help="Testbed configuration [default: ./rlsched.toml when present].")(f)
+    return click.option("--backend", type=click.Choice(["sim", "minikube"]), default="sim", show_default=True,
+                        envvar="RLSCHED_BACKEND", show_envvar=True,
+                        help="Where episodes run: the embedded simulated cluster, or the Minikube testbed.")(f)
+
+
+def _testbed_config(config_path: Path | None, testbed_set: tuple[str, ...]):
+    from rlmodel.testbed.config import load_config
+
+    return load_config(config_path, overrides=testbed_set)
+
+
+def _make_env(backend: str, sc, config_path: Path | None, testbed_set: tuple[str, ...], record_dir: Path | None,
+              run: str = ""):
+    """The env for `backend` (the twin, or the twin's env over a MinikubeCluster)."""
+    from rlmodel.envs.placement import PodPlacementEnv
+
+    if backend == "sim":
+        return PodPlacementEnv(sc)
+    from rlmodel.testbed.backend import MinikubeCluster
+
+    cluster = MinikubeCluster(sc, _testbed_config(config_path, testbed_set), record_dir=record_dir, run=run)
+    return PodPlacementEnv(sc, cluster=cluster)
+
+
+def _close_env(env) -> None:
+    close = getattr(env.sim, "close", None)
+    if close is not None:
+        close()
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="rlsched")
 def main() -> None:
@@ -89,8 +126,10 @@ def scenarios(show_name: str | None) -> None:
 @click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="RLSCHED_MODEL", show_envvar=True,
               help="A trained DQN model file: adds the `dqn` policy (included by default when given).")
+@_backend_options
 def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, scale: int, oracle: bool,
-              out: Path | None, model: Path | None) -> None:
+              out: Path | None, model: Path | None, backend: str, config_path: Path | None,
+              testbed_set: tuple[str, ...]) -> None:
     """Run placement policies on identical episodes and report energy, overload and misses.
 
     Writes OUT/episodes.csv (one row per policy and episode), OUT/summary.csv (one row per
@@ -100,6 +139,10 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     Example:
       rlsched benchmark --scenario hetero --policies round-robin,power-greedy --episodes 10
       rlsched benchmark --model Dale.pth --scale 4
+      rlsched benchmark --backend minikube --scenario minikube --policies round-robin,dqn --model Dale.pth -n 3
+
+    With --backend minikube the episodes run on the testbed (see `rlsched cluster up`), there is no
+    oracle row, and OUT/windows.csv and OUT/power_samples.csv hold every measurement window.
     """
     from tqdm import tqdm
 
@@ -127,6 +170,9 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     except OSError as exc:
         raise click.ClickException(f"{out}: cannot create the output folder: {exc.strerror}") from None
 
+    if backend != "sim":
+        oracle = False  # the offline optimum is a property of the twin
+    env = _make_env(backend, sc, config_path, testbed_set, out if backend != "sim" else None)
     total = episodes * (len(chosen) + (1 if oracle else 0))
     with tqdm(total=total, desc=f"benchmark {sc.name}", unit="ep", file=sys.stderr, leave=False,
               disable=None) as bar:  # no bar when stderr is not a terminal
@@ -134,13 +180,17 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
             bar.set_postfix_str(policy)
             bar.update()
 
-        episodes_df = run_benchmark(sc, chosen, episodes=episodes, seed=seed, with_oracle=oracle, on_episode=tick)
+        try:
+            episodes_df = run_benchmark(sc, chosen, episodes=episodes, seed=seed, with_oracle=oracle,
+                                        on_episode=tick, env=env)
+        finally:
+            _close_env(env)
     summary = summarize(episodes_df)
     write_csv_atomic(episodes_df, out / "episodes.csv")
     write_csv_atomic(summary, out / "summary.csv")
     plot_energy(summary, out / "benchmark.png", f"{sc.name}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
     run = {"scenario": sc.name, "source": sc.source, "policies": names, "episodes": episodes, "seed": seed,
-           "scale": scale, "oracle": oracle, "model": str(model) if model else None}
+           "scale": scale, "oracle": oracle, "model": str(model) if model else None, "backend": backend}
     with atomic_path(out / "run.json") as tmp:
         Path(tmp).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     click.echo(f"scenario {sc.name} ({sc.num_nodes} nodes), {episodes} episodes from seed {seed}")
@@ -149,7 +199,8 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))
         click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid "
                    "and cover bounds, see README)")
-    click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}")
+    click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}"
+               + (f", {out / 'windows.csv'}, {out / 'power_samples.csv'}" if backend != "sim" else ""))
 
 
 def _load_dqn(model: Path | None):
@@ -171,15 +222,15 @@ def _load_dqn(model: Path | None):
               show_envvar=True, help="Seed of networks, exploration and training traces.")
 @click.option("--resume", is_flag=True, envvar="RLSCHED_RESUME", show_envvar=True,
               help="Continue from --model: weights, optimizer, step counter, random states.")
-@click.option("--backend", type=click.Choice(["sim"]), default="sim", show_default=True, envvar="RLSCHED_BACKEND",
-              show_envvar=True, help="Where episodes run: the embedded simulated cluster.")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="RLSCHED_LOG_DIR",
               show_envvar=True, help="Training log folder [default: runs/<scenario>__<seed>__<timestamp>].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a hyperparameter (repeatable); `rlsched train --hyperparameters` lists them.")
 @click.option("--hyperparameters", is_flag=True, help="List the hyperparameters with defaults and meanings, and exit.")
+@_backend_options
 def train(model: Path, scenario: str | None, steps: int | None, seed: int, resume: bool, backend: str,
-          log_dir: Path | None, overrides: tuple[str, ...], hyperparameters: bool) -> None:
+          log_dir: Path | None, overrides: tuple[str, ...], hyperparameters: bool, config_path: Path | None,
+          testbed_set: tuple[str, ...]) -> None:
     """Train a DQN scheduler and save it to a model file.
 
     Every node bids with one shared network; the feasible node with the best bid gets the pod. The
@@ -191,6 +242,10 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
     Example:
       rlsched train --model Dale.pth --scenario hetero-sleep
       rlsched train --model Dale.pth --resume --steps 100000
+      rlsched train --model Dale.pth --resume --steps 60200 --backend minikube --scenario minikube
+
+    With --backend minikube every step is a real pod and a measurement window (LOG_DIR also gets
+    windows.csv and power_samples.csv); validation of checkpoints still runs in the twin.
     """
     import dataclasses
 
@@ -245,8 +300,10 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
             writer.add_scalar("train/epsilon", log.epsilon, step)
             writer.add_scalar("train/loss", log.loss, step)
 
+    env = _make_env(backend, sc, config_path, testbed_set, log_dir if backend != "sim" else None, run="train")
     try:
-        data = train_dqn(cfg, sc, model, resume=resume, log_csv=log_dir / "train.csv", on_episode=on_episode)
+        data = train_dqn(cfg, sc, model, resume=resume, log_csv=log_dir / "train.csv", on_episode=on_episode,
+                         env=env)
     except KeyboardInterrupt:
         bar.close()
         click.echo(f"interrupted: checkpoint saved to {model}; continue with `rlsched train --model {model} "
@@ -254,6 +311,7 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
         sys.exit(130)
     finally:
         bar.close()
+        _close_env(env)
         if writer is not None:
             writer.close()
     m = data["metrics"]
@@ -282,7 +340,9 @@ def _tensorboard_writer(log_dir: Path):
 @_seed_option(1000)
 @click.option("--bids", type=click.IntRange(1, 100), default=5, show_default=True,
               help="How many of the best feasible bids to print per pod.")
-def test_cmd(model: Path, scenario: str | None, episodes: int, seed: int, bids: int) -> None:
+@_backend_options
+def test_cmd(model: Path, scenario: str | None, episodes: int, seed: int, bids: int, backend: str,
+             config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
     """Run a trained model greedily and show, per pod, the chosen node and the nodes' bids.
 
     \b
@@ -293,33 +353,36 @@ def test_cmd(model: Path, scenario: str | None, episodes: int, seed: int, bids: 
 
     from rlmodel.agents.model_file import load_model
     from rlmodel.agents.policy import DQNPolicy
-    from rlmodel.envs.placement import PodPlacementEnv
     from rlmodel.sim.scenario import load_scenario
 
     loaded = load_model(model)
     src = scenario or loaded.data["scenario"]["source"].removeprefix("built-in:")
     sc = load_scenario(src)
-    env = PodPlacementEnv(sc)
+    env = _make_env(backend, sc, config_path, testbed_set, None, run="test")
     policy = DQNPolicy(loaded.network)
     type_names = [t.name for t in sc.node_types]
-    for ep in range(episodes):
-        obs, info = env.reset(seed=seed + ep)
-        click.echo(f"episode {ep} (seed {seed + ep}) on {sc.name}, {sc.num_nodes} nodes")
-        done = not info["action_mask"].any()
-        while not done:
-            mask = info["action_mask"]
-            q = policy.scores(obs, mask)
-            action = int(np.argmax(np.where(mask, q, -np.inf)))
-            feasible = np.flatnonzero(mask)
-            top = feasible[np.argsort(-q[feasible], kind="stable")][:bids]
-            shown = " ".join(f"{n}:{q[n]:.3f}{'*' if n == action else ''}" for n in top)
-            click.echo(f"  pod {info['pod']:>4} t={info['time_s']:8.1f}s cpu={obs['pod'][0]:.3f} "
-                       f"mem={obs['pod'][1]:.3f}GiB -> node {action} ({type_names[action]})  bids {shown}")
-            obs, _, done, _, info = env.step(action)
-        m = env.episode_metrics()
-        click.echo(f"  energy {m['energy_j'] / 1000:.1f} kJ, overload {m['overload_pod_s']:.1f} pod-s, "
-                   f"unschedulable {int(m['unschedulable'])}, wake delay {m['wake_delay_pod_s']:.1f} pod-s, "
-                   f"mean {m['mean_watts']:.1f} W")
+    labels = getattr(env.sim, "names", type_names)  # the testbed shows node names
+    try:
+        for ep in range(episodes):
+            obs, info = env.reset(seed=seed + ep)
+            click.echo(f"episode {ep} (seed {seed + ep}) on {sc.name}, {sc.num_nodes} nodes")
+            done = not info["action_mask"].any()
+            while not done:
+                mask = info["action_mask"]
+                q = policy.scores(obs, mask)
+                action = int(np.argmax(np.where(mask, q, -np.inf)))
+                feasible = np.flatnonzero(mask)
+                top = feasible[np.argsort(-q[feasible], kind="stable")][:bids]
+                shown = " ".join(f"{n}:{q[n]:.3f}{'*' if n == action else ''}" for n in top)
+                click.echo(f"  pod {info['pod']:>4} t={info['time_s']:8.1f}s cpu={obs['pod'][0]:.3f} "
+                           f"mem={obs['pod'][1]:.3f}GiB -> node {action} ({labels[action]})  bids {shown}")
+                obs, _, done, _, info = env.step(action)
+            m = env.episode_metrics()
+            click.echo(f"  energy {m['energy_j'] / 1000:.1f} kJ, overload {m['overload_pod_s']:.1f} pod-s, "
+                       f"unschedulable {int(m['unschedulable'])}, wake delay {m['wake_delay_pod_s']:.1f} pod-s, "
+                       f"mean {m['mean_watts']:.1f} W")
+    finally:
+        _close_env(env)
 
 
 @main.group()
@@ -421,3 +484,138 @@ def power_summary(files: tuple[Path, ...], plot: Path | None, csv_out: Path | No
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ------------------------------------------------------------------------------------------- testbed
+def _config_options(f):
+    f = click.option("--set", "testbed_set", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override a setting (repeatable), e.g. --set minikube.nodes=4.")(f)
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        envvar="RLSCHED_CONFIG", show_envvar=True,
+                        help="Testbed configuration [default: ./rlsched.toml when present].")(f)
+
+
+def _print_checks(checks) -> bool:
+    width = max((len(c.piece) for c in checks), default=10)
+    for c in checks:
+        state = "up  " if c.up else "DOWN"
+        click.echo(f"  {state} {c.piece:<{width}}  {c.where}" + (f"  ({c.detail})" if c.detail else ""))
+    return all(c.up for c in checks)
+
+
+@main.group()
+def cluster() -> None:
+    """The Minikube testbed: bring it up, check it, tear it down.
+
+    Settings come from ./rlsched.toml (or --config), RLSCHED_<SECTION>_<KEY> variables and --set;
+    `rlsched cluster config` shows the effective values.
+    """
+
+
+@cluster.command("up")
+@_config_options
+@click.option("--skip-images", is_flag=True, envvar="RLSCHED_SKIP_IMAGES", show_envvar=True,
+              help="Do not build and load the images (they are in the cluster already).")
+def cluster_up_cmd(config_path: Path | None, testbed_set: tuple[str, ...], skip_images: bool) -> None:
+    """Start Minikube, load the images, apply the manifests, start Prometheus, wait for every node.
+
+    \b
+    Example:
+      rlsched cluster up --set minikube.nodes=3
+    """
+    from rlmodel.testbed.cluster import cluster_up
+
+    cfg = _testbed_config(config_path, testbed_set)
+    checks = cluster_up(cfg, skip_images=skip_images, say=click.echo)
+    click.echo("testbed up:")
+    _print_checks(checks)
+
+
+@cluster.command("status")
+@_config_options
+def cluster_status_cmd(config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
+    """Report each piece of the testbed as up or down (exit 1 if any is down)."""
+    from rlmodel.testbed.cluster import cluster_status
+
+    cfg = _testbed_config(config_path, testbed_set)
+    if not _print_checks(cluster_status(cfg)):
+        sys.exit(1)
+
+
+@cluster.command("down")
+@_config_options
+@click.option("--keep-minikube", is_flag=True, help="Remove the objects and Prometheus but keep the Minikube VMs.")
+def cluster_down_cmd(config_path: Path | None, testbed_set: tuple[str, ...], keep_minikube: bool) -> None:
+    """Remove what `up` created: the objects, Prometheus, and (unless --keep-minikube) the cluster."""
+    from rlmodel.testbed.cluster import cluster_down
+
+    cluster_down(_testbed_config(config_path, testbed_set), keep_minikube=keep_minikube, say=click.echo)
+
+
+@cluster.command("config")
+@_config_options
+def cluster_config_cmd(config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
+    """Print the effective configuration as TOML (every key, with its meaning)."""
+    from rlmodel.testbed.config import describe
+
+    cfg = _testbed_config(config_path, testbed_set)
+    values = cfg.as_dict()
+    click.echo(f"# effective configuration (file: {cfg.source})")
+    section = None
+    for key, _default, text in describe():
+        sec, _, name = key.rpartition(".")
+        value = values[sec][name] if sec else values[name]
+        if sec != section and sec:
+            click.echo(f"\n[{sec}]")
+            section = sec
+        shown = json.dumps(value) if isinstance(value, str) else (str(value).lower() if isinstance(value, bool)
+                                                                  else value)
+        if not sec:
+            continue
+        click.echo(f"{name} = {shown}  # {text}")
+
+
+@main.command()
+@click.option("--power", "power_csvs", multiple=True, required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="A power_samples.csv from a testbed run, or a power monitor CSV (repeatable).")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Scenario TOML to write.")
+@click.option("--like", default="minikube", show_default=True,
+              help="Scenario whose workload, reward and background load the output copies.")
+@click.option("--cpu-cores", type=click.FloatRange(min=0.001), default=None,
+              help="Cores per node [default: minikube.cpus].")
+@click.option("--memory-gib", type=click.FloatRange(min=0.001), default=None,
+              help="Memory per node, GiB [default: minikube.memory_mib / 1024].")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=0, show_default=True,
+              help="Seed of the held-out split.")
+@_config_options
+def calibrate(power_csvs: tuple[Path, ...], out: Path, like: str, cpu_cores: float | None, memory_gib: float | None,
+              seed: int, config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
+    """Fit each node's power curve from measured samples and write a scenario the twin can train on.
+
+    A monitor CSV is joined with node-exporter utilization from Prometheus (prometheus.url). Prints,
+    per node, the held-out mean absolute percentage error of the fitted curve.
+
+    \b
+    Example:
+      rlsched calibrate --power results/tb/power_samples.csv --out calibrated.toml
+      rlsched train --scenario calibrated.toml --model Dale.pth
+    """
+    from rlmodel.sim.scenario import load_scenario
+    from rlmodel.testbed.calibrate import calibrate as fit
+    from rlmodel.testbed.calibrate import read_samples, write_scenario
+
+    cfg = _testbed_config(config_path, testbed_set)
+    samples = read_samples(list(power_csvs), prometheus_url=cfg.prometheus.url, vm_prefix=cfg.power.vm_prefix,
+                           scrape_interval_s=cfg.prometheus.scrape_interval_s)
+    fits, text = fit(samples, like=load_scenario(like), cpu_cores=cpu_cores or cfg.minikube.cpus,
+                     memory_gib=memory_gib or cfg.minikube.memory_mib / 1024, seed=seed)
+    write_scenario(out, text)
+    click.echo(f"{'node':<16} {'samples':>7} {'held out':>8} {'MAPE':>7} {'util %':>9}  W at 0/50/100 %")
+    for f in fits:
+        mape = "n/a" if f.holdout_mape != f.holdout_mape else f"{100 * f.holdout_mape:.1f} %"
+        click.echo(f"{f.node:<16} {f.samples:>7} {f.holdout_samples:>8} {mape:>7} "
+                   f"{100 * f.util_range[0]:>3.0f}-{100 * f.util_range[1]:<3.0f}   "
+                   f"{f.watts[0]:.1f} / {f.watts[5]:.1f} / {f.watts[10]:.1f}")
+    click.echo(f"wrote {out}: train on it with `rlsched train --scenario {out}`")

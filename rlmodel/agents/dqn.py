@@ -151,6 +151,7 @@ def train(
     resume: bool = False,
     log_csv: Path | None = None,
     on_episode: Callable[[EpisodeLog, int], None] | None = None,
+    env: PodPlacementEnv | None = None,
 ) -> dict[str, Any]:
     """Train a DQN on `scenario` and write `model_path`; returns the model file's content.
 
@@ -160,6 +161,8 @@ def train(
     best so far, `last_state_dict` the latest weights. With `resume`, weights, optimizer, step
     and episode counters and random states continue from `model_path` (the replay buffer starts
     empty and refills before learning resumes). `on_episode(log, step)` is called after every episode.
+    `env`: the environment to train in (default: the twin of `scenario`; pass one with a
+    `MinikubeCluster` to train on the testbed). Validation always runs in the twin of `scenario`.
     """
     device = resolve_device(cfg.device)
     # ---- seeding: one block for every source of randomness
@@ -168,7 +171,7 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    env = PodPlacementEnv(scenario)
+    env = env if env is not None else PodPlacementEnv(scenario)
     guide = make_policy(cfg.guide) if cfg.guide else None
     baseline_kw = float(env.sim.idle_watts.sum()) / scenario.reward.energy_scale_j if cfg.idle_baseline else 0.0
     q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)

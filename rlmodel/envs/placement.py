@@ -69,6 +69,12 @@ class PodPlacementEnv(gym.Env):
     an episode is therefore `-(energy_j + w * overload_pod_s) / energy_scale_j` (with w = 0, minus
     the total energy).
 
+    ## Backends
+    `PodPlacementEnv(scenario)` runs the digital twin. `PodPlacementEnv(scenario, cluster=MinikubeCluster(...))`
+    runs the same spaces and reward on a real cluster (`rlmodel.testbed.backend`): each decision
+    binds a real pod and is followed by one measurement window whose energy comes from the host power
+    monitor and whose overload comes from JMeter latencies against the service level.
+
     ## Starting state
     Every node awake and empty at t = 0; the first pod arrives at t = 0.
 
@@ -87,9 +93,11 @@ class PodPlacementEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, scenario: Scenario | str = "hetero-sleep"):
+    def __init__(self, scenario: Scenario | str = "hetero-sleep", cluster: Any = None):
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
-        self.sim = ClusterSim(self.scenario)
+        # the digital twin by default; `rlmodel.testbed.backend.MinikubeCluster` is the real cluster behind the
+        # same interface (reset, fits, place, reject, advance_to, drain and the per-node state lists)
+        self.sim = ClusterSim(self.scenario) if cluster is None else cluster
         n = self.sim.num_nodes
         self.num_nodes = n
         self.action_space = spaces.Discrete(n)
@@ -154,7 +162,7 @@ class PodPlacementEnv(gym.Env):
             "invalid_actions": float(self.invalid_actions),
             "wakeups": float(sim.wakeups),
             "makespan_s": sim.now_s,
-            "mean_watts": sim.energy_j / sim.now_s if sim.now_s > 0 else 0.0,
+            "mean_watts": sim.energy_j / sim.measured_s if sim.measured_s > 0 else 0.0,
         }
 
     def _node_high(self) -> np.ndarray:
@@ -206,7 +214,7 @@ class PodPlacementEnv(gym.Env):
         # one conversion of the event core's per-node lists (faster than one per column)
         requested, mem_requested, demand, watts, pods_on, state, empty_since, wake_done = np.array(
             (sim.cpu_requested, sim.mem_requested, sim.demand, sim.watts, sim.pods_on, sim.state,
-             sim.empty_since, sim._wake_done), dtype=np.float64)
+             sim.empty_since, sim.wake_done), dtype=np.float64)
         awake = state == 0
         # a sleeping or waking node's pods are not running yet: estimate them by their requests
         after = np.where(awake, demand, requested) + cpu_req

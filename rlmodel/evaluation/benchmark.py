@@ -71,16 +71,20 @@ def run_benchmark(
     seed: int,
     with_oracle: bool = True,
     on_episode: Callable[[str, int], None] | None = None,
+    env: PodPlacementEnv | None = None,
 ) -> pd.DataFrame:
     """Every policy on the same episode seeds; one row per (policy, episode), columns EPISODE_COLUMNS.
 
     With `with_oracle`, an `oracle` row per episode holds the offline optimum or its lower bound
-    (column `oracle_kind`).
+    (column `oracle_kind`). `env`: where episodes run (default: the twin of `scenario`; the testbed
+    passes one with a `MinikubeCluster`, whose `run` label is set to the policy's name).
     """
-    env = PodPlacementEnv(scenario)
+    env = env if env is not None else PodPlacementEnv(scenario)
     rows = []
     seeds = episode_seeds(seed, episodes)
     for policy in policies:
+        if hasattr(env.sim, "run"):
+            env.sim.run = policy.name  # labels the testbed's per-window records
         for ep, s in enumerate(seeds):
             r = run_episode(env, policy, s)
             rows.append({

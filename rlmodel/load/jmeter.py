@@ -88,6 +88,39 @@ def summarize_jtl(path: Path) -> LoadSummary:
     )
 
 
+@dataclass(frozen=True)
+class JtlWindow:
+    """When a JTL's requests ran (Unix s: first request sent, last response read) and how many missed a
+    latency objective (slower than `slo_ms`, or failed)."""
+
+    start_s: float
+    end_s: float
+    requests: int
+    misses: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+def jtl_window(path: Path, slo_ms: float) -> JtlWindow:
+    """The time span and service-level misses of a CSV JTL."""
+    try:
+        df = pd.read_csv(path, usecols=["timeStamp", "elapsed", "success"], keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise LoadError(f"{path}: cannot parse the JTL: {str(exc).strip()[:200]}") from None
+    if df.empty:
+        raise LoadError(f"{path}: JMeter wrote no samples")
+    start = pd.to_numeric(df["timeStamp"], errors="coerce").to_numpy(dtype=float)
+    elapsed = pd.to_numeric(df["elapsed"], errors="coerce").to_numpy(dtype=float)
+    ok = df["success"].astype(str).str.lower().eq("true").to_numpy()
+    misses = int((~ok | (elapsed > slo_ms)).sum())
+    return JtlWindow(float(np.nanmin(start)) / 1000.0, float(np.nanmax(start + elapsed)) / 1000.0, len(df), misses,
+                     float(np.nanpercentile(elapsed, 50)), float(np.nanpercentile(elapsed, 95)))
+
+
+# JMeter executables known to need the launcher (Debian's 2.13), so later runs skip the failing first try
+_NEEDS_LAUNCHER: set[str] = set()
+
+
 def _launcher(jmeter: str) -> list[str]:
     """java command line that runs JMeter through the XStream-permission launcher (compiled once, cached)."""
     real = Path(os.path.realpath(jmeter))
@@ -130,7 +163,7 @@ def run_load(target: str, out: Path, *, plan: Path = DEFAULT_PLAN, threads: int 
         "-Jjmeter.save.saveservice.timestamp_format=ms",
     ]
     timeout = duration_s + ramp_up_s + 120
-    for attempt in ("plain", "launcher"):
+    for attempt in (("launcher",) if exe in _NEEDS_LAUNCHER else ("plain", "launcher")):
         jtl.unlink(missing_ok=True)
         cmd = [exe, *args] if attempt == "plain" else [*_launcher(exe), *args]
         try:
@@ -141,6 +174,7 @@ def run_load(target: str, out: Path, *, plan: Path = DEFAULT_PLAN, threads: int 
             break
         refused = log.is_file() and "ForbiddenClassException" in log.read_text(errors="replace")
         if attempt == "plain" and refused:
+            _NEEDS_LAUNCHER.add(exe)
             continue  # Debian's JMeter 2.13: retry through the launcher
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise LoadError(f"JMeter wrote no samples (exit {proc.returncode}; {tail[0][:200]}); see {log}")

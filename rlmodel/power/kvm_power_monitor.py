@@ -328,11 +328,13 @@ class MetricsState:
         self.dropped = 0
         self.samples = 0
         self.estimated = False
+        self.last_sample_unix_s = 0.0
 
     def update(self, host_watts: float, joules: float, watts: Dict[str, float], cpu_s: Dict[str, float],
                interval_s: float) -> None:
         with self.lock:
             self.samples += 1
+            self.last_sample_unix_s = time.time()
             self.host_watts = host_watts
             self.host_joules += joules
             self.vm_watts = dict(watts)  # exited VMs leave the gauge; their counters stay
@@ -370,6 +372,11 @@ class MetricsState:
                 "# HELP rlsched_samples_total Samples taken.",
                 "# TYPE rlsched_samples_total counter",
                 "rlsched_samples_total %d" % self.samples,
+                "# HELP rlsched_last_sample_timestamp_seconds Unix time of the last sample: the counters above hold "
+                "the energy up to this instant (divide counter differences by differences of this, not of scrape "
+                "times).",
+                "# TYPE rlsched_last_sample_timestamp_seconds gauge",
+                "rlsched_last_sample_timestamp_seconds %s" % fmt(self.last_sample_unix_s),
                 "# HELP rlsched_power_estimated 1 when watts are estimated from CPU utilization, not RAPL.",
                 "# TYPE rlsched_power_estimated gauge",
                 "rlsched_power_estimated %d" % int(self.estimated),

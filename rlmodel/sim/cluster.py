@@ -11,6 +11,9 @@ Model (all times in s, CPU in cores, memory in GiB, power in W, energy in J):
 * Idle sleep (optional): a node that has had no pod for `idle_sleep_after_s` drops to
   `sleep_watts`. A pod bound to a sleeping node waits `wake_s` while the node wakes at peak power;
   that wait is recorded as wake delay (pod-seconds).
+* Background load (scenario `background_cpu_cores`, the testbed's resource blocker) is CPU demand
+  that is always there: it draws power and shares the cores with the pods, but reserves no requests.
+  A node with background load never sleeps.
 * Power is constant between events, so energy is integrated exactly: sum of P * dt.
 
 The core keeps per-node state in plain Python lists and one heap of next-event times: a node's pods
@@ -65,6 +68,7 @@ class ClusterSim:
         self._row10 = np.arange(self.num_nodes) * 10
         self._curves = self.curves.tolist()
         self._peak = self.peak_watts.tolist()
+        self._bg = [float(b) for b in scenario.background_cpu_cores]
         self.sleep_after_s = scenario.idle_sleep_after_s
         self.sleep_watts = scenario.sleep_watts
         self.wake_s = scenario.wake_s
@@ -89,7 +93,7 @@ class ClusterSim:
         self.pods_placed = 0
         self.cpu_requested = [0.0] * n
         self.mem_requested = [0.0] * n
-        self.demand = [0.0] * n
+        self.demand = self._bg[:]
         self.state = [AWAKE] * n
         self.pods_on = [0] * n  # bound pods, running or waiting for wake
         self._vt = [0.0] * n  # virtual clock: work-seconds done by each running pod
@@ -98,18 +102,18 @@ class ClusterSim:
         self._running: list[list[tuple[float, int]]] = [[] for _ in range(n)]
         self._waiting: list[list[int]] = [[] for _ in range(n)]
         self._wake_done = [_INF] * n
-        self._sleep_at = [self.sleep_after_s if self.sleep_after_s > 0 else _INF] * n
+        self._sleep_at = [self.sleep_after_s if self.sleep_after_s > 0 and not bg else _INF for bg in self._bg]
         self.empty_since = [0.0] * n  # when the node last became empty (meaningful while pods_on == 0)
-        self.watts = [c[0] for c in self._curves]
+        self.watts = [0.0] * n
         self._overload_rate = [0.0] * n
-        self._total_watts = float(sum(self.watts))
         self._total_overload_rate = 0.0
         self._version = [0] * n
         self._events: list[tuple[float, int, int]] = []
         self.node_of = np.full(len(trace), -1, dtype=np.int64)
         self.finish_s = np.full(len(trace), np.nan)
+        self._total_watts = 0.0
         for i in range(n):
-            self._schedule(i)
+            self._refresh(i)  # power at the background demand; schedules the first events
 
     # ------------------------------------------------------------------ queries
     def fits(self, cpu_request: float, memory_request: float) -> np.ndarray:
@@ -127,6 +131,16 @@ class ClusterSim:
         x = np.minimum(demand_cores / self.cores, 1.0) * 10.0
         lo = np.minimum(x.astype(np.int64), 9)
         return self._flat[self._row11 + lo] + (x - lo) * self._slope[self._row10 + lo]
+
+    @property
+    def wake_done(self) -> list[float]:
+        """Per node: when a waking node runs its pods (inf when not waking), s."""
+        return self._wake_done
+
+    @property
+    def measured_s(self) -> float:
+        """Seconds over which energy was integrated (the whole episode so far)."""
+        return self.now_s
 
     @property
     def pods_active(self) -> int:
@@ -244,9 +258,10 @@ class ClusterSim:
             self.finish_s[pod] = t
             if self.pods_on[node] == 0:
                 # exact zeros: no drift of float sums on empty nodes
-                self.demand[node] = self.cpu_requested[node] = self.mem_requested[node] = 0.0
+                self.cpu_requested[node] = self.mem_requested[node] = 0.0
+                self.demand[node] = self._bg[node]
                 self.empty_since[node] = t
-                if self.sleep_after_s > 0:
+                if self.sleep_after_s > 0 and not self._bg[node]:
                     self._sleep_at[node] = t + self.sleep_after_s
         if self.state[node] == AWAKE and self.pods_on[node] == 0 and self._sleep_at[node] <= t + _EPS:
             self.state[node] = ASLEEP

@@ -31,6 +31,10 @@ class NodeGroup:
 
     node_type: NodeType
     count: int
+    background_cpu_cores: float = 0.0
+    """CPU demand that runs on each node of the group all the time (the testbed's resource blocker), cores"""
+    background_memory_gib: float = 0.0
+    """memory the background load holds on each node, GiB (not a request: it does not change what fits)"""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,16 @@ class Scenario:
         return [g.node_type for g in self.groups for _ in range(g.count)]
 
     @property
+    def background_cpu_cores(self) -> list[float]:
+        """Background CPU demand of each node, in node-index order, cores."""
+        return [g.background_cpu_cores for g in self.groups for _ in range(g.count)]
+
+    @property
+    def background_memory_gib(self) -> list[float]:
+        """Background memory of each node, in node-index order, GiB."""
+        return [g.background_memory_gib for g in self.groups for _ in range(g.count)]
+
+    @property
     def num_nodes(self) -> int:
         return sum(g.count for g in self.groups)
 
@@ -119,7 +133,8 @@ class Scenario:
             usage_of_request=wl.usage_of_request,
             duration_s=wl.duration_s,
         )
-        groups = tuple(NodeGroup(g.node_type, g.count * factor) for g in self.groups)
+        groups = tuple(NodeGroup(g.node_type, g.count * factor, g.background_cpu_cores, g.background_memory_gib)
+                       for g in self.groups)
         return Scenario(
             name=f"{self.name}-x{factor}", groups=groups, idle_sleep_after_s=self.idle_sleep_after_s,
             sleep_watts=self.sleep_watts, wake_s=self.wake_s, workload=workload, reward=self.reward,
@@ -224,7 +239,8 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
     if not isinstance(table, dict):
         raise ScenarioError(f"{source}: node_types[{i}]: expected a table")
     r = _Reader(source, table, prefix)
-    r.check_keys({"name", "count", "cpu_cores", "memory_gib", "watts", "description"})
+    r.check_keys({"name", "count", "cpu_cores", "memory_gib", "watts", "description", "background_cpu_cores",
+                  "background_memory_gib"})
     name = r.string("name")
     count = r.integer("count", high=MAX_NODES)
     base = BUILTIN_NODE_TYPES.get(name)
@@ -253,7 +269,13 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
     desc = table.get("description", base.description if base else "")
     node_type = NodeType(name=name, cpu_cores=cpu, memory_gib=mem, watts=curve, description=str(desc),
                          source=base.source if base and curve == base.watts else source)
-    return NodeGroup(node_type=node_type, count=count)
+    bg_cpu = r.number("background_cpu_cores", 0.0)
+    if bg_cpu > cpu:
+        raise r.fail("background_cpu_cores", f"more than the node's {cpu:g} cores")
+    bg_mem = r.number("background_memory_gib", 0.0)
+    if bg_mem > mem:
+        raise r.fail("background_memory_gib", f"more than the node's {mem:g} GiB")
+    return NodeGroup(node_type=node_type, count=count, background_cpu_cores=bg_cpu, background_memory_gib=bg_mem)
 
 
 def parse_scenario(text: str, *, name: str, source: str) -> Scenario:

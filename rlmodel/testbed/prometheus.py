@@ -6,7 +6,7 @@ The output is JSON, which is valid YAML, so Prometheus reads it as its config fi
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rlmodel.atomic import atomic_path
@@ -14,16 +14,24 @@ from rlmodel.atomic import atomic_path
 
 def render_config(
     *,
-    node_exporters: Sequence[str],
-    resource_blockers: Sequence[str],
-    testapps: Sequence[str],
+    node_exporters: Sequence[str] | Mapping[str, str],
+    resource_blockers: Sequence[str] | Mapping[str, str],
+    testapps: Sequence[str] | Mapping[str, str],
     power_monitor: str | None = None,
     scrape_interval_s: float = 5.0,
 ) -> dict:
-    """Prometheus config with one job per kind of target (HOST:PORT strings)."""
+    """Prometheus config with one job per kind of target.
 
-    def job(name: str, targets: Sequence[str]) -> dict:
-        return {"job_name": name, "static_configs": [{"targets": list(targets)}], "metrics_path": "/metrics"}
+    Targets are HOST:PORT strings, or a mapping node name -> HOST:PORT, in which case every series
+    scraped from that target carries the label `node="NAME"` (how the harness finds a node's series).
+    """
+
+    def job(name: str, targets: Sequence[str] | Mapping[str, str]) -> dict:
+        if isinstance(targets, Mapping):
+            static = [{"targets": [t], "labels": {"node": node}} for node, t in targets.items()]
+        else:
+            static = [{"targets": list(targets)}] if targets else []
+        return {"job_name": name, "static_configs": static, "metrics_path": "/metrics"}
 
     interval = f"{scrape_interval_s:g}s"
     jobs = [job("node-exporter", node_exporters), job("resource-blocker", resource_blockers),
@@ -32,7 +40,7 @@ def render_config(
         jobs.append(job("host-power", [power_monitor]))
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
-        "scrape_configs": [j for j in jobs if j["static_configs"][0]["targets"]],
+        "scrape_configs": [j for j in jobs if j["static_configs"]],
     }
 
 

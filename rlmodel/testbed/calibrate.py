@@ -1,0 +1,199 @@
+"""`rlsched calibrate`: fit each node's power curve (W vs CPU utilization) from measured samples.
+
+Inputs, either kind of CSV (several files are concatenated):
+* the harness's `power_samples.csv` (written by `--backend minikube` runs): columns `node`, `watts`,
+  `cpu_util` (0-1), one row per node per measurement window;
+* the power monitor's CSV (`timestamp`, `vm`, `vm_watts`, ...), joined with node-exporter's utilization
+  read from Prometheus over the CSV's time span (the VM name minus `power.vm_prefix` is the node).
+
+Model: per node, a least-squares polynomial in utilization (quadratic with 12 or more samples, else
+linear), evaluated at 0, 10, ..., 100 % and made non-decreasing: the 11-point curve of a scenario's
+node type. A random 25 % of the samples (seeded) is held out; the mean absolute percentage error of
+the fitted curve on them is reported per node. The output is a scenario file the twin trains on: one
+node type per node, with the workload, reward and background load of a reference scenario.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rlmodel.atomic import atomic_path
+from rlmodel.errors import RlschedError
+from rlmodel.sim.scenario import Scenario, load_scenario
+
+CURVE_POINTS = 11
+
+
+class CalibrationError(RlschedError):
+    """Bad or insufficient calibration input."""
+
+
+@dataclass(frozen=True)
+class NodeFit:
+    """A fitted curve and how well it predicts held-out samples."""
+
+    node: str
+    watts: tuple[float, ...]  # at 0, 10, ..., 100 % CPU
+    samples: int
+    holdout_samples: int
+    holdout_mape: float  # mean absolute percentage error on held-out samples (0.05 = 5 %)
+    util_range: tuple[float, float]
+
+
+def read_samples(paths: list[Path], *, prometheus_url: str | None = None, vm_prefix: str = "",
+                 scrape_interval_s: float = 1.0) -> pd.DataFrame:
+    """Samples as a frame with columns node, watts, cpu_util (0-1)."""
+    frames = []
+    for path in paths:
+        try:
+            df = pd.read_csv(path)
+        except FileNotFoundError:
+            raise CalibrationError(f"{path}: no such file") from None
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise CalibrationError(f"{path}: not a CSV: {str(exc).strip()[:160]}") from None
+        if {"node", "watts", "cpu_util"} <= set(df.columns):
+            frames.append(_numeric(df[["node", "watts", "cpu_util"]], path))
+        elif {"timestamp", "vm", "vm_watts"} <= set(df.columns):
+            if not prometheus_url:
+                raise CalibrationError(f"{path}: a power monitor CSV needs node-exporter utilization: pass "
+                                       "--prometheus URL (or set prometheus.url)")
+            frames.append(_join_utilization(df, path, prometheus_url, vm_prefix, scrape_interval_s))
+        else:
+            raise CalibrationError(f"{path}: expected columns node,watts,cpu_util (power_samples.csv) or "
+                                   f"timestamp,vm,vm_watts (power monitor CSV); found {', '.join(df.columns[:8])}")
+    out = pd.concat(frames, ignore_index=True)
+    out = out.dropna()
+    if out.empty:
+        raise CalibrationError(f"{', '.join(map(str, paths))}: no usable samples")
+    return out
+
+
+def _numeric(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    out = df.copy()
+    for col in ("watts", "cpu_util"):
+        values = pd.to_numeric(out[col], errors="coerce")
+        bad = values.isna() & out[col].notna() & (out[col].astype(str).str.lower() != "nan")
+        if bad.any():
+            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
+            raise CalibrationError(f"{path}: line {line}: {col}: not a number ({out[col].iloc[line - 2]!r})")
+        out[col] = values
+    if (out["watts"] < 0).any():
+        line = int(np.flatnonzero((out["watts"] < 0).to_numpy())[0]) + 2
+        raise CalibrationError(f"{path}: line {line}: watts: negative")
+    out["node"] = out["node"].astype(str)
+    return out
+
+
+def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, step_s: float) -> pd.DataFrame:
+    from datetime import datetime
+
+    from rlmodel.testbed.metrics import PrometheusReader
+
+    df = df[df["vm"] != "unattributed"].copy()
+    ts = pd.to_datetime(df["timestamp"], utc=True, errors="coerce")
+    if ts.isna().any():
+        line = int(np.flatnonzero(ts.isna().to_numpy())[0]) + 2
+        raise CalibrationError(f"{path}: line {line}: timestamp: not an ISO time")
+    df["t"] = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    df["node"] = df["vm"].astype(str).str.removeprefix(vm_prefix)
+    df["watts"] = pd.to_numeric(df["vm_watts"], errors="coerce")
+    reader = PrometheusReader(url, scrape_interval_s=step_s)
+    window = max(2 * step_s, 2.0)
+    query = f'1 - avg by (node) (rate(node_cpu_seconds_total{{mode="idle"}}[{window:.0f}s]))'
+    start, end = datetime.fromtimestamp(df["t"].min()), datetime.fromtimestamp(df["t"].max())
+    try:
+        series = reader.prom.custom_query_range(query, start_time=start, end_time=end, step=f"{step_s:g}s",
+                                                timeout=reader.timeout_s)
+    except Exception as exc:  # noqa: BLE001 - one line for any client failure
+        raise CalibrationError(f"Prometheus at {url}: utilization query failed ({type(exc).__name__})") from None
+    util = {s["metric"].get("node", ""): (np.array([float(v[0]) for v in s["values"]]),
+                                          np.array([float(v[1]) for v in s["values"]])) for s in series}
+    cpu = []
+    for node, t in zip(df["node"], df["t"], strict=True):
+        if node not in util or util[node][0].size == 0:
+            cpu.append(math.nan)
+            continue
+        times, values = util[node]
+        i = int(np.argmin(np.abs(times - t)))
+        cpu.append(values[i] if abs(times[i] - t) <= 2 * step_s else math.nan)
+    df["cpu_util"] = cpu
+    return df[["node", "watts", "cpu_util"]]
+
+
+def fit_node(node: str, util: np.ndarray, watts: np.ndarray, *, seed: int = 0, holdout: float = 0.25) -> NodeFit:
+    """Fit one node's curve; MAPE on a random `holdout` share of the samples."""
+    n = util.size
+    if n < 4:
+        raise CalibrationError(f"node {node}: {n} samples, need at least 4 (run longer or more windows)")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    n_hold = max(1, int(round(holdout * n)))
+    test, train = order[:n_hold], order[n_hold:]
+    curve = _fit_curve(util[train], watts[train])
+    predicted = np.interp(np.clip(util[test], 0, 1), np.linspace(0, 1, CURVE_POINTS), curve)
+    nonzero = watts[test] > 1e-9
+    mape = float(np.mean(np.abs(predicted[nonzero] - watts[test][nonzero]) / watts[test][nonzero])) \
+        if nonzero.any() else math.nan
+    full = _fit_curve(util, watts)  # the curve written uses every sample
+    return NodeFit(node, tuple(round(float(w), 3) for w in full), n, n_hold, mape,
+                   (float(util.min()), float(util.max())))
+
+
+def _fit_curve(util: np.ndarray, watts: np.ndarray) -> np.ndarray:
+    u = np.clip(util, 0.0, 1.0)
+    degree = 2 if u.size >= 12 and np.ptp(u) > 0.05 else (1 if np.ptp(u) > 1e-6 else 0)
+    coef = np.polyfit(u, watts, degree)
+    curve = np.polyval(coef, np.linspace(0, 1, CURVE_POINTS))
+    curve = np.maximum(curve, 0.0)
+    return np.maximum.accumulate(curve)  # power never falls as utilization rises
+
+
+def calibrate(samples: pd.DataFrame, *, like: Scenario, cpu_cores: float, memory_gib: float,
+              seed: int = 0) -> tuple[list[NodeFit], str]:
+    """Fits per node (sorted by name) and the scenario TOML text built from them and `like`."""
+    fits = [fit_node(str(node), g["cpu_util"].to_numpy(float), g["watts"].to_numpy(float), seed=seed)
+            for node, g in sorted(samples.groupby("node"), key=lambda kv: str(kv[0]))]
+    bg_cpu = like.background_cpu_cores[0] if like.num_nodes else 0.0
+    bg_mem = like.background_memory_gib[0] if like.num_nodes else 0.0
+    wl, rw = like.workload, like.reward
+    lines = [f'description = "Calibrated from measured power ({len(fits)} nodes); workload from {like.name}"', ""]
+    if like.sleep_enabled:
+        lines += ["[cluster]", f"idle_sleep_after_s = {like.idle_sleep_after_s:g}",
+                  f"sleep_watts = {like.sleep_watts:g}", f"wake_s = {like.wake_s:g}", ""]
+    for f in fits:
+        mape = "n/a" if math.isnan(f.holdout_mape) else f"{100 * f.holdout_mape:.1f} %"
+        lines += ["[[node_types]]", f'name = "calibrated-{f.node}"',
+                  f'description = "node {f.node}: {f.samples} samples, utilization {100 * f.util_range[0]:.0f}-'
+                  f'{100 * f.util_range[1]:.0f} %, held-out MAPE {mape}"',
+                  "count = 1", f"cpu_cores = {cpu_cores:g}", f"memory_gib = {memory_gib:g}",
+                  "watts = [" + ", ".join(f"{w:g}" for w in f.watts) + "]",
+                  f"background_cpu_cores = {min(bg_cpu, cpu_cores):g}",
+                  f"background_memory_gib = {min(bg_mem, memory_gib):g}", ""]
+    lines += ["[workload]", f"pods_per_episode = {wl.pods_per_episode}",
+              f"mean_interarrival_s = {wl.mean_interarrival_s:g}",
+              f"cpu_request_cores = [{wl.cpu_request_cores[0]:g}, {wl.cpu_request_cores[1]:g}]",
+              f"memory_request_gib = [{wl.memory_request_gib[0]:g}, {wl.memory_request_gib[1]:g}]",
+              f"usage_of_request = [{wl.usage_of_request[0]:g}, {wl.usage_of_request[1]:g}]",
+              f"duration_s = [{wl.duration_s[0]:g}, {wl.duration_s[1]:g}]", "",
+              "[reward]", f"energy_scale_j = {rw.energy_scale_j:g}",
+              f"overload_penalty_j_per_pod_s = {rw.overload_penalty_j_per_pod_s:g}", ""]
+    return fits, "\n".join(lines)
+
+
+def write_scenario(path: Path, text: str) -> Scenario:
+    """Validate the text as a scenario, then write it atomically; returns the parsed scenario."""
+    from rlmodel.sim.scenario import parse_scenario
+
+    scenario = parse_scenario(text, name=path.stem, source=str(path))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return scenario
+
+
+def load_like(name: str) -> Scenario:
+    return load_scenario(name)

@@ -1,0 +1,349 @@
+"""`rlsched cluster up|down|status`: Minikube, images, manifests, Prometheus, and checks that all answer.
+
+up      minikube start (profile, driver, --nodes, --cpus, --memory); images built with the Docker SDK and
+        loaded with `minikube image load` (unless skip_images); manifests applied (create or update);
+        Prometheus started from its binary with a config rendered for the nodes' addresses and the host
+        power monitor; then waits until every node's node-exporter and resource blocker answer.
+status  each piece up or down.
+down    deletes the manifests' objects, stops the Prometheus `up` started, and `minikube delete`
+        (unless keep_minikube).
+
+Nothing here needs root; every subprocess gets an argument list (no shell) and a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from rlmodel.testbed.config import TestbedConfig
+from rlmodel.testbed.kube import REPO, Kube, NodeInfo, TestbedError, load_manifests
+from rlmodel.testbed.prometheus import render_config, write_config
+
+# image tag -> (build context, Dockerfile relative to it); the tags are those in the manifests
+IMAGES = {
+    "rlsched/resource-blocker:latest": (REPO / "containers" / "resource_blocker", "Dockerfile"),
+    "rlsched/testapp:latest": (REPO / "testapp", "Dockerfile"),
+    "rlsched/jmeter:5.6.3": (REPO / "jmeter", "Dockerfile"),
+}
+
+Say = Callable[[str], None]
+# Prometheus processes started by this process (kept so they are reaped here, not left as zombies)
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One piece of the testbed and whether it answers."""
+
+    piece: str
+    where: str
+    up: bool
+    detail: str = ""
+
+
+# ---------------------------------------------------------------------------------------- minikube
+def minikube(cfg: TestbedConfig, *args: str, timeout_s: float = 120.0, check: bool = True) -> str:
+    """Run `minikube -p PROFILE ARGS...`; its stdout, or TestbedError with its last line of output."""
+    exe = shutil.which(cfg.minikube.binary) or cfg.minikube.binary
+    cmd = [exe, "-p", cfg.minikube.profile, *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except FileNotFoundError:
+        raise TestbedError(f"{cfg.minikube.binary}: not found (install minikube: https://minikube.sigs.k8s.io/docs/"
+                           "start/, or set minikube.binary)") from None
+    except subprocess.TimeoutExpired:
+        raise TestbedError(f"`minikube {' '.join(args)}` did not finish within {timeout_s:g} s") from None
+    if check and proc.returncode != 0:
+        tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise TestbedError(f"`minikube {' '.join(args)}` failed (exit {proc.returncode}): {tail[0][:300]}")
+    return proc.stdout
+
+
+def start_args(cfg: TestbedConfig) -> list[str]:
+    m = cfg.minikube
+    return ["start", f"--driver={m.driver}", f"--nodes={m.nodes}", f"--cpus={m.cpus}", f"--memory={m.memory_mib}mb"]
+
+
+# ---------------------------------------------------------------------------------------- images
+def build_and_load_images(cfg: TestbedConfig, say: Say) -> None:
+    """Build every image with the Docker SDK and load it into the cluster's nodes."""
+    try:
+        import docker
+        from docker.errors import BuildError, DockerException
+    except ImportError:  # pragma: no cover - the testbed extra installs it
+        raise TestbedError("the docker package is missing: pip install 'rlsched[testbed]'") from None
+    host = cfg.images.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    problem = _unreachable(host)
+    if problem:
+        # checked first: the docker package leaks its socket when the engine is not there
+        raise TestbedError(_no_docker(RuntimeError(f"{host}: {problem}")))
+    try:
+        client = docker.DockerClient(base_url=cfg.images.docker_host) if cfg.images.docker_host \
+            else docker.from_env()
+    except DockerException as exc:
+        raise TestbedError(_no_docker(exc)) from None
+    with client:
+        try:
+            client.ping()
+        except (DockerException, requests.RequestException) as exc:
+            raise TestbedError(_no_docker(exc)) from None
+        for tag, (context, dockerfile) in IMAGES.items():
+            say(f"building {tag} from {context.relative_to(REPO)}")
+            try:
+                client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True)
+            except (BuildError, DockerException, requests.RequestException) as exc:
+                raise TestbedError(f"building {tag}: {str(exc).splitlines()[0][:300]}") from None
+            say(f"loading {tag} into minikube profile {cfg.minikube.profile}")
+            minikube(cfg, "image", "load", tag, timeout_s=600)
+
+
+def _unreachable(host: str) -> str:
+    """Why the Docker engine at `host` (unix:// or tcp://) cannot be connected to, or "" if it can."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(host)
+    try:
+        if url.scheme in ("unix", "http+unix"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(url.path)
+        elif url.scheme in ("tcp", "http", "https"):
+            with socket.create_connection((url.hostname or "localhost", url.port or 2375), timeout=5):
+                pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return ""
+
+
+def _no_docker(exc: Exception) -> str:
+    return (f"no Docker engine reachable ({str(exc).splitlines()[0][:200]}): start Docker, set images.docker_host, "
+            "or run with --skip-images if the images are loaded already")
+
+
+# ---------------------------------------------------------------------------------------- prometheus
+def state_dir(cfg: TestbedConfig) -> Path:
+    return Path(cfg.state_dir) / cfg.minikube.profile
+
+
+def prometheus_config(cfg: TestbedConfig, nodes: list[NodeInfo]) -> dict:
+    p = cfg.ports
+    return render_config(
+        node_exporters={n.name: f"{n.address}:{p.node_exporter}" for n in nodes},
+        resource_blockers={n.name: f"{n.address}:{p.resource_blocker}" for n in nodes},
+        testapps={nodes[0].name: f"{nodes[0].address}:{p.testapp_node_port}"} if nodes else {},
+        power_monitor=cfg.power.monitor or None,
+        scrape_interval_s=cfg.prometheus.scrape_interval_s,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def start_prometheus(cfg: TestbedConfig, nodes: list[NodeInfo], say: Say) -> int:
+    """Start (or reload) the Prometheus `up` manages; returns its pid once /-/ready answers."""
+    folder = state_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    config_path = folder / "prometheus.yml"
+    write_config(config_path, prometheus_config(cfg, nodes))
+    pid_file = folder / "prometheus.pid"
+    pid = _read_pid(pid_file)
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)  # reload the re-rendered config
+        say(f"Prometheus (pid {pid}) reloaded with {config_path}")
+    else:
+        exe = shutil.which(cfg.prometheus.binary)
+        if exe is None:
+            raise TestbedError(f"{cfg.prometheus.binary}: not found (Debian: apt-get install prometheus; or set "
+                               "prometheus.binary)")
+        log = open(folder / "prometheus.log", "ab")  # noqa: SIM115 - handed to the child process
+        try:
+            proc = subprocess.Popen(
+                [exe, f"--config.file={config_path.resolve()}", f"--storage.tsdb.path={(folder / 'data').resolve()}",
+                 f"--web.listen-address={cfg.prometheus.listen}", "--web.enable-lifecycle"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        pid = proc.pid
+        _CHILDREN[pid] = proc
+        pid_file.write_text(f"{pid}\n")
+        say(f"Prometheus started (pid {pid}) on {cfg.prometheus.listen}, config {config_path}")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            break
+        if _answers(cfg.prometheus.url.rstrip("/") + "/-/ready", 1.0):
+            return pid
+        time.sleep(0.2)
+    raise TestbedError(f"Prometheus did not become ready at {cfg.prometheus.url}; see {folder / 'prometheus.log'}")
+
+
+def stop_prometheus(cfg: TestbedConfig) -> int | None:
+    """Stop the Prometheus `up` started (SIGTERM, then SIGKILL); its pid, or None if none ran."""
+    pid_file = state_dir(cfg) / "prometheus.pid"
+    pid = _read_pid(pid_file)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+    pid_file.unlink(missing_ok=True)
+    return pid
+
+
+def _reap(pid: int) -> None:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+        return
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+# ---------------------------------------------------------------------------------------- checks
+def _answers(url: str, timeout_s: float) -> bool:
+    try:
+        return requests.get(url, timeout=timeout_s).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def agent_checks(cfg: TestbedConfig, nodes: list[NodeInfo]) -> list[Check]:
+    """node-exporter and resource blocker on every node."""
+    t, p = cfg.measurement.node_timeout_s, cfg.ports
+    out = []
+    for n in nodes:
+        ne = f"http://{n.address}:{p.node_exporter}/metrics"
+        rb = f"http://{n.address}:{p.resource_blocker}/healthz"
+        out.append(Check(f"node-exporter {n.name}", ne, _answers(ne, t)))
+        out.append(Check(f"resource-blocker {n.name}", rb, _answers(rb, t)))
+    return out
+
+
+def wait_for_agents(cfg: TestbedConfig, nodes: list[NodeInfo], timeout_s: float) -> list[Check]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        checks = agent_checks(cfg, nodes)
+        down = [c for c in checks if not c.up]
+        if not down:
+            return checks
+        if time.monotonic() >= deadline:
+            raise TestbedError(f"{down[0].piece} does not answer at {down[0].where} after {timeout_s:g} s"
+                               + (f" (and {len(down) - 1} more)" if len(down) > 1 else ""))
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------------------- up/down/status
+def cluster_up(cfg: TestbedConfig, *, skip_images: bool = False, say: Say = print) -> list[Check]:
+    """Bring the whole testbed up; returns the final checks (all up) or raises TestbedError."""
+    say(f"minikube start: profile {cfg.minikube.profile}, {cfg.minikube.nodes} nodes ({cfg.minikube.driver}, "
+        f"{cfg.minikube.cpus} CPUs, {cfg.minikube.memory_mib} MiB each)")
+    minikube(cfg, *start_args(cfg), timeout_s=cfg.minikube.start_timeout_s)
+    if skip_images:
+        say("images: skipped (--skip-images)")
+    else:
+        build_and_load_images(cfg, say)
+    kube = Kube(cfg)
+    for kind, name, action in kube.apply(load_manifests()):
+        say(f"{kind} {name}: {action}")
+    nodes = kube.nodes()
+    if len(nodes) != cfg.minikube.nodes:
+        say(f"warning: the cluster has {len(nodes)} nodes, the configuration asks for {cfg.minikube.nodes}")
+    start_prometheus(cfg, nodes, say)
+    checks = wait_for_agents(cfg, nodes, cfg.measurement.ready_timeout_s)
+    checks = [Check("prometheus", cfg.prometheus.url, True)] + checks
+    checks.append(power_monitor_check(cfg))
+    return checks
+
+
+def power_monitor_check(cfg: TestbedConfig) -> Check:
+    url = f"http://{cfg.power.monitor}/metrics"
+    up = _answers(url, cfg.measurement.node_timeout_s)
+    detail = "" if up else "start it on the host: sudo python3 host_scripts/kvm_power_monitor.py --listen " \
+        + cfg.power.monitor
+    return Check("power monitor", url, up, detail)
+
+
+def cluster_status(cfg: TestbedConfig) -> list[Check]:
+    """Each piece up or down; never raises for a piece that is down."""
+    checks = []
+    try:
+        out = minikube(cfg, "status", "--output=json", timeout_s=60, check=False)
+        try:
+            data = json.loads(out) if out.strip() else []
+        except json.JSONDecodeError:
+            data = []
+        entries = data if isinstance(data, list) else [data]
+        hosts = {e.get("Name", "?"): e.get("Host", "?") for e in entries if isinstance(e, dict)}
+        up = bool(hosts) and all(h == "Running" for h in hosts.values())
+        checks.append(Check("minikube", f"profile {cfg.minikube.profile}", up,
+                            ", ".join(f"{k}: {v}" for k, v in hosts.items()) or "no such profile"))
+    except TestbedError as exc:
+        checks.append(Check("minikube", f"profile {cfg.minikube.profile}", False, str(exc)))
+    try:
+        kube = Kube(cfg)
+        nodes = kube.nodes()
+        checks.append(Check("kubernetes API", kube.api.configuration.host, True, f"{len(nodes)} nodes"))
+        for doc in load_manifests():
+            if doc["kind"] == "Pod":
+                continue
+            checks.append(Check(f"{doc['kind']} {doc['metadata']['name']}", cfg.kubernetes.namespace,
+                                kube.exists(doc)))
+        checks += agent_checks(cfg, nodes)
+    except TestbedError as exc:
+        checks.append(Check("kubernetes API", cfg.context, False, str(exc)))
+    checks.append(Check("prometheus", cfg.prometheus.url,
+                        _answers(cfg.prometheus.url.rstrip("/") + "/-/ready", cfg.prometheus.query_timeout_s)))
+    checks.append(power_monitor_check(cfg))
+    return checks
+
+
+def cluster_down(cfg: TestbedConfig, *, keep_minikube: bool = False, say: Say = print) -> None:
+    """Remove what `up` created: the manifests' objects and test app pods, Prometheus, the Minikube cluster."""
+    try:
+        kube = Kube(cfg)
+        removed = kube.delete_testapp_pods()
+        if removed:
+            say(f"test app pods: {removed} deleted")
+        for kind, name, action in kube.delete(load_manifests()):
+            say(f"{kind} {name}: {action}")
+    except TestbedError as exc:
+        say(f"kubernetes objects: not removed ({exc})")
+    pid = stop_prometheus(cfg)
+    say(f"Prometheus (pid {pid}): stopped" if pid else "Prometheus: was not running")
+    if keep_minikube:
+        say(f"minikube profile {cfg.minikube.profile}: kept (--keep-minikube)")
+    else:
+        minikube(cfg, "delete", timeout_s=300)
+        say(f"minikube profile {cfg.minikube.profile}: deleted")

@@ -1,0 +1,302 @@
+"""Testbed configuration in one place: `rlsched.toml`, then `RLSCHED_<SECTION>_<KEY>` variables, then CLI.
+
+Precedence (last wins): the defaults below < the TOML file < environment variables < `--set
+section.key=value` options. Every key has a unit in its name where it has one. Example file::
+
+    [minikube]
+    profile = "rlsched"
+    nodes = 3
+
+    [measurement]
+    window_s = 30
+
+`rlsched cluster config` prints the effective values; `rlsched.example.toml` lists every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from rlmodel.errors import RlschedError
+
+DEFAULT_CONFIG_FILE = Path("rlsched.toml")
+
+
+class ConfigError(RlschedError):
+    """A configuration value is invalid; the message names the file (or variable) and the key."""
+
+
+@dataclass
+class MinikubeConfig:
+    profile: str = "rlsched"
+    """Minikube profile; also the kubeconfig context and the name of the first node"""
+    driver: str = "kvm2"
+    """Minikube driver (kvm2: one qemu VM per node, which the power monitor can see)"""
+    nodes: int = 3
+    """nodes in the cluster"""
+    cpus: int = 2
+    """vCPUs per node"""
+    memory_mib: int = 4096
+    """memory per node, MiB"""
+    binary: str = "minikube"
+    """the minikube executable"""
+    start_timeout_s: float = 900.0
+    """how long `minikube start` may take"""
+
+
+@dataclass
+class KubernetesConfig:
+    kubeconfig: str = ""
+    """kubeconfig file ("" = $KUBECONFIG or ~/.kube/config)"""
+    context: str = ""
+    """kubeconfig context ("" = the Minikube profile)"""
+    namespace: str = "rlsched"
+    """namespace of the test app and the node agents"""
+    request_timeout_s: float = 10.0
+    """timeout of every API call"""
+    retries: int = 3
+    """attempts per API call on connection errors and 5xx"""
+
+
+@dataclass
+class ImagesConfig:
+    docker_host: str = ""
+    """Docker engine to build with ("" = $DOCKER_HOST or the local socket)"""
+
+
+@dataclass
+class PortsConfig:
+    node_exporter: int = 9100
+    """node-exporter's port on every node (hostNetwork)"""
+    resource_blocker: int = 8081
+    """the resource blocker's hostPort on every node"""
+    testapp_node_port: int = 30080
+    """the test app Service's NodePort"""
+
+
+@dataclass
+class PrometheusConfig:
+    url: str = "http://127.0.0.1:9090"
+    """where rlsched queries Prometheus"""
+    binary: str = "prometheus"
+    """the Prometheus executable `cluster up` starts (Debian: apt-get install prometheus)"""
+    listen: str = "127.0.0.1:9090"
+    """--web.listen-address of the Prometheus that `cluster up` starts"""
+    scrape_interval_s: float = 1.0
+    """scrape interval; windows are read at this resolution"""
+    query_timeout_s: float = 10.0
+    """timeout of every query"""
+
+
+@dataclass
+class PowerConfig:
+    monitor: str = "127.0.0.1:9877"
+    """HOST:PORT where host_scripts/kvm_power_monitor.py --listen serves its metrics"""
+    vm_prefix: str = ""
+    """prefix of the qemu guest names before the node name ("" : minikube's kvm2 names VMs after nodes)"""
+
+
+@dataclass
+class JMeterConfig:
+    binary: str = ""
+    """JMeter executable ("" = $RLSCHED_JMETER or jmeter on PATH)"""
+    plan: str = ""
+    """JMeter plan ("" = jmeter/testapp.jmx)"""
+    threads: int = 4
+    """concurrent users during a window"""
+    mode: str = "cpu"
+    """the test app's work per request: cpu, memory, io or mixed"""
+    intensity: int = 1
+    """work per request (1-20)"""
+    target_url: str = ""
+    """URL JMeter drives ("" = http://FIRST_NODE_ADDRESS:NODE_PORT/work)"""
+
+
+@dataclass
+class MeasurementConfig:
+    window_s: float = 30.0
+    """measurement window after each placement (JMeter runs for this long), s"""
+    ready_timeout_s: float = 120.0
+    """how long a pod may take to become Ready, s"""
+    node_timeout_s: float = 5.0
+    """timeout of every call to a node's agents (resource blocker, node-exporter), s"""
+    settle_s: float = 0.0
+    """pause after a pod is Ready and before the window starts, s"""
+
+
+@dataclass
+class SloConfig:
+    latency_ms: float = 500.0
+    """a request slower than this (or failed) misses the service level"""
+
+
+@dataclass
+class TestbedConfig:
+    """The whole configuration. `source` records where the values came from, for messages."""
+
+    minikube: MinikubeConfig = field(default_factory=MinikubeConfig)
+    kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    ports: PortsConfig = field(default_factory=PortsConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    power: PowerConfig = field(default_factory=PowerConfig)
+    jmeter: JMeterConfig = field(default_factory=JMeterConfig)
+    measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
+    slo: SloConfig = field(default_factory=SloConfig)
+    state_dir: str = ".rlsched"
+    """where `cluster up` keeps what it started (Prometheus data, pid, rendered config)"""
+    source: str = "defaults"
+
+    @property
+    def context(self) -> str:
+        return self.kubernetes.context or self.minikube.profile
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+SECTIONS = ("minikube", "kubernetes", "images", "ports", "prometheus", "power", "jmeter", "measurement", "slo")
+_TOP_KEYS = ("state_dir",)
+_POSITIVE = {"nodes", "cpus", "memory_mib", "retries", "threads", "intensity", "window_s", "ready_timeout_s",
+             "request_timeout_s", "query_timeout_s", "node_timeout_s", "scrape_interval_s", "start_timeout_s",
+             "latency_ms", "node_exporter", "resource_blocker", "testapp_node_port"}
+_BOUNDS = {"node_exporter": 65535, "resource_blocker": 65535, "testapp_node_port": 65535, "nodes": 100,
+           "intensity": 20, "threads": 10_000, "retries": 20}
+_CHOICES = {"mode": ("cpu", "memory", "io", "mixed")}
+
+
+def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) -> Any:
+    """`value` converted to the type of the default `current`, or ConfigError naming `where` and `key`."""
+    kind = type(current)
+    try:
+        if kind is bool:
+            if from_text and isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+                return value.lower() in ("1", "true", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError
+            out: Any = int(value) if from_text and isinstance(value, str) else value
+            if not isinstance(out, int):
+                raise ValueError
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value) if (from_text and isinstance(value, str)) or isinstance(value, int) else value
+            if not isinstance(out, float) or not math.isfinite(out):
+                raise ValueError
+        else:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value
+    except ValueError:
+        name = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}[kind]
+        raise ConfigError(f"{where}: {key}: expected {name}, got {value!r}") from None
+    name = key.rpartition(".")[2]
+    if name in _POSITIVE and out <= 0:
+        raise ConfigError(f"{where}: {key}: must be > 0, got {value!r}")
+    if name in _BOUNDS and out > _BOUNDS[name]:
+        raise ConfigError(f"{where}: {key}: must be at most {_BOUNDS[name]}, got {value!r}")
+    if name in _CHOICES and out not in _CHOICES[name]:
+        raise ConfigError(f"{where}: {key}: expected one of {', '.join(_CHOICES[name])}, got {value!r}")
+    return out
+
+
+def _set(cfg: TestbedConfig, section: str | None, key: str, value: Any, where: str, *, from_text: bool) -> None:
+    target: Any = cfg if section is None else getattr(cfg, section)
+    names = [f.name for f in dataclasses.fields(target) if f.name != "source" and f.name not in SECTIONS]
+    if key not in names:
+        label = f"[{section}]" if section else "top level"
+        raise ConfigError(f"{where}: unknown key {key!r} in {label} (expected one of: {', '.join(names)})")
+    dotted = f"{section}.{key}" if section else key
+    setattr(target, key, _coerce(where, dotted, getattr(target, key), value, from_text=from_text))
+
+
+def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = None,
+                overrides: Iterable[str] = ()) -> TestbedConfig:
+    """The effective configuration.
+
+    `path`: a TOML file (an error if given and missing); None reads ./rlsched.toml when it exists.
+    `env`: the environment (default os.environ): `RLSCHED_MINIKUBE_NODES=4` sets `[minikube] nodes`.
+    `overrides`: `section.key=value` strings, applied last.
+    """
+    cfg = TestbedConfig()
+    explicit = path is not None
+    path = path if path is not None else DEFAULT_CONFIG_FILE
+    if path.exists() or explicit:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        for name, value in data.items():
+            if name in SECTIONS:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{path}: [{name}]: expected a table")
+                for key, v in value.items():
+                    _set(cfg, name, key, v, str(path), from_text=False)
+            elif name in _TOP_KEYS:
+                _set(cfg, None, name, value, str(path), from_text=False)
+            else:
+                raise ConfigError(f"{path}: unknown section {name!r} (expected one of: {', '.join(SECTIONS)})")
+        cfg.source = str(path)
+    environ = os.environ if env is None else env
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(cfg, section)):
+            var = f"RLSCHED_{section.upper()}_{f.name.upper()}"
+            if var in environ:
+                _set(cfg, section, f.name, environ[var], var, from_text=True)
+    if "RLSCHED_STATE_DIR" in environ:
+        _set(cfg, None, "state_dir", environ["RLSCHED_STATE_DIR"], "RLSCHED_STATE_DIR", from_text=True)
+    for item in overrides:
+        dotted, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE")
+        section, _, key = dotted.strip().rpartition(".")
+        if section and section not in SECTIONS:
+            raise ConfigError(f"--set {item}: unknown section {section!r} (expected one of: {', '.join(SECTIONS)})")
+        _set(cfg, section or None, key, value.strip(), f"--set {item}", from_text=True)
+    return cfg
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(section.key, default, meaning) for every key, from the field docstrings' text in this module."""
+    import ast
+    import inspect
+
+    docs: dict[tuple[str, str], str] = {}
+    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            body = node.body
+            for a, b in zip(body, body[1:], strict=False):
+                if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
+                        and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
+                    docs[(node.name, a.target.id)] = b.value.value
+    cfg = TestbedConfig()
+    rows = []
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            rows.append((f"{section}.{f.name}", getattr(obj, f.name), docs.get((type(obj).__name__, f.name), "")))
+    rows.append(("state_dir", cfg.state_dir, docs.get(("TestbedConfig", "state_dir"), "")))
+    return rows

@@ -1,0 +1,312 @@
+"""The Kubernetes API, through the official client: nodes, manifests (create or update), test app pods.
+
+Every call has a timeout (`kubernetes.request_timeout_s`) and is retried (`kubernetes.retries`
+attempts, short backoff) on connection errors and 5xx; anything else raises `TestbedError` with one
+line naming the object. Label selectors are sent and also applied client-side, so a server that
+ignores them (kmock) gives the same answer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rlmodel.errors import RlschedError
+from rlmodel.testbed.config import TestbedConfig
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST_DIR = REPO / "minikube" / "manifests"
+PART_OF = {"app.kubernetes.io/part-of": "rlsched"}
+TESTAPP_LABELS = {"app.kubernetes.io/name": "testapp"}
+SCHEDULER_NAME = "rlsched"
+
+
+class TestbedError(RlschedError):
+    """The testbed (cluster, Prometheus, power monitor, a node) failed or is unreachable."""
+
+    __test__ = False  # not a pytest test class
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A node as the harness sees it: name, the address the host reaches it at, allocatable resources."""
+
+    name: str
+    address: str
+    cpu_cores: float
+    memory_gib: float
+
+
+def parse_cpu(q: str) -> float:
+    """Kubernetes CPU quantity to cores ("2", "1500m")."""
+    q = str(q)
+    return float(q[:-1]) / 1000.0 if q.endswith("m") else float(q)
+
+
+_MEM = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+
+
+def parse_memory_gib(q: str) -> float:
+    """Kubernetes memory quantity to GiB ("4Gi", "3927800Ki", "2G", "1073741824")."""
+    q = str(q)
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "K", "M", "G", "T"):
+        if q.endswith(suffix):
+            return float(q[: -len(suffix)]) * _MEM[suffix] / 2**30
+    return float(q) / 2**30
+
+
+def load_manifests(folder: Path = MANIFEST_DIR) -> list[dict[str, Any]]:
+    """The manifests' objects in file order (YAML documents; empty documents skipped)."""
+    import yaml
+
+    docs = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+                if doc:
+                    docs.append(doc)
+        except yaml.YAMLError as exc:
+            raise TestbedError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    return docs
+
+
+def testapp_template(docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The test app pod template (the manifests' Pod `testapp-template`), which is never applied as is."""
+    for doc in docs:
+        if doc.get("kind") == "Pod" and doc["metadata"]["name"] == "testapp-template":
+            return doc
+    raise TestbedError(f"{MANIFEST_DIR}: no Pod named testapp-template")
+
+
+def _is_template(doc: dict[str, Any]) -> bool:
+    return doc.get("kind") == "Pod" and doc["metadata"]["name"].endswith("-template")
+
+
+class Kube:
+    """A thin, bounded wrapper over the client for what the harness needs."""
+
+    def __init__(self, cfg: TestbedConfig):
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        self.cfg = cfg
+        self.namespace = cfg.kubernetes.namespace
+        self.timeout = cfg.kubernetes.request_timeout_s
+        self.retries = cfg.kubernetes.retries
+        try:
+            api = config.new_client_from_config(config_file=cfg.kubernetes.kubeconfig or None, context=cfg.context)
+        except (ConfigException, OSError) as exc:
+            where = cfg.kubernetes.kubeconfig or "~/.kube/config"
+            raise TestbedError(f"kubeconfig {where}, context {cfg.context!r}: {exc} "
+                               "(run `rlsched cluster up` first, or set kubernetes.kubeconfig/context)") from None
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+
+    # ------------------------------------------------------------------ bounded calls
+    def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) with the timeout; retried on connection errors and 5xx."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        kwargs.setdefault("_request_timeout", self.timeout)
+        last = ""
+        for attempt in range(self.retries):
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise
+                last = f"HTTP {exc.status} {exc.reason}"
+            except (HTTPError, OSError) as exc:
+                last = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+            if attempt + 1 < self.retries:
+                time.sleep(min(0.25 * 2**attempt, 2.0))
+        raise TestbedError(f"Kubernetes API at {self.api.configuration.host}: {what} failed after "
+                           f"{self.retries} attempts ({last[:200]})")
+
+    # ------------------------------------------------------------------ nodes
+    def nodes(self) -> list[NodeInfo]:
+        """Ready-or-not nodes sorted by name, with their InternalIP and allocatable resources."""
+        items = self.call("list nodes", self.core.list_node).items
+        out = []
+        for n in items:
+            addresses = {a.type: a.address for a in (n.status.addresses or [])} if n.status else {}
+            address = addresses.get("InternalIP") or addresses.get("ExternalIP") or addresses.get("Hostname")
+            alloc = (n.status.allocatable or {}) if n.status else {}
+            if not address:
+                raise TestbedError(f"node {n.metadata.name}: no InternalIP in status.addresses")
+            out.append(NodeInfo(n.metadata.name, address, parse_cpu(alloc.get("cpu", "0")),
+                                parse_memory_gib(alloc.get("memory", "0"))))
+        return sorted(out, key=lambda n: n.name)
+
+    # ------------------------------------------------------------------ manifests
+    def _ops(self, doc: dict[str, Any]) -> tuple[Callable, Callable, Callable, bool]:
+        kind = doc["kind"]
+        table = {
+            "Namespace": (self.core.create_namespace, self.core.patch_namespace, self.core.delete_namespace, False),
+            "Service": (self.core.create_namespaced_service, self.core.patch_namespaced_service,
+                        self.core.delete_namespaced_service, True),
+            "ServiceAccount": (self.core.create_namespaced_service_account,
+                               self.core.patch_namespaced_service_account,
+                               self.core.delete_namespaced_service_account, True),
+            "DaemonSet": (self.apps.create_namespaced_daemon_set, self.apps.patch_namespaced_daemon_set,
+                          self.apps.delete_namespaced_daemon_set, True),
+            "Deployment": (self.apps.create_namespaced_deployment, self.apps.patch_namespaced_deployment,
+                           self.apps.delete_namespaced_deployment, True),
+            "Role": (self.rbac.create_namespaced_role, self.rbac.patch_namespaced_role,
+                     self.rbac.delete_namespaced_role, True),
+            "RoleBinding": (self.rbac.create_namespaced_role_binding, self.rbac.patch_namespaced_role_binding,
+                            self.rbac.delete_namespaced_role_binding, True),
+        }
+        if kind not in table:
+            raise TestbedError(f"manifest {doc['metadata'].get('name')}: kind {kind} is not supported by the harness")
+        return table[kind]
+
+    def _with_namespace(self, doc: dict[str, Any]) -> dict[str, Any]:
+        if doc["kind"] == "Namespace":
+            return {**doc, "metadata": {**doc["metadata"], "name": self.namespace}}
+        return {**doc, "metadata": {**doc["metadata"], "namespace": self.namespace}}
+
+    def apply(self, docs: Iterable[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        """Create each object, or update it when it exists (idempotent). Returns (kind, name, action)."""
+        from kubernetes.client.exceptions import ApiException
+
+        done = []
+        for doc in docs:
+            if _is_template(doc):
+                continue
+            doc = self._with_namespace(doc)
+            create, patch, _, namespaced = self._ops(doc)
+            name, kind = doc["metadata"]["name"], doc["kind"]
+            ns_args = (self.namespace,) if namespaced else ()
+            try:
+                self.call(f"create {kind} {name}", create, *ns_args, doc)
+                done.append((kind, name, "created"))
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise TestbedError(f"create {kind} {name}: HTTP {exc.status} {exc.reason}") from None
+                try:
+                    self.call(f"update {kind} {name}", patch, name, *ns_args, doc)
+                except ApiException as exc2:
+                    raise TestbedError(f"update {kind} {name}: HTTP {exc2.status} {exc2.reason}") from None
+                done.append((kind, name, "updated"))
+        return done
+
+    def delete(self, docs: Iterable[dict[str, Any]]) -> list[tuple[str, str, str]]:
+        """Delete each object (missing ones are fine), in reverse order. Returns (kind, name, action)."""
+        from kubernetes.client.exceptions import ApiException
+
+        done = []
+        for doc in reversed(list(docs)):
+            if _is_template(doc):
+                continue
+            doc = self._with_namespace(doc)
+            _, _, delete, namespaced = self._ops(doc)
+            name, kind = doc["metadata"]["name"], doc["kind"]
+            ns_args = (self.namespace,) if namespaced else ()
+            try:
+                self.call(f"delete {kind} {name}", delete, name, *ns_args)
+                done.append((kind, name, "deleted"))
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise TestbedError(f"delete {kind} {name}: HTTP {exc.status} {exc.reason}") from None
+                done.append((kind, name, "absent"))
+        return done
+
+    def exists(self, doc: dict[str, Any]) -> bool:
+        """Whether the manifest's object exists in the cluster."""
+        from kubernetes.client.exceptions import ApiException
+
+        doc = self._with_namespace(doc)
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        reads = {"Namespace": (self.core.read_namespace, False),
+                 "Service": (self.core.read_namespaced_service, True),
+                 "ServiceAccount": (self.core.read_namespaced_service_account, True),
+                 "DaemonSet": (self.apps.read_namespaced_daemon_set, True),
+                 "Deployment": (self.apps.read_namespaced_deployment, True),
+                 "Role": (self.rbac.read_namespaced_role, True),
+                 "RoleBinding": (self.rbac.read_namespaced_role_binding, True)}
+        if kind not in reads:
+            raise TestbedError(f"manifest {name}: kind {kind} is not supported by the harness")
+        read, namespaced = reads[kind]
+        try:
+            self.call(f"read {kind} {name}", read, name, *((self.namespace,) if namespaced else ()))
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise TestbedError(f"read {kind} {name}: HTTP {exc.status} {exc.reason}") from None
+
+    # ------------------------------------------------------------------ test app pods
+    def testapp_pods(self) -> list[Any]:
+        """The test app pods in the namespace (label filter applied client-side too)."""
+        selector = ",".join(f"{k}={v}" for k, v in TESTAPP_LABELS.items())
+        pods = self.call("list pods", self.core.list_namespaced_pod, self.namespace, label_selector=selector).items
+        return [p for p in pods if all((p.metadata.labels or {}).get(k) == v for k, v in TESTAPP_LABELS.items())]
+
+    def create_pod(self, body: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        name = body["metadata"]["name"]
+        try:
+            self.call(f"create pod {name}", self.core.create_namespaced_pod, self.namespace, body)
+        except ApiException as exc:
+            raise TestbedError(f"create pod {name}: HTTP {exc.status} {exc.reason}") from None
+
+    def bind(self, pod: str, node: str) -> None:
+        """Bind `pod` to `node` (what a scheduler does): POST pods/{pod}/binding."""
+        from kubernetes.client.exceptions import ApiException
+
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        try:
+            # the client cannot deserialize a binding response: read it raw
+            self.call(f"bind pod {pod} to {node}", self.core.create_namespaced_pod_binding, pod, self.namespace,
+                      body, _preload_content=False)
+        except ApiException as exc:
+            raise TestbedError(f"bind pod {pod} to node {node}: HTTP {exc.status} {exc.reason}") from None
+
+    def wait_ready(self, pod: str, timeout_s: float, poll_s: float = 0.5) -> None:
+        """Return when `pod` is Ready; TestbedError when it fails or the time is up."""
+        deadline = time.monotonic() + timeout_s
+        phase = "unknown"
+        while True:
+            p = self.call(f"read pod {pod}", self.core.read_namespaced_pod, pod, self.namespace)
+            status = p.status
+            phase = (status.phase if status else None) or "Pending"
+            if phase in ("Failed", "Succeeded"):
+                raise TestbedError(f"pod {pod} on node {p.spec.node_name}: {phase} before it became Ready")
+            if any(c.type == "Ready" and c.status == "True" for c in (status.conditions or [])) if status else False:
+                return
+            if time.monotonic() >= deadline:
+                raise TestbedError(f"pod {pod} on node {p.spec.node_name} not Ready after {timeout_s:g} s "
+                                   f"(phase {phase}); see `kubectl -n {self.namespace} describe pod {pod}`")
+            time.sleep(poll_s)
+
+    def delete_pod(self, pod: str) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self.call(f"delete pod {pod}", self.core.delete_namespaced_pod, pod, self.namespace,
+                      grace_period_seconds=0)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise TestbedError(f"delete pod {pod}: HTTP {exc.status} {exc.reason}") from None
+
+    def delete_testapp_pods(self, timeout_s: float = 60.0) -> int:
+        """Delete every test app pod and wait until they are gone. Returns how many there were."""
+        pods = self.testapp_pods()
+        for p in pods:
+            self.delete_pod(p.metadata.name)
+        deadline = time.monotonic() + timeout_s
+        while self.testapp_pods():
+            if time.monotonic() >= deadline:
+                raise TestbedError(f"test app pods still present {timeout_s:g} s after deletion")
+            time.sleep(0.25)
+        return len(pods)

@@ -1,0 +1,245 @@
+"""The Minikube harness against a testbed in a box (tests/testbed.py): kmock as the API server, a stub
+minikube, real node-exporter, resource blockers, test apps, Prometheus, JMeter and the power monitor on
+fake RAPL. Marked `testbed`; they run in `make test`."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from click.testing import CliRunner
+
+from rlmodel.cli import main
+from rlmodel.testbed.cluster import stop_prometheus
+from rlmodel.testbed.config import load_config
+from tests.testbed import Testbed
+
+pytestmark = [pytest.mark.testbed, pytest.mark.timeout(600)]
+
+SCENARIO = """
+description = "three Minikube VMs, three pods: a short testbed episode"
+[[node_types]]
+name = "minikube-vm"
+count = 3
+background_cpu_cores = 0.1
+background_memory_gib = 0.0625
+
+[workload]
+pods_per_episode = 3
+mean_interarrival_s = 30.0
+cpu_request_cores = [0.1, 0.4]
+memory_request_gib = [0.0625, 0.125]
+duration_s = [20, 60]
+"""
+
+
+def run(args, *, ok: bool = True, env: dict | None = None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("testbed")
+    tb = Testbed(tmp)
+    cfg = load_config(tb.config)
+    try:
+        yield tb
+    finally:
+        stop_prometheus(cfg)
+        tb.close()
+
+
+@pytest.fixture(scope="module")
+def up(box):
+    """`rlsched cluster up --skip-images` on the box (as `make cluster-up SKIP_IMAGES=1` runs it)."""
+    result = run(["cluster", "up", "--config", box.config, "--skip-images"])
+    return result.output
+
+
+def test_cluster_up_runs_minikube_applies_manifests_and_reports_everything_up(box, up):
+    start = [c for c in box.minikube.calls if "start" in c]
+    assert start == [["-p", "rlsched", "start", "--driver=kvm2", "--nodes=3", "--cpus=2", "--memory=4096mb"]]
+    assert not any("image" in c for c in box.minikube.calls)  # --skip-images
+    ns = box.kube.core.read_namespace("rlsched")
+    assert ns.metadata.name == "rlsched"
+    assert {d.metadata.name for d in box.kube.apps.list_namespaced_daemon_set("rlsched").items} == \
+        {"node-exporter", "resource-blocker"}
+    svc = box.kube.core.read_namespaced_service("testapp", "rlsched")
+    assert svc.spec.ports[0].node_port == 30080
+    assert "testapp-template" not in {p.metadata.name for p in box.kube.core.list_namespaced_pod("rlsched").items}
+    assert "testbed up:" in up and "DOWN" not in up
+    for node, address in box.addresses.items():
+        assert f"node-exporter {node}" in up and f"{address}:{box.ports['node_exporter']}" in up
+        assert f"resource-blocker {node}" in up
+    # the Prometheus it started scrapes every node's node-exporter, labelled with the node's name
+    prom = load_config(box.config).prometheus.url
+    deadline = time.monotonic() + 30
+    nodes = set()
+    while time.monotonic() < deadline and nodes != set(box.node_names):
+        r = requests.get(prom + "/api/v1/query", params={"query": 'up{job="node-exporter"} == 1'}, timeout=5).json()
+        nodes = {s["metric"]["node"] for s in r["data"]["result"]}
+        time.sleep(0.5)
+    assert nodes == set(box.node_names)
+
+
+def test_cluster_up_again_is_idempotent_and_status_reports_up(box, up):
+    again = run(["cluster", "up", "--config", box.config, "--skip-images"]).output
+    assert "DaemonSet node-exporter: updated" in again and "Service testapp: updated" in again
+    status = run(["cluster", "status", "--config", box.config])
+    assert "DOWN" not in status.output and "prometheus" in status.output and "power monitor" in status.output
+
+
+def test_train_and_benchmark_on_the_testbed_use_the_power_monitor_energy(box, up, tmp_path):
+    scenario = tmp_path / "tb3.toml"
+    scenario.write_text(SCENARIO)
+    model = tmp_path / "Dale.pth"
+    # a model trained briefly in the twin of the same scenario, then fine-tuned for a few steps on the testbed
+    run(["train", "--model", model, "--scenario", scenario, "--steps", "300", "--log-dir", tmp_path / "twin",
+         "--set", "learning_starts=100", "--set", "validation_episodes=2"])
+    t0 = time.time()
+    out = run(["train", "--model", model, "--resume", "--steps", "303", "--backend", "minikube",
+               "--config", box.config, "--log-dir", tmp_path / "tb-train"]).output
+    assert "trained 303 steps" in out
+    windows = pd.read_csv(tmp_path / "tb-train" / "windows.csv")
+    assert len(windows) == 3 and (windows.requests > 0).all()
+    bench = tmp_path / "bench"
+    out = run(["benchmark", "--backend", "minikube", "--config", box.config, "--scenario", scenario,
+               "--policies", "round-robin,dqn", "--model", model, "--episodes", "1", "--out", bench]).output
+    assert "windows.csv" in out
+    episodes = pd.read_csv(bench / "episodes.csv")
+    assert set(episodes.policy) == {"round-robin", "dqn"} and "oracle" not in set(episodes.policy)
+    windows = pd.read_csv(bench / "windows.csv")
+    power = pd.read_csv(bench / "power_samples.csv")
+    assert set(windows.run) == {"round-robin", "dqn"} and len(windows) == 6
+    assert len(power) == 3 * len(windows) and set(power.node) == set(box.node_names)
+    # energies are the power monitor's: the host package reads the fake feeder's rate, and each
+    # node's share follows its VM's CPU (duty 0.1 < 0.2 < 0.3 of one of 2 CPUs) and sums below the package
+    assert windows.host_watts.between(0.9 * box.rapl_watts, 1.1 * box.rapl_watts).all(), windows.host_watts
+    mean_w = power.groupby("node").watts.mean()
+    assert mean_w[box.node_names[0]] < mean_w[box.node_names[1]] < mean_w[box.node_names[2]]
+    assert (power.groupby(["run", "step"]).watts.sum() < 1.05 * box.rapl_watts).all()
+    # and each window's node watts are the monitor's own samples over that window (its CSV), averaged
+    monitor = pd.read_csv(box.tmp / "power.csv")
+    monitor["t"] = (pd.to_datetime(monitor.timestamp, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    for row in power.itertuples():
+        inside = monitor[(monitor.vm == row.vm) & (monitor.t > row.window_start_s + 0.5)
+                         & (monitor.t <= row.window_end_s)]
+        assert len(inside) >= 2
+        assert row.watts == pytest.approx(inside.vm_watts.mean(), rel=0.3, abs=0.3)
+    per_episode = windows.groupby("run").energy_j.sum()
+    for policy in ("round-robin", "dqn"):
+        got = float(episodes.loc[episodes.policy == policy, "energy_j"].iloc[0])
+        assert got == pytest.approx(per_episode[policy], rel=1e-3)
+        assert got == pytest.approx(float(power.loc[power.run == policy, "energy_j"].sum()), rel=1e-3)
+    # every pod was placed by binding, and none is left behind
+    assert box.kube.core.list_namespaced_pod("rlsched").items == []
+    assert time.time() - t0 < 400
+    # the measured samples calibrate a scenario the twin can load
+    calibrated = tmp_path / "calibrated.toml"
+    out = run(["calibrate", "--power", bench / "power_samples.csv", "--power", tmp_path / "tb-train" /
+               "power_samples.csv", "--out", calibrated]).output
+    assert "MAPE" in out and calibrated.is_file()
+    run(["scenarios", "--show", calibrated])
+
+
+def test_a_node_that_stops_answering_ends_the_episode_with_a_clear_error(box, up, tmp_path):
+    scenario = tmp_path / "tb3.toml"
+    scenario.write_text(SCENARIO)
+    node = box.node_names[1]
+    box.kubelets.kill_agent("resource-blocker", node)
+    try:
+        t0 = time.monotonic()
+        result = run(["benchmark", "--backend", "minikube", "--config", box.config, "--scenario", scenario,
+                      "--policies", "round-robin", "--episodes", "1", "--out", tmp_path / "b"], ok=False)
+        assert result.exit_code == 1
+        assert f"node {node}: the resource blocker" in result.output and "does not answer" in result.output
+        assert "Traceback" not in result.output
+        assert time.monotonic() - t0 < 60
+    finally:
+        os.kill(box.kubelets.agents[("resource-blocker", node)].pid, 18)
+
+
+def test_prometheus_down_gives_a_clear_error(box, up, tmp_path):
+    scenario = tmp_path / "tb3.toml"
+    scenario.write_text(SCENARIO)
+    result = run(["benchmark", "--backend", "minikube", "--config", box.config, "--scenario", scenario,
+                  "--policies", "round-robin", "--episodes", "1", "--out", tmp_path / "b",
+                  "--testbed-set", "prometheus.url=http://127.0.0.1:9"], ok=False)
+    assert result.exit_code == 1
+    assert "Prometheus at http://127.0.0.1:9" in result.output and "Traceback" not in result.output
+    # the failed episode left no test app pods behind
+    assert box.kube.core.list_namespaced_pod("rlsched").items == []
+
+
+def test_cluster_down_removes_what_up_created(box, up):
+    result = run(["cluster", "down", "--config", box.config])
+    assert ["-p", "rlsched", "delete"] in box.minikube.calls
+    assert box.kube.apps.list_namespaced_daemon_set("rlsched").items == []
+    assert box.kube.core.list_namespaced_service("rlsched").items == []
+    assert "Prometheus (pid" in result.output
+    cfg = load_config(box.config)
+    with pytest.raises(requests.RequestException):
+        requests.get(cfg.prometheus.url + "/-/ready", timeout=2)
+    status = run(["cluster", "status", "--config", box.config], ok=False)
+    assert status.exit_code == 1 and "DOWN" in status.output
+
+
+@pytest.mark.parametrize("missing", ["never-ready"])
+def test_a_pod_that_never_becomes_ready_gives_a_clear_error(tmp_path, missing):
+    tb = Testbed(tmp_path, never_ready=True, window_s=2)
+    cfg = load_config(tb.config)
+    try:
+        run(["cluster", "up", "--config", tb.config, "--skip-images", "--set", "measurement.ready_timeout_s=20"])
+        scenario = tmp_path / "tb3.toml"
+        scenario.write_text(SCENARIO)
+        t0 = time.monotonic()
+        result = run(["benchmark", "--backend", "minikube", "--config", tb.config, "--scenario", scenario,
+                      "--policies", "round-robin", "--episodes", "1", "--out", tmp_path / "b",
+                      "--testbed-set", "measurement.ready_timeout_s=3"], ok=False)
+        assert result.exit_code == 1
+        assert "not Ready after 3 s" in result.output and "Traceback" not in result.output
+        assert time.monotonic() - t0 < 60
+        assert tb.kube.core.list_namespaced_pod("rlsched").items == []
+    finally:
+        stop_prometheus(cfg)
+        tb.close()
+
+
+def test_docker_missing_is_a_clear_error_unless_images_are_skipped(box, tmp_path):
+    result = run(["cluster", "up", "--config", box.config], ok=False,
+                 env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
+    assert result.exit_code == 1
+    assert "no Docker engine reachable" in result.output and "--skip-images" in result.output
+
+
+def test_config_file_env_and_set_precedence(tmp_path):
+    path = tmp_path / "rlsched.toml"
+    path.write_text('[minikube]\nnodes = 4\nprofile = "lab"\n[measurement]\nwindow_s = 12\n')
+    cfg = load_config(path, env={"RLSCHED_MINIKUBE_NODES": "5"}, overrides=["measurement.window_s=7"])
+    assert (cfg.minikube.nodes, cfg.minikube.profile, cfg.measurement.window_s, cfg.context) == (5, "lab", 7.0, "lab")
+    path.write_text("[minikube]\nnodes = \"many\"\n")
+    result = run(["cluster", "config", "--config", path], ok=False)
+    assert result.exit_code == 1 and f"{path}: minikube.nodes: expected a whole number" in result.output
+    result = run(["cluster", "config", "--set", "minikube.cpu=2"], ok=False)
+    assert "unknown key 'cpu' in [minikube]" in result.output
+    result = run(["cluster", "config"], ok=False, env={"RLSCHED_MEASUREMENT_WINDOW_S": "-1"})
+    assert "RLSCHED_MEASUREMENT_WINDOW_S: measurement.window_s: must be > 0" in result.output
+    shown = run(["cluster", "config", "--set", "minikube.nodes=6"]).output
+    assert "nodes = 6" in shown and json.dumps("kvm2") in shown
+
+
+@pytest.mark.hardware
+def test_real_minikube_and_rapl(tmp_path):  # pragma: no cover - needs a kvm2 host with RAPL
+    """On a real host: `RLSCHED_HARDWARE=1 pytest -m hardware` after `make cluster-up` and the power monitor."""
+    if not Path("/sys/class/powercap/intel-rapl:0/energy_uj").exists():
+        pytest.skip("no RAPL on this machine")
+    result = run(["cluster", "status"], ok=False)
+    assert result.exit_code == 0, result.output
