@@ -11,7 +11,7 @@ TORCH_VERSION := 2.13.0
 APT_TEST_PACKAGES := jmeter jmeter-http openjdk-17-jdk-headless prometheus prometheus-node-exporter
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint clean
+.PHONY: help setup demo test lint clean cluster-up cluster-down cluster-status
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -41,6 +41,17 @@ apt-test-deps:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
 	fi
+
+# The Minikube testbed (settings: ./rlsched.toml, RLSCHED_* variables; see rlsched.example.toml).
+# SKIP_IMAGES=1 skips building and loading the images; KEEP_MINIKUBE=1 keeps the VMs on cluster-down.
+cluster-up: setup ## Start the Minikube testbed: VMs, images, manifests, Prometheus (needs minikube, kvm2, Docker)
+	$(RLSCHED) cluster up $(if $(SKIP_IMAGES),--skip-images,)
+
+cluster-status: setup ## Report each piece of the testbed as up or down
+	$(RLSCHED) cluster status
+
+cluster-down: setup ## Remove what cluster-up created
+	$(RLSCHED) cluster down $(if $(KEEP_MINIKUBE),--keep-minikube,)
 
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check rlmodel tests benchmarks containers testapp

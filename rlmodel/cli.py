@@ -561,17 +561,21 @@ def cluster_config_cmd(config_path: Path | None, testbed_set: tuple[str, ...]) -
     cfg = _testbed_config(config_path, testbed_set)
     values = cfg.as_dict()
     click.echo(f"# effective configuration (file: {cfg.source})")
+    rows = describe()
+    for key, _default, text in rows:  # top-level keys first: TOML puts them before any [section]
+        if "." not in key:
+            click.echo(f"{key} = {json.dumps(values[key])}  # {text}")
     section = None
-    for key, _default, text in describe():
+    for key, _default, text in rows:
         sec, _, name = key.rpartition(".")
-        value = values[sec][name] if sec else values[name]
-        if sec != section and sec:
-            click.echo(f"\n[{sec}]")
-            section = sec
-        shown = json.dumps(value) if isinstance(value, str) else (str(value).lower() if isinstance(value, bool)
-                                                                  else value)
         if not sec:
             continue
+        if sec != section:
+            click.echo(f"\n[{sec}]")
+            section = sec
+        value = values[sec][name]
+        shown = json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) \
+            else value
         click.echo(f"{name} = {shown}  # {text}")
 
 

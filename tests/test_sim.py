@@ -160,3 +160,40 @@ def test_vectorized_power_matches_the_curves():
     demand = rng.uniform(0, 14, size=sim.num_nodes)
     expected = [t.power_w(d / t.cpu_cores) for t, d in zip(sc.node_types, demand, strict=True)]
     assert np.allclose(sim.power_w(demand), expected)
+
+
+def test_background_load_draws_power_shares_cores_and_keeps_the_node_awake():
+    from rlmodel.sim.scenario import parse_scenario
+
+    text = """
+[cluster]
+idle_sleep_after_s = 10
+sleep_watts = 1
+[[node_types]]
+name = "x3550"
+count = 1
+background_cpu_cores = 6.0
+[[node_types]]
+name = "x3550"
+count = 1
+[workload]
+pods_per_episode = 1
+"""
+    sc = parse_scenario(text, name="bg", source="test")
+    sim = ClusterSim(sc)
+    trace = PodTrace(arrival_s=np.array([0.0]), cpu_request_cores=np.array([1.0]), memory_request_gib=np.array([1.0]),
+                     usage_cores=np.array([12.0]), work_s=np.array([100.0]))
+    sim.reset(trace)
+    curve = sc.node_types[0].watts
+    assert sim.watts[0] == pytest.approx(curve[5])  # 6 of 12 cores busy: 50 %
+    sim.place(0, 0)
+    sim.advance_to(50.0)
+    # 12 + 6 cores of demand on 12 cores: the pod runs at 12/18 speed, so its 100 s take 150 s
+    sim.drain()
+    assert sim.finish_s[0] == pytest.approx(150.0)
+    # node 0 (background) never sleeps; node 1 (empty) sleeps after 10 s
+    sim.advance_to(1000.0)
+    assert sim.state[0] == 0 and sim.state[1] == 1
+    assert sim.watts[0] == pytest.approx(curve[5])
+    with pytest.raises(Exception, match="background_cpu_cores: more than the node's 12 cores"):
+        parse_scenario(text.replace("6.0", "13.0"), name="bg", source="test")

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from rlmodel.cli import main
 from rlmodel.testbed.cluster import stop_prometheus
-from rlmodel.testbed.config import load_config
+from rlmodel.testbed.config import TestbedConfig, load_config
 from tests.testbed import Testbed
 
 pytestmark = [pytest.mark.testbed, pytest.mark.timeout(600)]
@@ -234,6 +234,11 @@ def test_config_file_env_and_set_precedence(tmp_path):
     assert "RLSCHED_MEASUREMENT_WINDOW_S: measurement.window_s: must be > 0" in result.output
     shown = run(["cluster", "config", "--set", "minikube.nodes=6"]).output
     assert "nodes = 6" in shown and json.dumps("kvm2") in shown
+    # what `cluster config` prints is a valid configuration file, and the shipped example holds the defaults
+    (tmp_path / "printed.toml").write_text(shown)
+    assert load_config(tmp_path / "printed.toml", env={}).minikube.nodes == 6
+    example = Path(__file__).resolve().parents[1] / "rlsched.example.toml"
+    assert load_config(example, env={}).as_dict() == TestbedConfig().as_dict()
 
 
 @pytest.mark.hardware

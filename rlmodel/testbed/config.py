@@ -146,6 +146,8 @@ class SloConfig:
 class TestbedConfig:
     """The whole configuration. `source` records where the values came from, for messages."""
 
+    __test__ = False  # not a pytest test class despite the name
+
     minikube: MinikubeConfig = field(default_factory=MinikubeConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)

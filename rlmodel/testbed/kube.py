@@ -103,10 +103,11 @@ class Kube:
             where = cfg.kubernetes.kubeconfig or "~/.kube/config"
             raise TestbedError(f"kubeconfig {where}, context {cfg.context!r}: {exc} "
                                "(run `rlsched cluster up` first, or set kubernetes.kubeconfig/context)") from None
-        self.api = api
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.rbac = client.RbacAuthorizationV1Api(api)
+        # typed as Any: the generated models mark every field Optional, and the harness checks what it reads
+        self.api: Any = api
+        self.core: Any = client.CoreV1Api(api)
+        self.apps: Any = client.AppsV1Api(api)
+        self.rbac: Any = client.RbacAuthorizationV1Api(api)
 
     # ------------------------------------------------------------------ bounded calls
     def call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -146,7 +147,7 @@ class Kube:
         return sorted(out, key=lambda n: n.name)
 
     # ------------------------------------------------------------------ manifests
-    def _ops(self, doc: dict[str, Any]) -> tuple[Callable, Callable, Callable, bool]:
+    def _ops(self, doc: dict[str, Any]) -> tuple[Any, Any, Any, bool]:
         kind = doc["kind"]
         table = {
             "Namespace": (self.core.create_namespace, self.core.patch_namespace, self.core.delete_namespace, False),
@@ -225,7 +226,7 @@ class Kube:
 
         doc = self._with_namespace(doc)
         kind, name = doc["kind"], doc["metadata"]["name"]
-        reads = {"Namespace": (self.core.read_namespace, False),
+        reads: dict[str, tuple[Any, bool]] = {"Namespace": (self.core.read_namespace, False),
                  "Service": (self.core.read_namespaced_service, True),
                  "ServiceAccount": (self.core.read_namespaced_service_account, True),
                  "DaemonSet": (self.apps.read_namespaced_daemon_set, True),
