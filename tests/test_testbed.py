@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -110,6 +111,11 @@ def test_train_and_benchmark_on_the_testbed_use_the_power_monitor_energy(box, up
     assert "trained 303 steps" in out
     windows = pd.read_csv(tmp_path / "tb-train" / "windows.csv")
     assert len(windows) == 3 and (windows.requests > 0).all()
+    shown = run(["test", "--model", model, "--scenario", scenario, "--backend", "minikube", "--config",
+                 box.config]).output
+    chosen = re.findall(r"-> node (\d) \(([\w-]+)\)", shown)
+    assert len(chosen) == 3 and all(box.node_names[int(i)] == name for i, name in chosen)
+    assert re.search(r"energy \d+\.\d kJ", shown)
     bench = tmp_path / "bench"
     out = run(["benchmark", "--backend", "minikube", "--config", box.config, "--scenario", scenario,
                "--policies", "round-robin,dqn", "--model", model, "--episodes", "1", "--out", bench]).output
@@ -243,8 +249,21 @@ def test_config_file_env_and_set_precedence(tmp_path):
 
 @pytest.mark.hardware
 def test_real_minikube_and_rapl(tmp_path):  # pragma: no cover - needs a kvm2 host with RAPL
-    """On a real host: `RLSCHED_HARDWARE=1 pytest -m hardware` after `make cluster-up` and the power monitor."""
+    """On a real host, after `make cluster-up` and the power monitor: `.venv/bin/python -m pytest -m hardware`.
+
+    Uses ./rlsched.toml (or the defaults); one short episode of round-robin on the real testbed.
+    """
     if not Path("/sys/class/powercap/intel-rapl:0/energy_uj").exists():
-        pytest.skip("no RAPL on this machine")
-    result = run(["cluster", "status"], ok=False)
-    assert result.exit_code == 0, result.output
+        pytest.fail("no RAPL on this machine: the hardware tests need an Intel/AMD KVM host")
+    status = run(["cluster", "status"], ok=False)
+    assert status.exit_code == 0, status.output
+    scenario = tmp_path / "tb3.toml"
+    scenario.write_text(SCENARIO)
+    out = tmp_path / "bench"
+    run(["benchmark", "--backend", "minikube", "--scenario", scenario, "--policies", "round-robin",
+         "--episodes", "1", "--out", out, "--testbed-set", "measurement.window_s=20"])
+    windows = pd.read_csv(out / "windows.csv")
+    power = pd.read_csv(out / "power_samples.csv")
+    assert len(windows) == 3 and (windows.requests > 0).all()
+    assert (windows.host_watts > 1).all() and (power.watts > 0).all()
+    assert (power.groupby("step").watts.sum() <= windows.set_index("step").host_watts * 1.05).all()
