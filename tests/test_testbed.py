@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -58,11 +59,22 @@ def box(tmp_path_factory):
         tb.close()
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make(target: str, box, **variables) -> subprocess.CompletedProcess:
+    """The Makefile's target, pointed at the box's configuration through RLSCHED_CONFIG."""
+    args = ["make", "--no-print-directory", "-C", str(ROOT), target] + [f"{k}={v}" for k, v in variables.items()]
+    return subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "RLSCHED_CONFIG": str(box.config)})
+
+
 @pytest.fixture(scope="module")
 def up(box):
-    """`rlsched cluster up --skip-images` on the box (as `make cluster-up SKIP_IMAGES=1` runs it)."""
-    result = run(["cluster", "up", "--config", box.config, "--skip-images"])
-    return result.output
+    """`make cluster-up SKIP_IMAGES=1` on the box."""
+    result = make("cluster-up", box, SKIP_IMAGES=1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def test_cluster_up_runs_minikube_applies_manifests_and_reports_everything_up(box, up):
@@ -186,11 +198,12 @@ def test_prometheus_down_gives_a_clear_error(box, up, tmp_path):
 
 
 def test_cluster_down_removes_what_up_created(box, up):
-    result = run(["cluster", "down", "--config", box.config])
+    result = make("cluster-down", box)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert ["-p", "rlsched", "delete"] in box.minikube.calls
     assert box.kube.apps.list_namespaced_daemon_set("rlsched").items == []
     assert box.kube.core.list_namespaced_service("rlsched").items == []
-    assert "Prometheus (pid" in result.output
+    assert "Prometheus (pid" in result.stdout
     cfg = load_config(box.config)
     with pytest.raises(requests.RequestException):
         requests.get(cfg.prometheus.url + "/-/ready", timeout=2)
