@@ -17,6 +17,7 @@ import requests
 from click.testing import CliRunner
 
 from rlmodel.cli import main
+from rlmodel.sim.scenario import load_scenario
 from rlmodel.testbed.cluster import stop_prometheus
 from rlmodel.testbed.config import TestbedConfig, load_config
 from tests.testbed import Testbed
@@ -166,6 +167,13 @@ def test_train_and_benchmark_on_the_testbed_use_the_power_monitor_energy(box, up
                "power_samples.csv", "--out", calibrated]).output
     assert "MAPE" in out and calibrated.is_file()
     run(["scenarios", "--show", calibrated])
+    # or the power monitor's own CSV, joined with node-exporter utilization from Prometheus
+    from_monitor = tmp_path / "from-monitor.toml"
+    out = run(["calibrate", "--power", box.tmp / "power.csv", "--out", from_monitor, "--config", box.config]).output
+    fitted = load_scenario(str(from_monitor))
+    assert [t.name for t in fitted.node_types] == [f"calibrated-{n}" for n in box.node_names]
+    for name in box.node_names:
+        assert name in out
 
 
 def test_a_node_that_stops_answering_ends_the_episode_with_a_clear_error(box, up, tmp_path):
