@@ -40,13 +40,17 @@ def _seed_option(default: int):
                         envvar="RLSCHED_SEED", show_envvar=True, help="Seed of the first episode (then seed+1, ...).")
 
 
+def _config_file_option(f):
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        envvar="RLSCHED_CONFIG", show_envvar=True,
+                        help="Testbed configuration [default: ./rlsched.toml when present].")(f)
+
+
 def _backend_options(f):
     """--backend, --config and --testbed-set, shared by train, test and benchmark."""
     f = click.option("--testbed-set", "testbed_set", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override a testbed setting (repeatable); `rlsched cluster config` lists them.")(f)
-    f = click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     envvar="RLSCHED_CONFIG", show_envvar=True,
-                     help="Testbed configuration [default: ./rlsched.toml when present].")(f)
+    f = _config_file_option(f)
     return click.option("--backend", type=click.Choice(["sim", "minikube"]), default="sim", show_default=True,
                         envvar="RLSCHED_BACKEND", show_envvar=True,
                         help="Where episodes run: the embedded simulated cluster, or the Minikube testbed.")(f)
@@ -482,17 +486,12 @@ def power_summary(files: tuple[Path, ...], plot: Path | None, csv_out: Path | No
         click.echo(f"wrote {plot}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
 
 # ------------------------------------------------------------------------------------------- testbed
 def _config_options(f):
     f = click.option("--set", "testbed_set", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override a setting (repeatable), e.g. --set minikube.nodes=4.")(f)
-    return click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        envvar="RLSCHED_CONFIG", show_envvar=True,
-                        help="Testbed configuration [default: ./rlsched.toml when present].")(f)
+    return _config_file_option(f)
 
 
 def _print_checks(checks) -> bool:
@@ -556,27 +555,11 @@ def cluster_down_cmd(config_path: Path | None, testbed_set: tuple[str, ...], kee
 @_config_options
 def cluster_config_cmd(config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
     """Print the effective configuration as TOML (every key, with its meaning)."""
-    from rlmodel.testbed.config import describe
+    from rlmodel.testbed.config import render_toml
 
     cfg = _testbed_config(config_path, testbed_set)
-    values = cfg.as_dict()
     click.echo(f"# effective configuration (file: {cfg.source})")
-    rows = describe()
-    for key, _default, text in rows:  # top-level keys first: TOML puts them before any [section]
-        if "." not in key:
-            click.echo(f"{key} = {json.dumps(values[key])}  # {text}")
-    section = None
-    for key, _default, text in rows:
-        sec, _, name = key.rpartition(".")
-        if not sec:
-            continue
-        if sec != section:
-            click.echo(f"\n[{sec}]")
-            section = sec
-        value = values[sec][name]
-        shown = json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) \
-            else value
-        click.echo(f"{name} = {shown}  # {text}")
+    click.echo(render_toml(cfg), nl=False)
 
 
 @main.command()
@@ -623,3 +606,7 @@ def calibrate(power_csvs: tuple[Path, ...], out: Path, like: str, cpu_cores: flo
                    f"{100 * f.util_range[0]:>3.0f}-{100 * f.util_range[1]:<3.0f}   "
                    f"{f.watts[0]:.1f} / {f.watts[5]:.1f} / {f.watts[10]:.1f}")
     click.echo(f"wrote {out}: train on it with `rlsched train --scenario {out}`")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

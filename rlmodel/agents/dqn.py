@@ -27,6 +27,7 @@ from rlmodel.agents.policy import DQNPolicy
 from rlmodel.agents.qnet import NodeScorer, masked_argmax
 from rlmodel.envs.placement import PodPlacementEnv
 from rlmodel.evaluation.benchmark import run_episode
+from rlmodel.fielddocs import field_docs
 from rlmodel.policies import make_policy
 from rlmodel.sim.scenario import Scenario
 
@@ -358,19 +359,7 @@ def _write_log(fh, log: EpisodeLog) -> None:
 
 def config_help() -> dict[str, str]:
     """Each DQNConfig field's one-line docstring (the string under it in the class body)."""
-    import ast
-    import inspect
-    import textwrap
-
-    tree = ast.parse(textwrap.dedent(inspect.getsource(DQNConfig)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    out = {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        documented = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(
-            nxt.value.value, str)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and documented:
-            out[node.target.id] = " ".join(nxt.value.value.split())
-    return out
+    return field_docs(DQNConfig)
 
 
 def apply_overrides(cfg: DQNConfig, pairs: list[str]) -> DQNConfig:

@@ -36,6 +36,14 @@ _EPS = 1e-9
 _INF = math.inf
 
 
+def fits_mask(cluster, cpu_request: float, memory_request: float) -> np.ndarray:
+    """Boolean mask (N,) of the nodes of `cluster` (the twin or the testbed: `cores`, `memory_gib`,
+    `cpu_requested`, `mem_requested`) where the requests fit next to what is bound there (NodeResourcesFit)."""
+    cpu_free = cluster.cores - np.asarray(cluster.cpu_requested)
+    mem_free = cluster.memory_gib - np.asarray(cluster.mem_requested)
+    return (cpu_free + 1e-9 >= cpu_request) & (mem_free + 1e-9 >= memory_request)
+
+
 class ClusterSim:
     """Event-driven simulation of one episode: bind pods with `place`, move time with `advance_to`.
 
@@ -118,9 +126,7 @@ class ClusterSim:
     # ------------------------------------------------------------------ queries
     def fits(self, cpu_request: float, memory_request: float) -> np.ndarray:
         """Boolean mask (N,): nodes where the requests fit next to what is already bound there."""
-        cpu_free = self.cores - np.asarray(self.cpu_requested)
-        mem_free = self.memory_gib - np.asarray(self.mem_requested)
-        return (cpu_free + 1e-9 >= cpu_request) & (mem_free + 1e-9 >= memory_request)
+        return fits_mask(self, cpu_request, memory_request)
 
     def watts_if_added(self, extra_cores: float) -> np.ndarray:
         """(N,) power in W each node would draw once `extra_cores` more demand runs on it (awake)."""

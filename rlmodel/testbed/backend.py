@@ -37,7 +37,7 @@ import numpy as np
 import requests
 
 from rlmodel.load.jmeter import DEFAULT_PLAN, LoadError, jtl_window, run_load
-from rlmodel.sim.cluster import AWAKE
+from rlmodel.sim.cluster import AWAKE, fits_mask
 from rlmodel.sim.scenario import Scenario
 from rlmodel.sim.workload import PodTrace
 from rlmodel.testbed.config import TestbedConfig
@@ -122,7 +122,7 @@ class MinikubeCluster:
         self.trace = trace
         n = self.num_nodes
         self._guard(self.kube.delete_testapp_pods, self.cfg.measurement.ready_timeout_s)
-        self._set_background()
+        self._guard(self._set_background)
         self.now_s = 0.0
         self.energy_j = self.overload_pod_s = self.wake_delay_pod_s = 0.0
         self.window_s_total = 0.0
@@ -143,9 +143,7 @@ class MinikubeCluster:
         self._step = 0
 
     def fits(self, cpu_request: float, memory_request: float) -> np.ndarray:
-        cpu_free = self.cores - np.asarray(self.cpu_requested)
-        mem_free = self.memory_gib - np.asarray(self.mem_requested)
-        return (cpu_free + 1e-9 >= cpu_request) & (mem_free + 1e-9 >= memory_request)
+        return fits_mask(self, cpu_request, memory_request)
 
     def power_w(self, demand_cores: np.ndarray) -> np.ndarray:
         """(N,) the scenario's curve at `demand_cores` (a prediction; measured watts are in `watts`)."""
@@ -256,7 +254,6 @@ class MinikubeCluster:
             try:
                 r = requests.put(url, json=body, timeout=self.cfg.measurement.node_timeout_s)
             except requests.RequestException as exc:
-                self._cleanup()
                 timeout = self.cfg.measurement.node_timeout_s
                 raise TestbedError(f"node {nd.name}: the resource blocker at {url} does not answer "
                                    f"({type(exc).__name__}, timeout {timeout:g} s)") from None

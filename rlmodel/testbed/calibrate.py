@@ -24,7 +24,7 @@ import pandas as pd
 
 from rlmodel.atomic import atomic_path
 from rlmodel.errors import RlschedError
-from rlmodel.sim.scenario import Scenario, load_scenario
+from rlmodel.sim.scenario import Scenario
 
 CURVE_POINTS = 11
 
@@ -194,6 +194,3 @@ def write_scenario(path: Path, text: str) -> Scenario:
         Path(tmp).write_text(text, encoding="utf-8")
     return scenario
 
-
-def load_like(name: str) -> Scenario:
-    return load_scenario(name)

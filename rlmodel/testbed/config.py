@@ -16,6 +16,7 @@ section.key=value` options. Every key has a unit in its name where it has one. E
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from rlmodel.errors import RlschedError
+from rlmodel.fielddocs import field_docs
 
 DEFAULT_CONFIG_FILE = Path("rlsched.toml")
 
@@ -281,24 +283,36 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
 
 
 def describe() -> list[tuple[str, Any, str]]:
-    """(section.key, default, meaning) for every key, from the field docstrings' text in this module."""
-    import ast
-    import inspect
-
-    docs: dict[tuple[str, str], str] = {}
-    tree = ast.parse(inspect.getsource(sys.modules[__name__]))
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef):
-            body = node.body
-            for a, b in zip(body, body[1:], strict=False):
-                if (isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name) and isinstance(b, ast.Expr)
-                        and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)):
-                    docs[(node.name, a.target.id)] = b.value.value
+    """(section.key, default, meaning) for every key, from the field docstrings in this module."""
     cfg = TestbedConfig()
     rows = []
     for section in SECTIONS:
         obj = getattr(cfg, section)
-        for f in dataclasses.fields(obj):
-            rows.append((f"{section}.{f.name}", getattr(obj, f.name), docs.get((type(obj).__name__, f.name), "")))
-    rows.append(("state_dir", cfg.state_dir, docs.get(("TestbedConfig", "state_dir"), "")))
+        docs = field_docs(type(obj))
+        rows += [(f"{section}.{f.name}", getattr(obj, f.name), docs.get(f.name, "")) for f in dataclasses.fields(obj)]
+    rows.append(("state_dir", cfg.state_dir, field_docs(TestbedConfig).get("state_dir", "")))
     return rows
+
+
+def render_toml(cfg: TestbedConfig) -> str:
+    """`cfg` as a configuration file (every key with its meaning as a comment), loadable by `load_config`."""
+    values = cfg.as_dict()
+
+    def shown(value: Any) -> str:
+        if isinstance(value, str):
+            return json.dumps(value)
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    rows = describe()
+    # top-level keys first: TOML puts them before any [section]
+    lines = [f"{key} = {shown(values[key])}  # {text}" for key, _, text in rows if "." not in key]
+    section = None
+    for key, _, text in rows:
+        sec, _, name = key.rpartition(".")
+        if not sec:
+            continue
+        if sec != section:
+            lines += ["", f"[{sec}]"]
+            section = sec
+        lines.append(f"{name} = {shown(values[sec][name])}  # {text}")
+    return "\n".join(lines) + "\n"

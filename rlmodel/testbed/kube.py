@@ -147,27 +147,22 @@ class Kube:
         return sorted(out, key=lambda n: n.name)
 
     # ------------------------------------------------------------------ manifests
-    def _ops(self, doc: dict[str, Any]) -> tuple[Any, Any, Any, bool]:
+    # kind -> (API group attribute, the client's snake_case name, namespaced): the client's methods are
+    # {verb}_namespaced_{name} or, cluster-scoped, {verb}_{name}
+    _KINDS = {"Namespace": ("core", "namespace", False), "Service": ("core", "service", True),
+              "ServiceAccount": ("core", "service_account", True), "DaemonSet": ("apps", "daemon_set", True),
+              "Deployment": ("apps", "deployment", True), "Role": ("rbac", "role", True),
+              "RoleBinding": ("rbac", "role_binding", True)}
+
+    def _op(self, verb: str, doc: dict[str, Any]) -> tuple[Any, tuple[str, ...]]:
+        """The client method that does `verb` (create, patch, delete, read) to the doc's kind, and its
+        namespace argument."""
         kind = doc["kind"]
-        table = {
-            "Namespace": (self.core.create_namespace, self.core.patch_namespace, self.core.delete_namespace, False),
-            "Service": (self.core.create_namespaced_service, self.core.patch_namespaced_service,
-                        self.core.delete_namespaced_service, True),
-            "ServiceAccount": (self.core.create_namespaced_service_account,
-                               self.core.patch_namespaced_service_account,
-                               self.core.delete_namespaced_service_account, True),
-            "DaemonSet": (self.apps.create_namespaced_daemon_set, self.apps.patch_namespaced_daemon_set,
-                          self.apps.delete_namespaced_daemon_set, True),
-            "Deployment": (self.apps.create_namespaced_deployment, self.apps.patch_namespaced_deployment,
-                           self.apps.delete_namespaced_deployment, True),
-            "Role": (self.rbac.create_namespaced_role, self.rbac.patch_namespaced_role,
-                     self.rbac.delete_namespaced_role, True),
-            "RoleBinding": (self.rbac.create_namespaced_role_binding, self.rbac.patch_namespaced_role_binding,
-                            self.rbac.delete_namespaced_role_binding, True),
-        }
-        if kind not in table:
+        if kind not in self._KINDS:
             raise TestbedError(f"manifest {doc['metadata'].get('name')}: kind {kind} is not supported by the harness")
-        return table[kind]
+        group, name, namespaced = self._KINDS[kind]
+        fn = getattr(getattr(self, group), f"{verb}_namespaced_{name}" if namespaced else f"{verb}_{name}")
+        return fn, (self.namespace,) if namespaced else ()
 
     def _with_namespace(self, doc: dict[str, Any]) -> dict[str, Any]:
         if doc["kind"] == "Namespace":
@@ -183,9 +178,8 @@ class Kube:
             if _is_template(doc):
                 continue
             doc = self._with_namespace(doc)
-            create, patch, _, namespaced = self._ops(doc)
+            (create, ns_args), (patch, _) = self._op("create", doc), self._op("patch", doc)
             name, kind = doc["metadata"]["name"], doc["kind"]
-            ns_args = (self.namespace,) if namespaced else ()
             try:
                 self.call(f"create {kind} {name}", create, *ns_args, doc)
                 done.append((kind, name, "created"))
@@ -208,9 +202,8 @@ class Kube:
             if _is_template(doc):
                 continue
             doc = self._with_namespace(doc)
-            _, _, delete, namespaced = self._ops(doc)
+            delete, ns_args = self._op("delete", doc)
             name, kind = doc["metadata"]["name"], doc["kind"]
-            ns_args = (self.namespace,) if namespaced else ()
             try:
                 self.call(f"delete {kind} {name}", delete, name, *ns_args)
                 done.append((kind, name, "deleted"))
@@ -226,18 +219,9 @@ class Kube:
 
         doc = self._with_namespace(doc)
         kind, name = doc["kind"], doc["metadata"]["name"]
-        reads: dict[str, tuple[Any, bool]] = {"Namespace": (self.core.read_namespace, False),
-                 "Service": (self.core.read_namespaced_service, True),
-                 "ServiceAccount": (self.core.read_namespaced_service_account, True),
-                 "DaemonSet": (self.apps.read_namespaced_daemon_set, True),
-                 "Deployment": (self.apps.read_namespaced_deployment, True),
-                 "Role": (self.rbac.read_namespaced_role, True),
-                 "RoleBinding": (self.rbac.read_namespaced_role_binding, True)}
-        if kind not in reads:
-            raise TestbedError(f"manifest {name}: kind {kind} is not supported by the harness")
-        read, namespaced = reads[kind]
+        read, ns_args = self._op("read", doc)
         try:
-            self.call(f"read {kind} {name}", read, name, *((self.namespace,) if namespaced else ()))
+            self.call(f"read {kind} {name}", read, name, *ns_args)
             return True
         except ApiException as exc:
             if exc.status == 404:
