@@ -53,10 +53,12 @@ def test_host_watts_follow_the_feeder_through_wraps_on_two_sockets(tmp_path):
     host = df.drop_duplicates("timestamp")
     assert len(host) >= 12
     # 50 W (the sub-zones, at half rate, were not added). A stalled feeder thread on a loaded machine shifts
-    # energy from one sample to the next, so single samples may stray; the total cannot.
+    # energy from one sample to the next (CI saw 35 W then 65 W), so single samples may stray; the total
+    # cannot. A mishandled wrap is off by a whole range in one sample, 30-40 J in 0.25 s = 120-160 W,
+    # which the per-sample bounds catch whatever the machine's load.
     assert host.host_joules.sum() == pytest.approx(50.0 * host.interval_s.sum(), rel=0.02)
-    assert host.host_watts.median() == pytest.approx(50.0, rel=0.02)
-    assert host.host_watts.between(47.0, 53.0).mean() >= 0.75, host.host_watts.describe()
+    assert host.host_watts.median() == pytest.approx(50.0, rel=0.03)
+    assert host.host_watts.between(0.0, 110.0).all(), host.host_watts.describe()
     assert (df.estimated == 0).all()
     assert "dropped 0" in r.stdout
 
