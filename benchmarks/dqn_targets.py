@@ -3,9 +3,11 @@
 For each of `hetero-sleep` and `hetero`: train from scratch (default hyperparameters, the given seed),
 then evaluate greedily on held-out episode seeds next to every baseline and the oracle; for
 `hetero-sleep` also evaluate the same model on the scenario scaled to 4x the nodes. Prints the
-figures the project's targets are stated in, and the training wall time.
+figures the project's targets are stated in, and the training wall time. With `--hindsight N`, also
+brackets the optimum from above on the 10-node scenarios: a local search of N replays per episode,
+knowing the future, starting from efficient-first's schedule (`rlmodel.evaluation.hindsight`).
 
-    .venv/bin/python benchmarks/dqn_targets.py [--seed 1] [--episodes 20] [--out results/dqn-targets]
+    .venv/bin/python benchmarks/dqn_targets.py [--seed 1] [--episodes 20] [--hindsight 1000] [--out results/dqn-targets]
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ import torch
 
 from rlmodel.agents.dqn import DQNConfig, train
 from rlmodel.agents.policy import DQNPolicy
-from rlmodel.evaluation.benchmark import run_benchmark, summarize
+from rlmodel.envs import PodPlacementEnv
+from rlmodel.evaluation.benchmark import episode_seeds, run_benchmark, summarize
+from rlmodel.evaluation.hindsight import hindsight_search
 from rlmodel.evaluation.report import format_table, write_csv_atomic
 from rlmodel.policies import BASELINES, make_policy
 from rlmodel.sim import load_scenario
 
 
-def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
+def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str, hindsight: int = 0):
     policies = [make_policy(p) for p in BASELINES] + [policy]
     df = run_benchmark(scenario, policies, episodes=episodes, seed=seed)
     summary = summarize(df)
@@ -41,7 +45,31 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
           f"(oracle: {','.join(sorted(set(df[df.policy == 'oracle'].oracle_kind)))})")
     rr_overload = s.loc["round-robin"].overload_pod_s_mean
     print(f"  overload dqn {dqn.overload_pod_s_mean:.1f} pod-s, round-robin {rr_overload:.1f}")
+    print(f"  dqn agrees with efficient-first on {agreement(scenario, policy, episode_seeds(seed, episodes)):.1%} "
+          "of decisions")
+    if hindsight:
+        found = [hindsight_search(scenario, ep_seed, make_policy("efficient-first"), replays=hindsight)
+                 for ep_seed in episode_seeds(seed, episodes)]
+        energy = sum(h.energy_j for h in found) / len(found)
+        print(f"  hindsight schedule     {energy / 1e3:.1f} kJ ({hindsight} replays per episode): "
+              f"efficient-first / it {s.loc['efficient-first'].energy_j_mean / energy:.3f}, "
+              f"dqn / it {dqn.energy_j_mean / energy:.3f}")
     return summary
+
+
+def agreement(scenario, policy, seeds) -> float:
+    """Share of the DQN's decisions that efficient-first scores as its best (ties count as agreement)."""
+    env, heuristic, same, total = PodPlacementEnv(scenario), make_policy("efficient-first"), 0, 0
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        done = not info["action_mask"].any()
+        while not done:
+            mask = info["action_mask"]
+            action, scores = policy.predict(obs, mask), heuristic.scores(obs, mask)
+            same += scores[action] == scores[mask].max()
+            total += 1
+            obs, _, done, _, info = env.step(action)
+    return same / max(total, 1)
 
 
 def main() -> None:
@@ -50,6 +78,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="held-out evaluation episodes")
     parser.add_argument("--eval-seed", type=int, default=1000, help="first held-out episode seed")
     parser.add_argument("--scenarios", default="hetero-sleep,hetero")
+    parser.add_argument("--hindsight", type=int, default=0, help="replays per episode of the hindsight search")
     parser.add_argument("--out", type=Path, default=Path("results/dqn-targets"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -64,7 +93,7 @@ def main() -> None:
         print(f"\n## {name}: trained {cfg.total_steps} steps in {wall:.0f} s (seed {args.seed}); "
               f"held-out seeds {args.eval_seed}..{args.eval_seed + args.episodes - 1}")
         policy = DQNPolicy.load(model)
-        evaluate(sc, policy, args.episodes, args.eval_seed, args.out, name)
+        evaluate(sc, policy, args.episodes, args.eval_seed, args.out, name, args.hindsight)
         if name == "hetero-sleep":
             big = sc.scaled(4)
             print(f"\n## {big.name}: the same model on {big.num_nodes} nodes")

@@ -256,7 +256,7 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
     import torch
     from tqdm import tqdm
 
-    from rlmodel.agents.dqn import DQNConfig, apply_overrides, config_help
+    from rlmodel.agents.dqn import DQNConfig, apply_overrides, check_policies, config_help
     from rlmodel.agents.dqn import train as train_dqn
     from rlmodel.agents.model_file import load_model
     from rlmodel.sim.scenario import load_scenario
@@ -283,6 +283,7 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
         if steps is not None:
             cfg.total_steps = steps
     cfg = apply_overrides(cfg, list(overrides))
+    check_policies(cfg)
     sc = load_scenario(scenario or "hetero-sleep")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = log_dir or Path("runs") / f"{sc.name}__{cfg.seed}__{stamp}"
@@ -305,6 +306,9 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
             writer.add_scalar("train/loss", log.loss, step)
 
     env = _make_env(backend, sc, config_path, testbed_set, log_dir if backend != "sim" else None, run="train")
+    if cfg.demonstrator and not resume:
+        click.echo(f"demonstrations: {cfg.demo_episodes} episodes of {cfg.demonstrator} in the twin, then "
+                   f"{cfg.pretrain_steps} pretraining steps", err=True)
     try:
         data = train_dqn(cfg, sc, model, resume=resume, log_csv=log_dir / "train.csv", on_episode=on_episode,
                          env=env)

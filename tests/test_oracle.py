@@ -73,3 +73,22 @@ def test_lower_bound_holds_against_baselines(scenario):
             r = run_episode(env, make_policy(name), seed)
             if r.unschedulable == 0:  # the bound assumes every pod runs
                 assert bound.energy_j <= r.energy_j
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_hindsight_search_brackets_the_optimum_from_above(seed):
+    """exact optimum <= hindsight schedule <= its base policy, and the schedule it reports is real."""
+    from rlmodel.evaluation.hindsight import hindsight_search
+
+    sc = load_scenario("tiny")
+    env = PodPlacementEnv(sc)
+    env.reset(seed=seed)
+    exact = exact_optimum(sc, env.trace)
+    assert exact is not None
+    penalty = sc.reward.overload_penalty_j_per_pod_s
+    optimum_kj = (exact.energy_j + penalty * exact.overload_pod_s) / sc.reward.energy_scale_j
+    h = hindsight_search(sc, seed, make_policy("round-robin"), replays=200)
+    assert optimum_kj - 1e-9 <= h.cost_kj <= h.base_cost_kj
+    assert h.cost_kj < h.base_cost_kj  # round-robin leaves room on tiny (it is 85 % above the optimum)
+    replay = run_episode(env, _Replay(list(h.actions)), seed)
+    assert -replay.ret == pytest.approx(h.cost_kj) and replay.energy_j == pytest.approx(h.energy_j)

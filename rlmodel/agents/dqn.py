@@ -35,6 +35,7 @@ from rlmodel.sim.scenario import Scenario
 # are held out; validation episodes use their own block.
 TRAIN_SEED_OFFSET = 1_000_000
 VALIDATION_SEED_OFFSET = 900_000  # 900,000-900,019
+DEMO_SEED_OFFSET = 2_000_000  # demonstrations: their own block, disjoint from training traces
 
 
 @dataclass
@@ -55,15 +56,30 @@ class DQNConfig:
     """steps of real rewards before bootstrapping (1: classic DQN)"""
     target_update_every: int = 500
     """steps between copies of the online network into the target network"""
-    exploration_start: float = 1.0
-    """epsilon at the first step"""
+    exploration_start: float = 0.3
+    """epsilon at the first step (low: with demonstrations the agent starts from a good policy)"""
     exploration_end: float = 0.02
     """epsilon after the decay"""
     exploration_fraction: float = 0.4
     """fraction of total_steps over which epsilon decays linearly"""
     guide: str = ""
     """a baseline policy (e.g. "efficient-first") that takes half of the exploratory actions; "" = uniform"""
-    learning_starts: int = 2_000
+    demonstrator: str = "efficient-first"
+    """a baseline policy whose episodes fill a permanent demonstration buffer (DQfD, Hester et al. 2018):
+    the network is pretrained on them and keeps a large-margin loss toward the demonstrator's choices;
+    "" = no demonstrations"""
+    demo_episodes: int = 200
+    """episodes the demonstrator plays before training (its transitions stay in their own buffer)"""
+    pretrain_steps: int = 3_000
+    """gradient steps on the demonstrations alone before the agent acts"""
+    demo_batch_fraction: float = 0.25
+    """share of every batch drawn from the demonstrations once the agent acts"""
+    margin: float = 0.3
+    """large-margin loss: every other feasible node's Q plus this must not exceed the demonstrator's node's
+    Q (in learning units, reward x reward_scale)"""
+    margin_weight: float = 1.0
+    """weight of the large-margin loss (applied to demonstration transitions only)"""
+    learning_starts: int = 1_000
     """steps of experience collected before the first gradient step"""
     train_every: int = 1
     """environment steps per gradient step"""
@@ -104,11 +120,12 @@ class EpisodeLog:
 
 
 class ReplayBuffer:
-    """Fixed-size ring of transitions for one cluster size N (features precomputed)."""
+    """Fixed-size ring of n-step transitions for one cluster size N (features precomputed)."""
 
     def __init__(self, capacity: int, num_nodes: int, num_features: int, rng: np.random.Generator):
         self.capacity, self.rng = capacity, rng
         self.feats = np.zeros((capacity, num_nodes, num_features), dtype=np.float32)
+        self.mask = np.zeros((capacity, num_nodes), dtype=bool)
         self.next_feats = np.zeros_like(self.feats)
         self.next_mask = np.zeros((capacity, num_nodes), dtype=bool)
         self.action = np.zeros(capacity, dtype=np.int64)
@@ -116,9 +133,9 @@ class ReplayBuffer:
         self.done = np.zeros(capacity, dtype=np.float32)
         self.pos = self.size = 0
 
-    def add(self, feats, action, reward, next_feats, next_mask, done) -> None:
+    def add(self, feats, mask, action, reward, next_feats, next_mask, done) -> None:
         i = self.pos
-        self.feats[i], self.action[i], self.reward[i] = feats, action, reward
+        self.feats[i], self.mask[i], self.action[i], self.reward[i] = feats, mask, action, reward
         self.next_feats[i], self.next_mask[i], self.done[i] = next_feats, next_mask, done
         self.pos = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
@@ -126,7 +143,21 @@ class ReplayBuffer:
     def sample(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         idx = self.rng.integers(0, self.size, size=batch_size)
         return tuple(torch.from_numpy(a[idx]).to(device) for a in
-                     (self.feats, self.action, self.reward, self.next_feats, self.next_mask, self.done))
+                     (self.feats, self.mask, self.action, self.reward, self.next_feats, self.next_mask, self.done))
+
+    def add_n_step(self, pending: list, next_feats, next_mask, terminated: bool, n: int, gamma: float) -> None:
+        """Store the oldest of `pending` [(feats, mask, action, reward)] once n rewards (or the episode's
+        end) are known; at the end, flush the shorter tails too. Store `terminated`, not `truncated`:
+        only a real end stops bootstrapping."""
+        if len(pending) < n and not terminated:
+            return
+        while pending:
+            ret_n = sum(r * gamma**i for i, (*_, r) in enumerate(pending))
+            f0, m0, a0, _ = pending[0]
+            self.add(f0, m0, a0, ret_n, next_feats, next_mask, float(terminated))
+            pending.pop(0)
+            if not terminated:
+                break  # slide the window by one
 
 
 def linear_schedule(start: float, end: float, duration: int, step: int) -> float:
@@ -247,12 +278,74 @@ def train(
         save_model(model_path, data)
         return data
 
+    def shaped(reward: float, terminated: bool, dt_s: float) -> float:
+        """The learning target's reward. Variance reduction: most of a step's energy is idle power times the
+        (random) gap to the next arrival, which no placement changes. Adding it back on every step but the
+        last shifts the return by (idle watts x last decision time), the same for every policy."""
+        return (reward if terminated else reward + baseline_kw * dt_s) * cfg.reward_scale
+
+    def gradient_step(agent_batch: int, demo_batch: int) -> float:
+        """One Adam step on `agent_batch` replayed and `demo_batch` demonstration transitions."""
+        parts = ([rb.sample(agent_batch, device)] if agent_batch else []) + \
+                ([demo_rb.sample(demo_batch, device)] if demo_batch else [])
+        b_feats, b_mask, b_action, b_reward, b_next_feats, b_next_mask, b_done = (
+            torch.cat(cols) for cols in zip(*parts, strict=True))
+        with torch.no_grad():
+            # Double DQN: the online net picks the next node among feasible ones, the target net values it
+            next_action = masked_argmax(q_net(b_next_feats), b_next_mask)
+            next_q = target_net(b_next_feats).gather(1, next_action[:, None]).squeeze(1)
+            # a terminal next state has no feasible node and no future
+            next_q = torch.where(b_done > 0, torch.zeros_like(next_q), next_q)
+            td_target = b_reward + cfg.gamma**cfg.n_step * next_q
+        q_all = q_net(b_feats)
+        q_taken = q_all.gather(1, b_action[:, None]).squeeze(1)
+        loss = F.smooth_l1_loss(q_taken, td_target)
+        if demo_batch:
+            # large margin (DQfD): max over feasible a of Q(s, a) + margin [a != a_demo], minus Q(s, a_demo)
+            q_d, a_d, m_d = q_all[agent_batch:], b_action[agent_batch:], b_mask[agent_batch:]
+            bonus = cfg.margin * (1.0 - F.one_hot(a_d, q_d.shape[1]).to(q_d.dtype))
+            best = torch.where(m_d, q_d + bonus, torch.finfo(q_d.dtype).min).max(dim=1).values
+            loss = loss + cfg.margin_weight * (best - q_taken[agent_batch:]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        return float(loss.item())
+
+    # ---- demonstrations (DQfD): the demonstrator's episodes, then pretraining on them alone
+    demo_rb: ReplayBuffer | None = None
+    n_demo = 0
+    if cfg.demonstrator:
+        demonstrator = make_policy(cfg.demonstrator)
+        demo_rb = ReplayBuffer(cfg.demo_episodes * scenario.workload.pods_per_episode, env.num_nodes,
+                               NUM_FEATURES, rng)
+        demo_env = PodPlacementEnv(scenario)  # always the twin: demonstrations cost no testbed time
+        for i in range(cfg.demo_episodes):
+            seed = DEMO_SEED_OFFSET + cfg.seed * 100_000 + i
+            obs, info = demo_env.reset(seed=seed)
+            demonstrator.reset(seed=seed)
+            feats, mask, terminated, pending = node_features(obs), info["action_mask"], False, []
+            while not terminated:
+                action, t_decision = demonstrator.predict(obs, mask), demo_env.sim.now_s
+                obs, reward, terminated, _, info = demo_env.step(action)
+                pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
+                feats, mask = node_features(obs), info["action_mask"]
+                demo_rb.add_n_step(pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
+        n_demo = max(1, round(cfg.batch_size * cfg.demo_batch_fraction))
+        if not resume:
+            for k in range(cfg.pretrain_steps):
+                loss_value = gradient_step(0, cfg.batch_size)
+                if (k + 1) % cfg.target_update_every == 0:
+                    target_net.load_state_dict(q_net.state_dict())
+            target_net.load_state_dict(q_net.state_dict())
+            checkpoint(start_step, validate_now=cfg.pretrain_steps > 0)
+
     obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
     if guide is not None:
         guide.reset(seed=cfg.seed)
     feats, mask = node_features(obs), info["action_mask"]
     ep_return = 0.0
-    pending: list[tuple[np.ndarray, int, float]] = []  # the last n_step (features, action, reward)
+    pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []  # the last n_step (features, mask, action, reward)
     step = start_step
     try:
         for step in range(start_step, cfg.total_steps):
@@ -271,21 +364,9 @@ def train(
             t_decision = env.sim.now_s
             next_obs, reward, terminated, truncated, info = env.step(action)
             next_feats, next_mask = node_features(next_obs), info["action_mask"]
-            # Variance reduction: most of a step's energy is idle power times the (random) gap to the next
-            # arrival, which no placement changes. Adding it back on every step but the last shifts the
-            # return by (idle watts x last decision time), the same for every policy.
-            learn_reward = reward if terminated else reward + baseline_kw * (info["time_s"] - t_decision)
-            # n-step returns: a transition enters the buffer once n rewards (or the episode's end) are known;
-            # store `terminated`, not `truncated`: only a real end stops bootstrapping
-            pending.append((feats, action, learn_reward * cfg.reward_scale))
-            if len(pending) == cfg.n_step or terminated:
-                while pending:
-                    ret_n = sum(r * cfg.gamma**i for i, (_, _, r) in enumerate(pending))
-                    f0, a0, _ = pending[0]
-                    rb.add(f0, a0, ret_n, next_feats, next_mask, float(terminated))
-                    pending.pop(0)
-                    if not terminated:
-                        break  # slide the window by one; at the end, flush the shorter tails too
+            # n-step returns: a transition enters the buffer once n rewards (or the episode's end) are known
+            pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
+            rb.add_n_step(pending, next_feats, next_mask, terminated, cfg.n_step, cfg.gamma)
             ep_return += reward
             feats, mask, obs = next_feats, next_mask, next_obs
 
@@ -307,21 +388,7 @@ def train(
 
             # ---- learn
             if step >= learning_starts and step % cfg.train_every == 0 and rb.size >= cfg.batch_size:
-                b_feats, b_action, b_reward, b_next_feats, b_next_mask, b_done = rb.sample(cfg.batch_size, device)
-                with torch.no_grad():
-                    # Double DQN: the online net picks the next node among feasible ones, the target net values it
-                    next_action = masked_argmax(q_net(b_next_feats), b_next_mask)
-                    next_q = target_net(b_next_feats).gather(1, next_action[:, None]).squeeze(1)
-                    # a terminal next state has no feasible node and no future
-                    next_q = torch.where(b_done > 0, torch.zeros_like(next_q), next_q)
-                    td_target = b_reward + cfg.gamma**cfg.n_step * next_q
-                q_taken = q_net(b_feats).gather(1, b_action[:, None]).squeeze(1)
-                loss = F.smooth_l1_loss(q_taken, td_target)
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                loss_value = float(loss.item())
+                loss_value = gradient_step(cfg.batch_size - n_demo, n_demo)
 
             if (step + 1) % cfg.target_update_every == 0:
                 target_net.load_state_dict(q_net.state_dict())
@@ -360,6 +427,13 @@ def _write_log(fh, log: EpisodeLog) -> None:
 def config_help() -> dict[str, str]:
     """Each DQNConfig field's one-line docstring (the string under it in the class body)."""
     return field_docs(DQNConfig)
+
+
+def check_policies(cfg: DQNConfig) -> None:
+    """Raise PolicyError (one line) when `guide` or `demonstrator` names no baseline policy."""
+    for name in (cfg.guide, cfg.demonstrator):
+        if name:
+            make_policy(name)
 
 
 def apply_overrides(cfg: DQNConfig, pairs: list[str]) -> DQNConfig:

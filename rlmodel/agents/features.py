@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from rlmodel.envs.placement import NODE_FEATURES
+from rlmodel.policies.heuristics import EfficientFirst
 
-FEATURE_SCHEMA_VERSION = 3
+FEATURE_SCHEMA_VERSION = 4
 FEATURES: tuple[str, ...] = (
     "cpu_cores_x12",            # node cores / 12
     "memory_gib_x16",           # node memory / 16 GiB
@@ -43,9 +44,12 @@ FEATURES: tuple[str, ...] = (
     "sleeps",                      # 1 when the node can sleep at all
     "fill_gap_same_type",          # this node's requested fraction minus the fullest feasible awake node's
                                    # of the same type (0: the fullest; relational, for bin packing)
+    "efficient_first_pick",        # 1 on the node the efficient-first heuristic would choose (a prior the
+                                   # network can follow or overrule)
 )
 NUM_FEATURES = len(FEATURES)
 _C = {name: i for i, name in enumerate(NODE_FEATURES)}
+_EFFICIENT_FIRST = EfficientFirst()
 
 
 def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
@@ -108,4 +112,7 @@ def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
     fullest[order] = fullest_sorted
     gap = frac - fullest
     out[:, 27] = np.where(np.isfinite(gap), gap, -1.0)
+    out[:, 28] = 0.0
+    if fits.any():  # deterministic tie-break (lowest index), so that features are a function of the state
+        out[int(np.argmax(np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf))), 28] = 1.0
     return out
