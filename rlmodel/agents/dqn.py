@@ -90,7 +90,7 @@ class DQNConfig:
     (the added sum is the last decision's time, which no placement changes), far less noise"""
     max_grad_norm: float = 10.0
     """gradient clipping (L2 norm)"""
-    hidden: int = 128
+    hidden: int = 64
     """width of the node-scoring MLP"""
     layers: int = 2
     """hidden layers of the node-scoring MLP"""
@@ -99,6 +99,10 @@ class DQNConfig:
     validation_episodes: int = 20
     """episodes (fixed seeds, disjoint from training and benchmark seeds) that score each checkpoint; the
     model file's policy weights are those of the best-scoring checkpoint (0: always the latest)"""
+    validation_tolerance: float = 0.002
+    """a checkpoint replaces the best one only when its validation cost is lower by more than this
+    fraction: smaller differences are noise on 20 episodes, and the first checkpoint (after pretraining
+    on demonstrations) is the demonstrator's policy, which a noisy win must not displace"""
     seed: int = 1
     """seed of networks, exploration and training traces"""
     device: str = "auto"
@@ -247,7 +251,7 @@ def train(
         score = math.nan
         if cfg.validation_episodes > 0 and validate_now:
             score = validate()
-            if score < best_score:
+            if score < best_score * (1.0 - cfg.validation_tolerance):
                 best_score, best_state = score, current
         if cfg.validation_episodes == 0 or best_state is None:
             best_state = current

@@ -44,8 +44,8 @@ FEATURES: tuple[str, ...] = (
     "sleeps",                      # 1 when the node can sleep at all
     "fill_gap_same_type",          # this node's requested fraction minus the fullest feasible awake node's
                                    # of the same type (0: the fullest; relational, for bin packing)
-    "efficient_first_pick",        # 1 on the node the efficient-first heuristic would choose (a prior the
-                                   # network can follow or overrule)
+    "efficient_first_pick",        # 1 on the nodes the efficient-first heuristic would choose (its best
+                                   # score; a prior the network can follow or overrule)
 )
 NUM_FEATURES = len(FEATURES)
 _C = {name: i for i, name in enumerate(NODE_FEATURES)}
@@ -112,7 +112,7 @@ def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
     fullest[order] = fullest_sorted
     gap = frac - fullest
     out[:, 27] = np.where(np.isfinite(gap), gap, -1.0)
-    out[:, 28] = 0.0
-    if fits.any():  # deterministic tie-break (lowest index), so that features are a function of the state
-        out[int(np.argmax(np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf))), 28] = 1.0
+    # every node the heuristic might pick (it breaks ties at random), so that the feature is a function of the state
+    ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf)
+    out[:, 28] = fits & (ef_scores == ef_scores.max())
     return out
