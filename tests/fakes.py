@@ -25,13 +25,19 @@ class FakeRapl:
     """A powercap tree in `root` whose package zones advance at known watts and wrap at a known range.
 
     Zones: intel-rapl:N (package-N) with a sub-zone intel-rapl:N:0 that must never be added to the
-    package. A background thread rewrites every energy_uj (atomically) every `tick_s`.
+    package. A feeder rewrites every energy_uj (atomically) every `tick_s`: a background thread, or with
+    `process=True` a separate process (its own interpreter: a test process busy with servers in threads
+    cannot stall it through the GIL). Energy is a function of CLOCK_MONOTONIC, shared by both.
     """
 
-    def __init__(self, root: Path, watts: list[float], range_uj: list[int], tick_s: float = 0.005):
+    def __init__(self, root: Path, watts: list[float], range_uj: list[int], tick_s: float = 0.005,
+                 *, process: bool = False, start: float | None = None):
         self.root, self.watts, self.range_uj, self.tick_s = root, watts, range_uj, tick_s
-        self.start = time.monotonic()
+        self.process, self.proc = process, None
+        self.start = time.monotonic() if start is None else start
         self._stop = threading.Event()
+        if start is not None:  # the feeder process of a tree that exists
+            return
         for i, rng in enumerate(range_uj):
             pkg = root / f"intel-rapl:{i}"
             sub = root / f"intel-rapl:{i}" / f"intel-rapl:{i}:0"
@@ -62,12 +68,20 @@ class FakeRapl:
             self._write()
 
     def __enter__(self) -> FakeRapl:
-        self.thread.start()
+        if self.process:
+            self.proc = subprocess.Popen([sys.executable, __file__, "rapl-feeder", str(self.root), repr(self.watts),
+                                          repr(self.range_uj), repr(self.tick_s), repr(self.start)])
+        else:
+            self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self.thread.join()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        else:
+            self._stop.set()
+            self.thread.join()
 
 
 def start_fake_vm(name: str, duty: float) -> subprocess.Popen:
@@ -82,3 +96,11 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         rest = fh.read().rsplit(")", 1)[1].split()
     return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["rapl-feeder"]:
+    import ast
+
+    root, watts, range_uj, tick_s, start = sys.argv[2:7]
+    FakeRapl(Path(root), ast.literal_eval(watts), ast.literal_eval(range_uj), float(tick_s),
+             start=float(start))._run()

@@ -343,7 +343,7 @@ class Testbed:
                                      never_ready=never_ready)
             self._cleanup.append(self.kubelets.stop)
             # the host: fake RAPL, one qemu-like process per node, the power monitor serving metrics
-            self.rapl = FakeRapl(tmp / "powercap", [rapl_watts], [2**32])
+            self.rapl = FakeRapl(tmp / "powercap", [rapl_watts], [2**32], process=True)
             self.rapl.__enter__()
             self._cleanup.append(lambda: self.rapl.__exit__(None, None, None))
             self.vms = [start_fake_vm(n, vm_duty[i % len(vm_duty)]) for i, n in enumerate(self.node_names)]

@@ -290,8 +290,10 @@ def train(
 
     def gradient_step(agent_batch: int, demo_batch: int) -> float:
         """One Adam step on `agent_batch` replayed and `demo_batch` demonstration transitions."""
-        parts = ([rb.sample(agent_batch, device)] if agent_batch else []) + \
-                ([demo_rb.sample(demo_batch, device)] if demo_batch else [])
+        parts = [rb.sample(agent_batch, device)] if agent_batch else []
+        if demo_batch:
+            assert demo_rb is not None, "demonstration batches need a demonstrator"
+            parts.append(demo_rb.sample(demo_batch, device))
         b_feats, b_mask, b_action, b_reward, b_next_feats, b_next_mask, b_done = (
             torch.cat(cols) for cols in zip(*parts, strict=True))
         with torch.no_grad():
@@ -328,13 +330,14 @@ def train(
             seed = DEMO_SEED_OFFSET + cfg.seed * 100_000 + i
             obs, info = demo_env.reset(seed=seed)
             demonstrator.reset(seed=seed)
-            feats, mask, terminated, pending = node_features(obs), info["action_mask"], False, []
+            feats, mask, terminated = node_features(obs), info["action_mask"], False
+            demo_pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []
             while not terminated:
                 action, t_decision = demonstrator.predict(obs, mask), demo_env.sim.now_s
                 obs, reward, terminated, _, info = demo_env.step(action)
-                pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
+                demo_pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
                 feats, mask = node_features(obs), info["action_mask"]
-                demo_rb.add_n_step(pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
+                demo_rb.add_n_step(demo_pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
         n_demo = max(1, round(cfg.batch_size * cfg.demo_batch_fraction))
         if not resume:
             for k in range(cfg.pretrain_steps):

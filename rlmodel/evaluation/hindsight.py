@@ -45,7 +45,9 @@ class _Scripted:
     name = "scripted"
 
     def __init__(self, script: list[int], base: Policy):
-        self.script, self.base, self.masks, self.actions = script, base, [], []
+        self.script, self.base = script, base
+        self.masks: list[np.ndarray] = []
+        self.actions: list[int] = []
 
     def reset(self, seed: int | None = None) -> None:
         self.base.reset(seed)
