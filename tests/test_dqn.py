@@ -94,6 +94,26 @@ def test_interrupt_writes_a_checkpoint(tmp_path):
     assert 0 < data["global_step"] < 5000 and data["episodes"] == 30
 
 
+def test_interrupt_while_collecting_demonstrations_writes_a_checkpoint(tmp_path, monkeypatch):
+    import rlmodel.agents.dqn as dqn
+
+    calls = 0
+
+    def interrupted(obs):
+        nonlocal calls
+        calls += 1
+        if calls == 20:  # the 4 demonstration episodes of `tiny` take about 36 observations
+            raise KeyboardInterrupt
+        return node_features(obs)
+
+    monkeypatch.setattr(dqn, "node_features", interrupted)
+    path = tmp_path / "d.pth"
+    with pytest.raises(KeyboardInterrupt):
+        train(DQNConfig(seed=1, **SMALL), load_scenario("tiny"), path)
+    data = load_model(path).data
+    assert data["global_step"] == 0 and data["episodes"] == 0
+
+
 def test_bad_model_files_are_refused(tmp_path, trained):
     with pytest.raises(ModelError, match="no such model file"):
         load_model(tmp_path / "absent.pth")

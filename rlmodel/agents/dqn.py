@@ -318,43 +318,44 @@ def train(
         optimizer.step()
         return float(loss.item())
 
-    # ---- demonstrations (DQfD): the demonstrator's episodes, then pretraining on them alone
-    demo_rb: ReplayBuffer | None = None
-    n_demo = 0
-    if cfg.demonstrator:
-        demonstrator = make_policy(cfg.demonstrator)
-        demo_rb = ReplayBuffer(cfg.demo_episodes * scenario.workload.pods_per_episode, env.num_nodes,
-                               NUM_FEATURES, rng)
-        demo_env = PodPlacementEnv(scenario)  # always the twin: demonstrations cost no testbed time
-        for i in range(cfg.demo_episodes):
-            seed = DEMO_SEED_OFFSET + cfg.seed * 100_000 + i
-            obs, info = demo_env.reset(seed=seed)
-            demonstrator.reset(seed=seed)
-            feats, mask, terminated = node_features(obs), info["action_mask"], False
-            demo_pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []
-            while not terminated:
-                action, t_decision = demonstrator.predict(obs, mask), demo_env.sim.now_s
-                obs, reward, terminated, _, info = demo_env.step(action)
-                demo_pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
-                feats, mask = node_features(obs), info["action_mask"]
-                demo_rb.add_n_step(demo_pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
-        n_demo = max(1, round(cfg.batch_size * cfg.demo_batch_fraction))
-        if not resume:
-            for k in range(cfg.pretrain_steps):
-                loss_value = gradient_step(0, cfg.batch_size)
-                if (k + 1) % cfg.target_update_every == 0:
-                    target_net.load_state_dict(q_net.state_dict())
-            target_net.load_state_dict(q_net.state_dict())
-            checkpoint(start_step, validate_now=cfg.pretrain_steps > 0)
-
-    obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
-    if guide is not None:
-        guide.reset(seed=cfg.seed)
-    feats, mask = node_features(obs), info["action_mask"]
-    ep_return = 0.0
-    pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []  # the last n_step (features, mask, action, reward)
     step = start_step
-    try:
+    try:  # Ctrl-C anywhere below writes a checkpoint first
+        # ---- demonstrations (DQfD): the demonstrator's episodes, then pretraining on them alone
+        demo_rb: ReplayBuffer | None = None
+        n_demo = 0
+        if cfg.demonstrator:
+            demonstrator = make_policy(cfg.demonstrator)
+            demo_rb = ReplayBuffer(cfg.demo_episodes * scenario.workload.pods_per_episode, env.num_nodes,
+                                   NUM_FEATURES, rng)
+            demo_env = PodPlacementEnv(scenario)  # always the twin: demonstrations cost no testbed time
+            for i in range(cfg.demo_episodes):
+                seed = DEMO_SEED_OFFSET + cfg.seed * 100_000 + i
+                obs, info = demo_env.reset(seed=seed)
+                demonstrator.reset(seed=seed)
+                feats, mask, terminated = node_features(obs), info["action_mask"], False
+                demo_pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []
+                while not terminated:
+                    action, t_decision = demonstrator.predict(obs, mask), demo_env.sim.now_s
+                    obs, reward, terminated, _, info = demo_env.step(action)
+                    demo_pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
+                    feats, mask = node_features(obs), info["action_mask"]
+                    demo_rb.add_n_step(demo_pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
+            n_demo = max(1, round(cfg.batch_size * cfg.demo_batch_fraction))
+            if not resume:
+                for k in range(cfg.pretrain_steps):
+                    loss_value = gradient_step(0, cfg.batch_size)
+                    if (k + 1) % cfg.target_update_every == 0:
+                        target_net.load_state_dict(q_net.state_dict())
+                target_net.load_state_dict(q_net.state_dict())
+                checkpoint(start_step, validate_now=cfg.pretrain_steps > 0)
+
+        obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
+        if guide is not None:
+            guide.reset(seed=cfg.seed)
+        feats, mask = node_features(obs), info["action_mask"]
+        ep_return = 0.0
+        # the last n_step (features, mask, action, reward)
+        pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []
         for step in range(start_step, cfg.total_steps):
             # ---- act: epsilon-greedy over the feasible nodes only
             epsilon = linear_schedule(cfg.exploration_start, cfg.exploration_end,
