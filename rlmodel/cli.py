@@ -256,7 +256,7 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
     import torch
     from tqdm import tqdm
 
-    from rlmodel.agents.dqn import DQNConfig, apply_overrides, check_policies, config_help
+    from rlmodel.agents.dqn import DQNConfig, apply_overrides, check_config, config_help
     from rlmodel.agents.dqn import train as train_dqn
     from rlmodel.agents.model_file import load_model
     from rlmodel.sim.scenario import load_scenario
@@ -283,7 +283,7 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
         if steps is not None:
             cfg.total_steps = steps
     cfg = apply_overrides(cfg, list(overrides))
-    check_policies(cfg)
+    check_config(cfg)
     sc = load_scenario(scenario or "hetero-sleep")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = log_dir or Path("runs") / f"{sc.name}__{cfg.seed}__{stamp}"

@@ -188,7 +188,9 @@ def test_cli_hyperparameters_and_overrides(tmp_path):
     hp = load_model(model).data["hyperparameters"]
     assert (hp["hidden"], hp["n_step"], hp["guide"]) == (16, 3, "efficient-first")
     for bad, msg in (["--set", "hidden=wide"], "hidden takes a int"), (["--set", "nope=1"], "KEY one of"), \
-            (["--set", "guide=fastest"], "unknown policy"):
+            (["--set", "guide=fastest"], "unknown policy"), (["--set", "demonstrator=fastest"], "unknown policy"), \
+            (["--set", "demo_batch_fraction=1.5"], "demo_batch_fraction = 1.5: must be between 0 and 1"), \
+            (["--set", "batch_size=0"], "batch_size = 0: must be > 0"):
         r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "tiny", "--steps", "10", *bad,
                                  "--log-dir", str(tmp_path / "bad")])
         assert r.exit_code == 1 and msg in r.output and r.output.count("\n") == 1, r.output

@@ -200,6 +200,7 @@ def train(
     `env`: the environment to train in (default: the twin of `scenario`; pass one with a
     `MinikubeCluster` to train on the testbed). Validation always runs in the twin of `scenario`.
     """
+    check_config(cfg)
     device = resolve_device(cfg.device)
     # ---- seeding: one block for every source of randomness
     random.seed(cfg.seed)
@@ -437,11 +438,26 @@ def config_help() -> dict[str, str]:
     return field_docs(DQNConfig)
 
 
-def check_policies(cfg: DQNConfig) -> None:
-    """Raise PolicyError (one line) when `guide` or `demonstrator` names no baseline policy."""
+def check_config(cfg: DQNConfig) -> None:
+    """Raise a one-line error naming the field when a hyperparameter is out of range or names no policy."""
     for name in (cfg.guide, cfg.demonstrator):
         if name:
-            make_policy(name)
+            make_policy(name)  # PolicyError: unknown policy
+    positive = ("learning_rate", "buffer_size", "batch_size", "n_step", "target_update_every", "train_every",
+                "reward_scale", "hidden", "layers", "checkpoint_every")
+    non_negative = ("total_steps", "demo_episodes", "pretrain_steps", "margin", "margin_weight", "learning_starts",
+                    "max_grad_norm", "validation_episodes")
+    fractions = ("gamma", "exploration_start", "exploration_end", "exploration_fraction", "demo_batch_fraction",
+                 "validation_tolerance")
+    for key in positive + non_negative + fractions:
+        value = getattr(cfg, key)
+        if (key in positive and not value > 0) or (key in non_negative and not value >= 0) \
+                or (key in fractions and not 0 <= value <= 1):
+            rule = "> 0" if key in positive else ">= 0" if key in non_negative else "between 0 and 1"
+            raise ModelError(f"hyperparameter {key} = {value}: must be {rule}")
+    if cfg.demonstrator and cfg.demo_episodes == 0:
+        raise ModelError("hyperparameter demo_episodes = 0: a demonstrator needs at least one episode "
+                         "(or set demonstrator to \"\")")
 
 
 def apply_overrides(cfg: DQNConfig, pairs: list[str]) -> DQNConfig:
