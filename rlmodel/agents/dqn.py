@@ -3,6 +3,12 @@
 Double-DQN targets, a target network, Huber loss, gradient clipping, action masking both when acting
 and in the max over next actions, a linear epsilon schedule, one seeding block. Every node bids
 with the same network (`NodeScorer`), so the trained model serves any cluster size.
+
+Learning from demonstrations (DQfD, Hester et al., "Deep Q-learning from Demonstrations", AAAI 2018):
+a baseline policy (efficient-first by default) plays `demo_episodes` episodes into a buffer of their
+own; the network is pretrained on them (TD loss plus a large-margin loss that ranks the
+demonstrator's node above every other feasible node by `margin`), then the agent acts and every batch
+mixes its own transitions with demonstrations, the margin loss applying to the latter only.
 """
 
 from __future__ import annotations
@@ -198,7 +204,9 @@ def train(
     and episode counters and random states continue from `model_path` (the replay buffer starts
     empty and refills before learning resumes). `on_episode(log, step)` is called after every episode.
     `env`: the environment to train in (default: the twin of `scenario`; pass one with a
-    `MinikubeCluster` to train on the testbed). Validation always runs in the twin of `scenario`.
+    `MinikubeCluster` to train on the testbed). Validation and demonstrations always run in the twin
+    of `scenario`. With `cfg.demonstrator`, the first checkpoint (step 0, after pretraining) is
+    validated like the others, so the model file is never worse on validation than the pretrained net.
     """
     check_config(cfg)
     device = resolve_device(cfg.device)
