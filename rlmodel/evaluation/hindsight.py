@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.policies.base import Obs, Policy
 from rlmodel.sim.scenario import Scenario
 
@@ -64,17 +65,6 @@ class _Scripted:
         return a
 
 
-def _replay(env: PodPlacementEnv, policy: _Scripted, seed: int) -> tuple[float, float]:
-    """(cost kJ, energy J) of one episode of `policy`."""
-    obs, info = env.reset(seed=seed)
-    policy.reset(seed=seed)
-    ret, done = 0.0, not info["action_mask"].any()
-    while not done:
-        obs, reward, done, _, info = env.step(policy.predict(obs, info["action_mask"]))
-        ret += reward
-    return -ret, env.episode_metrics()["energy_j"]
-
-
 def hindsight_search(scenario: Scenario, seed: int, base: Policy, *, replays: int = 300,
                      rng_seed: int = 0) -> HindsightResult:
     """First-improvement local search over single-decision changes of `base`'s schedule on episode `seed`.
@@ -85,7 +75,8 @@ def hindsight_search(scenario: Scenario, seed: int, base: Policy, *, replays: in
     rng = np.random.default_rng(rng_seed)
     env = PodPlacementEnv(scenario)
     current = _Scripted([], base)
-    best_cost, best_energy = _replay(env, current, seed)
+    r = run_episode(env, current, seed)
+    best_cost, best_energy = -r.ret, r.energy_j
     base_cost = best_cost
     best, masks = list(current.actions), list(current.masks)
     for _ in range(replays):
@@ -99,8 +90,8 @@ def hindsight_search(scenario: Scenario, seed: int, base: Policy, *, replays: in
         script = best.copy()
         script[k] = int(rng.choice(others))
         trial = _Scripted(script, base)
-        cost, energy = _replay(env, trial, seed)
-        if cost < best_cost - 1e-9:
-            best_cost, best_energy = cost, energy
+        r = run_episode(env, trial, seed)
+        if -r.ret < best_cost - 1e-9:
+            best_cost, best_energy = -r.ret, r.energy_j
             best, masks = list(trial.actions), list(trial.masks)
     return HindsightResult(best_cost, best_energy, base_cost, tuple(best), replays)
