@@ -40,7 +40,8 @@ def test_return_is_minus_energy_plus_penalty_and_mask_is_fits():
         assert not trunc
         total += r
     sc = env.scenario
-    expected = -(info["energy_j"] + sc.reward.overload_penalty_j_per_pod_s * info["overload_pod_s"])
+    expected = -(info["energy_j"] + sc.reward.overload_penalty_j_per_pod_s * info["overload_pod_s"]
+                 + sc.reward.unschedulable_penalty_j * info["unschedulable"])
     assert total == pytest.approx(expected / sc.reward.energy_scale_j)
     assert info["invalid_actions"] == 0
 
@@ -52,6 +53,23 @@ def test_invalid_action_rejects_the_pod():
     obs, r, done, _, info2 = env.step(99)
     assert env.invalid_actions == 1 and env.sim.unschedulable >= 1
     assert env.sim.node_of[0] == -1
+    # and the dropped pod is charged: no policy saves energy by leaving pods unplaced
+    assert r <= -env.scenario.reward.unschedulable_penalty_j / env.scenario.reward.energy_scale_j
+
+
+def test_a_dropped_pod_costs_more_than_running_it():
+    """The same episode with its first pod rejected has a lower return than with it placed."""
+    returns = []
+    for first in ("place", "drop"):
+        env = PodPlacementEnv("hetero-sleep")
+        obs, info = env.reset(seed=5)
+        total, done, k = 0.0, False, 0
+        while not done:
+            a = int(np.flatnonzero(info["action_mask"])[0])
+            obs, r, done, _, info = env.step(99 if (k == 0 and first == "drop") else a)
+            total, k = total + r, k + 1
+        returns.append(total)
+    assert returns[1] < returns[0]
 
 
 def test_step_after_end_raises():

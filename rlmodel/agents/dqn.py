@@ -249,7 +249,7 @@ def train(
     loss_value = math.nan
 
     def validate() -> float:
-        """Mean cost (kJ, energy plus overload penalty) of the greedy policy on the validation episodes."""
+        """Mean cost (kJ, energy plus penalties) of the greedy policy on the validation episodes."""
         greedy = DQNPolicy(q_net, device=str(device))  # the same policy the benchmark runs
         return float(np.mean([-run_episode(validation_env, greedy, VALIDATION_SEED_OFFSET + i).ret
                               for i in range(cfg.validation_episodes)]))

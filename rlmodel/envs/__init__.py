@@ -1,10 +1,10 @@
-"""Gymnasium environments. Importing this package registers `rlmodel/PodPlacement-v0`."""
+"""Gymnasium environments. Importing this package registers `rlmodel/PodPlacement-v1`."""
 
 import gymnasium as gym
 
 from rlmodel.envs.placement import NODE_FEATURES, POD_FEATURES, PodPlacementEnv
 
-ENV_ID = "rlmodel/PodPlacement-v0"
+ENV_ID = "rlmodel/PodPlacement-v1"
 
 if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="rlmodel.envs.placement:PodPlacementEnv")

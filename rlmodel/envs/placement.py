@@ -63,11 +63,12 @@ class PodPlacementEnv(gym.Env):
     pod `POD_FEATURES`: cpu_request_cores, memory_request_gib, episode_progress.
 
     ## Reward
-    `-(delta_energy_j + w * delta_overload_pod_s) / energy_scale_j`, counted from the previous
-    decision to this one (the last step includes the drain until every pod has finished), with
-    `w = reward.overload_penalty_j_per_pod_s` and `energy_scale_j` from the scenario. The return of
-    an episode is therefore `-(energy_j + w * overload_pod_s) / energy_scale_j` (with w = 0, minus
-    the total energy).
+    `-(delta_energy_j + w * delta_overload_pod_s + u * delta_unschedulable) / energy_scale_j`, counted
+    from the previous decision to this one (the last step includes the drain until every pod has
+    finished), with `w = reward.overload_penalty_j_per_pod_s`, `u = reward.unschedulable_penalty_j`
+    (per pod left unplaced) and `energy_scale_j` from the scenario (`RewardSpec.cost_j`). The return of
+    an episode is therefore `-(energy_j + w * overload_pod_s + u * unschedulable) / energy_scale_j`
+    (with w = u = 0, minus the total energy).
 
     ## Backends
     `PodPlacementEnv(scenario)` runs the digital twin. `PodPlacementEnv(scenario, cluster=MinikubeCluster(...))`
@@ -89,6 +90,7 @@ class PodPlacementEnv(gym.Env):
 
     ## Version history
     v0: first version.
+    v1: pods left unplaced are charged `reward.unschedulable_penalty_j`.
     """
 
     metadata = {"render_modes": []}
@@ -114,7 +116,7 @@ class PodPlacementEnv(gym.Env):
         self._static[:, _F["peak_watts"]] = self.sim.peak_watts
         self._static[:, _F["sleep_after_s"]] = self.scenario.idle_sleep_after_s
         self._high = self._node_high()
-        self._penalty = self.scenario.reward.overload_penalty_j_per_pod_s
+        self._reward = self.scenario.reward
         self._scale = self.scenario.reward.energy_scale_j
         self._pod = 0
         self._mask = np.zeros(n, dtype=bool)
@@ -142,7 +144,7 @@ class PodPlacementEnv(gym.Env):
             self.invalid_actions += 1
         self._pod += 1
         self._done = self._advance_to_next_decision()
-        cost = sim.energy_j + self._penalty * sim.overload_pod_s
+        cost = self._reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable)
         reward = -(cost - self._accounted) / self._scale
         self._accounted = cost
         info = self._info()

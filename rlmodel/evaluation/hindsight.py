@@ -5,7 +5,7 @@ bound otherwise. This module brackets the optimum from above on any episode: sta
 policy's own placements on the episode's trace, it changes one decision at a time to another
 feasible node, replays the episode in the twin (later decisions keep their node while it stays
 feasible, otherwise the base policy decides), and keeps the change when the episode's cost (energy
-plus the overload penalty, the environment's objective) falls. The result is a real schedule, so the
+plus the penalties, the environment's objective) falls. The result is a real schedule, so the
 optimum is no worse; how much better than the base policy it is shows how much room the policy left.
 """
 
@@ -26,7 +26,7 @@ class HindsightResult:
     """The best schedule found for one episode.
 
     Attributes:
-        cost_kj: its cost (energy plus overload penalty), kJ: minus the environment's return.
+        cost_kj: its cost (energy plus penalties), kJ: minus the environment's return.
         energy_j: its energy, J.
         base_cost_kj: the base policy's cost on the same episode, kJ.
         actions: node per decision of the best schedule.

@@ -3,7 +3,7 @@
 Two oracles, both offline (they know the whole arrival sequence of the episode):
 
 * `exact_optimum`: branch-and-bound over every placement of every pod, run in the simulator itself,
-  minimising the same objective as the environment's return (energy + overload penalty). Exact,
+  minimising the same objective as the environment's return (energy plus its penalties). Exact,
   and feasible only for small episodes (the search visits at most `max_nodes_visited` states).
 
 * `fluid_lower_bound`: a lower bound on the energy of *any* placement that runs every pod that fits
@@ -58,7 +58,7 @@ def exact_optimum(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int
     """
     sim = ClusterSim(scenario)
     sim.reset(trace)
-    penalty = scenario.reward.overload_penalty_j_per_pod_s
+    reward = scenario.reward
     n_pods = len(trace)
     best_cost = np.inf
     best: tuple[int, ...] | None = None
@@ -67,7 +67,7 @@ def exact_optimum(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int
     choice = [-1] * n_pods
 
     def cost() -> float:
-        return sim.energy_j + penalty * sim.overload_pod_s
+        return reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable)
 
     def visit(i: int) -> bool:
         nonlocal best_cost, best, best_metrics, visited

@@ -66,10 +66,18 @@ class RewardSpec:
         energy_scale_j: joules per unit of reward (1000: the return is in kJ).
         overload_penalty_j_per_pod_s: joules charged per pod-second of slowdown (service-level
             penalty expressed as equivalent energy).
+        unschedulable_penalty_j: joules charged per pod that is left unplaced (it fits on no node, or the
+            agent chose a node where it does not fit). Far above what one pod's run costs (about 10 kJ
+            on the SPECpower nodes), so that no policy can save energy by crowding pods out.
     """
 
     energy_scale_j: float = 1000.0
     overload_penalty_j_per_pod_s: float = 20.0
+    unschedulable_penalty_j: float = 100_000.0
+
+    def cost_j(self, energy_j: float, overload_pod_s: float, unschedulable: float) -> float:
+        """What the environment minimises, J: energy plus the penalties (minus the return, times energy_scale_j)."""
+        return energy_j + self.overload_penalty_j_per_pod_s * overload_pod_s + self.unschedulable_penalty_j * unschedulable
 
 
 @dataclass(frozen=True)
@@ -323,11 +331,12 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
     if not isinstance(rw_raw, dict):
         raise top.fail("reward", "expected a table")
     rw = _Reader(source, rw_raw, "reward.")
-    rw.check_keys({"energy_scale_j", "overload_penalty_j_per_pod_s"})
+    rw.check_keys({"energy_scale_j", "overload_penalty_j_per_pod_s", "unschedulable_penalty_j"})
     dr = RewardSpec()
     reward = RewardSpec(
         energy_scale_j=rw.number("energy_scale_j", dr.energy_scale_j, positive=True),
         overload_penalty_j_per_pod_s=rw.number("overload_penalty_j_per_pod_s", dr.overload_penalty_j_per_pod_s),
+        unschedulable_penalty_j=rw.number("unschedulable_penalty_j", dr.unschedulable_penalty_j),
     )
 
     max_cpu = max(g.node_type.cpu_cores for g in groups)

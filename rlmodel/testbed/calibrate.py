@@ -181,7 +181,8 @@ def calibrate(samples: pd.DataFrame, *, like: Scenario, cpu_cores: float, memory
               f"usage_of_request = [{wl.usage_of_request[0]:g}, {wl.usage_of_request[1]:g}]",
               f"duration_s = [{wl.duration_s[0]:g}, {wl.duration_s[1]:g}]", "",
               "[reward]", f"energy_scale_j = {rw.energy_scale_j:g}",
-              f"overload_penalty_j_per_pod_s = {rw.overload_penalty_j_per_pod_s:g}", ""]
+              f"overload_penalty_j_per_pod_s = {rw.overload_penalty_j_per_pod_s:g}",
+              f"unschedulable_penalty_j = {rw.unschedulable_penalty_j:g}", ""]
     return fits, "\n".join(lines)
 
 
