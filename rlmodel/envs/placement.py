@@ -153,6 +153,11 @@ class PodPlacementEnv(gym.Env):
         return self._observe(), float(reward), self._done, False, info
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def pod_index(self) -> int:
+        """Index in the trace of the pod awaiting a decision (after the end: the number of pods)."""
+        return self._pod
+
     def episode_metrics(self) -> dict[str, float]:
         """Totals of the episode so far (complete once terminated)."""
         sim = self.sim

@@ -227,6 +227,36 @@ class ClusterSim:
         self._overload_rate, self._version, self._events = orate[:], version[:], events[:]
         self.node_of, self.finish_s = node_of.copy(), finish.copy()
 
+    def progress(self) -> list[tuple[int, float]]:
+        """(pod, work done in s) for every bound pod that has not finished: running ones, then those waiting
+        for their node to wake (done 0). What a scheduler could know from pod start times and slowdowns."""
+        out: list[tuple[int, float]] = []
+        for node in range(self.num_nodes):
+            vt_now = self._vt[node] + self._rate[node] * (self.now_s - self._last[node])
+            out += [(pod, self._work[pod] - (finish - vt_now)) for finish, pod in self._running[node]]
+            out += [(pod, 0.0) for pod in self._waiting[node]]
+        return out
+
+    def branch(self, snap: tuple, *, usage_cores: list[float], work_s: list[float], cpu_request_cores: list[float],
+               memory_request_gib: list[float], remaining_s: dict[int, float]) -> None:
+        """Continue from `snap` (a `snapshot` of a simulator of the same scenario) in a possible future.
+
+        The per-pod lists (one entry per pod of the trace) replace the trace's: what is not known yet, such
+        as the run times and usage of pods still to come, can be sampled. `remaining_s` gives the work left
+        (s) of each running pod. Used by look-ahead planners (`rlmodel.evaluation.rollout`).
+        """
+        self.restore(snap)
+        self._usage, self._work = usage_cores, work_s
+        self._cpu_req_pod, self._mem_req_pod = cpu_request_cores, memory_request_gib
+        t = self.now_s
+        for node in range(self.num_nodes):
+            self._sync(node, t)
+            if self._running[node]:
+                vt = self._vt[node]
+                self._running[node] = [(vt + remaining_s[pod], pod) for _, pod in self._running[node]]
+                heapq.heapify(self._running[node])
+            self._schedule(node)
+
     # ------------------------------------------------------------------ internals
     def _integrate(self, t: float) -> None:
         dt = t - self.now_s

@@ -77,7 +77,8 @@ class RewardSpec:
 
     def cost_j(self, energy_j: float, overload_pod_s: float, unschedulable: float) -> float:
         """What the environment minimises, J: energy plus the penalties (minus the return, times energy_scale_j)."""
-        return energy_j + self.overload_penalty_j_per_pod_s * overload_pod_s + self.unschedulable_penalty_j * unschedulable
+        return (energy_j + self.overload_penalty_j_per_pod_s * overload_pod_s
+                + self.unschedulable_penalty_j * unschedulable)
 
 
 @dataclass(frozen=True)

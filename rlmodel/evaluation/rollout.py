@@ -1,0 +1,139 @@
+"""How much can an online scheduler gain over efficient-first? A look-ahead planner that samples the future.
+
+The hindsight search (`rlmodel.evaluation.hindsight`) knows every pod's run time in advance, which no
+scheduler does. This planner knows only what a scheduler could know at the moment of the decision:
+
+* the arriving pod's requests (not its actual usage or run time);
+* for every bound pod, its usage and the work it has done so far (from its start time and the
+  node's slowdown); for the pods of the episode still to come, only how many there are;
+* the scenario's workload distributions (arrival rate, request, usage and run-time ranges): a
+  scheduler can learn these from history, and the DQN learns them implicitly in training.
+
+At each decision it draws `samples` possible futures consistent with that knowledge: the pod's usage
+and run time; the remaining run time of each running pod given the work it has done (run times are
+uniform on `duration_s`, so a pod that has done d s of work has U(max(d, low), high) - d left);
+the arrivals, requests, usage and run times of the pods still to come. For every feasible node it
+places the pod there and plays efficient-first to the end of the episode in each sampled future, in
+the twin (common random numbers: every node is tried in the same futures). It then keeps
+efficient-first's own choice unless another node is cheaper on average by more than `z` standard
+errors of the paired difference, so that sampling noise does not make it worse than its base policy.
+This is one step of policy improvement over efficient-first (Bertsekas' rollout algorithm), with the
+environment's own objective (energy plus penalties).
+
+It is an evaluation tool, like the hindsight search, not a scheduler to deploy: it reads the twin's
+state and replays the rest of the episode `samples` x candidates times per decision (about 25 s per
+60-pod episode at 64 samples on one core). `benchmarks/online_lookahead.py` reports its figures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.errors import PolicyError
+from rlmodel.policies.base import Obs
+from rlmodel.sim.cluster import ASLEEP, ClusterSim
+
+
+def efficient_first_node(sim: ClusterSim, cpu_request: float, memory_request: float, wpc: np.ndarray) -> int:
+    """Efficient-first's choice read from the simulator's state (-1: the pod fits nowhere).
+
+    The same order as `rlmodel.policies.heuristics.EfficientFirst` (awake first, then lowest peak watts per
+    core `wpc`, then the fullest by CPU requests), with ties going to the lowest index instead of a random one.
+    """
+    mask = sim.fits(cpu_request, memory_request)
+    if not mask.any():
+        return -1
+    asleep = np.fromiter((s == ASLEEP for s in sim.state), dtype=bool, count=sim.num_nodes)
+    scores = -1e6 * asleep - 10.0 * wpc + np.asarray(sim.cpu_requested) / sim.cores
+    return int(np.argmax(np.where(mask, scores, -np.inf)))
+
+
+class RolloutPlanner:
+    """Monte Carlo look-ahead over efficient-first (see the module docstring); the `Policy` protocol.
+
+    Args:
+        env: the environment the planner acts in; it must run the digital twin (the planner reads its state).
+        samples: possible futures drawn per decision.
+        z: how many standard errors better than efficient-first's choice another node must be.
+        seed: seeds the sampled futures (with the episode's seed from `reset`).
+    """
+
+    name = "rollout"
+
+    def __init__(self, env: PodPlacementEnv, *, samples: int = 64, z: float = 2.0, seed: int = 0):
+        if not isinstance(env.sim, ClusterSim):
+            raise PolicyError("the rollout planner needs the simulated cluster (--backend sim)")
+        if samples < 2:
+            raise PolicyError(f"rollout samples must be >= 2, got {samples}")
+        self.env, self.samples, self.z, self.seed = env, samples, z, seed
+        self._twin = ClusterSim(env.scenario)
+        self._wpc = np.round(self._twin.peak_watts / self._twin.cores, 3)
+        self._rng = np.random.default_rng(seed)
+        self.deviations = 0  # decisions (this episode) where the planner overruled efficient-first
+
+    def reset(self, seed: int | None = None) -> None:
+        self._rng = np.random.default_rng([self.seed, 0 if seed is None else seed])
+        self.deviations = 0
+
+    def predict(self, obs: Obs, action_mask: np.ndarray) -> int:
+        candidates = np.flatnonzero(action_mask)
+        sim = self.env.sim
+        assert isinstance(sim, ClusterSim)
+        pod = self.env.pod_index
+        base = efficient_first_node(sim, sim._cpu_req_pod[pod], sim._mem_req_pod[pod], self._wpc)
+        if candidates.size <= 1:
+            return int(candidates[0]) if candidates.size else base
+        costs = self.sampled_costs(candidates)
+        diff = costs - costs[:, [int(np.flatnonzero(candidates == base)[0])]]
+        mean = diff.mean(axis=0)
+        stderr = diff.std(axis=0, ddof=1) / np.sqrt(self.samples)
+        better = mean < -self.z * stderr - 1e-6
+        if not better.any():
+            return base
+        self.deviations += 1
+        return int(candidates[int(np.argmin(np.where(better, mean, np.inf)))])
+
+    def sampled_costs(self, candidates: np.ndarray) -> np.ndarray:
+        """(samples, candidates) cost in J of placing the pod on each candidate, then efficient-first, per future."""
+        sim, twin, rng = self.env.sim, self._twin, self._rng
+        assert isinstance(sim, ClusterSim) and sim.trace is not None
+        wl, reward = self.env.scenario.workload, self.env.scenario.reward
+        low, high = wl.duration_s
+        pod, n_pods = self.env.pod_index, len(sim.trace)
+        snap, progress = sim.snapshot(), sim.progress()
+        costs = np.empty((self.samples, candidates.size))
+        for k in range(self.samples):
+            usage, work = list(sim._usage), list(sim._work)
+            cpu, mem = list(sim._cpu_req_pod), list(sim._mem_req_pod)
+            # this pod: its requests are known, its usage and run time are not
+            usage[pod] = cpu[pod] * rng.uniform(*wl.usage_of_request)
+            work[pod] = rng.uniform(low, high)
+            # bound pods: the run time left, given the work done
+            remaining = {}
+            for p, done in progress:
+                total = rng.uniform(max(done, low), high)
+                work[p] = total  # waiting pods (done 0) start later with this run time
+                remaining[p] = max(total - done, 0.0)
+            # pods still to come: Poisson arrivals (memoryless, so the next gap starts now) and fresh draws
+            arrival = sim.now_s + np.cumsum(rng.exponential(wl.mean_interarrival_s, size=n_pods - pod - 1))
+            for j in range(pod + 1, n_pods):
+                c = rng.uniform(*wl.cpu_request_cores)
+                cpu[j] = round(c * 1000.0) / 1000.0
+                mem[j] = round(rng.uniform(*wl.memory_request_gib) * 1024.0) / 1024.0
+                usage[j] = c * rng.uniform(*wl.usage_of_request)
+                work[j] = rng.uniform(low, high)
+            for ci, node in enumerate(candidates):
+                twin.branch(snap, usage_cores=usage, work_s=work, cpu_request_cores=cpu, memory_request_gib=mem,
+                            remaining_s=remaining)
+                twin.place(pod, int(node))
+                for j in range(pod + 1, n_pods):
+                    twin.advance_to(float(arrival[j - pod - 1]))
+                    a = efficient_first_node(twin, cpu[j], mem[j], self._wpc)
+                    if a < 0:
+                        twin.reject(j)
+                    else:
+                        twin.place(j, a)
+                twin.drain()
+                costs[k, ci] = reward.cost_j(twin.energy_j, twin.overload_pod_s, twin.unschedulable)
+        return costs
