@@ -15,11 +15,10 @@ from rlmodel.sim.cluster import ClusterSim
 
 def _play(env: PodPlacementEnv, decisions: int, seed: int):
     """Reset on `seed` and make `decisions` efficient-first decisions; returns (obs, info)."""
-    wpc = np.round(env.sim.peak_watts / env.sim.cores, 3)
     obs, info = env.reset(seed=seed)
     for _ in range(decisions):
         pod = env.pod_index
-        a = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod], wpc)
+        a = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod])
         obs, _, done, _, info = env.step(a)
         assert not done
     return obs, info
@@ -28,14 +27,13 @@ def _play(env: PodPlacementEnv, decisions: int, seed: int):
 def test_efficient_first_node_is_one_of_efficient_firsts_best():
     env = PodPlacementEnv("hetero-sleep")
     ef = make_policy("efficient-first")
-    wpc = np.round(env.sim.peak_watts / env.sim.cores, 3)
     obs, info = env.reset(seed=4)
     done, checked = False, 0
     while not done:
         mask = info["action_mask"]
         scores = np.where(mask, ef.scores(obs, mask), -np.inf)
         pod = env.pod_index
-        a = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod], wpc)
+        a = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod])
         assert mask[a] and scores[a] == scores.max()
         checked += 1
         obs, _, done, _, info = env.step(a)
@@ -45,7 +43,6 @@ def test_efficient_first_node_is_one_of_efficient_firsts_best():
 def test_a_branch_with_the_true_future_replays_the_episode_exactly():
     sc = load_scenario("hetero-sleep")
     env = PodPlacementEnv(sc)
-    wpc = np.round(env.sim.peak_watts / env.sim.cores, 3)
     _play(env, 25, seed=7)
     real, pod = env.sim, env.pod_index
     remaining = {p: real._work[p] - done for p, done in real.progress()}  # the true run time left
@@ -56,7 +53,7 @@ def test_a_branch_with_the_true_future_replays_the_episode_exactly():
     for sim in (twin, real):  # the rest of the episode, the same way in both
         for j in range(pod, len(real.trace)):
             sim.advance_to(float(real.trace.arrival_s[j]))
-            a = efficient_first_node(sim, real._cpu_req_pod[j], real._mem_req_pod[j], wpc)
+            a = efficient_first_node(sim, real._cpu_req_pod[j], real._mem_req_pod[j])
             sim.reject(j) if a < 0 else sim.place(j, a)
         sim.drain()
     assert real.pods_done == len(real.trace) - real.unschedulable
@@ -93,10 +90,9 @@ def test_the_planner_picks_feasible_nodes_and_never_overrules_without_evidence()
     strict.reset(seed=0)
     obs, info = env.reset(seed=0)
     done = False
-    wpc = np.round(env.sim.peak_watts / env.sim.cores, 3)
     while not done:
         pod = env.pod_index
-        base = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod], wpc)
+        base = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod])
         a = strict.predict(obs, info["action_mask"])
         assert info["action_mask"][a] and a == base
         obs, _, done, _, info = env.step(a)

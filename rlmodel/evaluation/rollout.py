@@ -32,20 +32,21 @@ import numpy as np
 from rlmodel.envs.placement import PodPlacementEnv
 from rlmodel.errors import PolicyError
 from rlmodel.policies.base import Obs
+from rlmodel.policies.heuristics import efficient_first_scores
 from rlmodel.sim.cluster import ASLEEP, ClusterSim
 
 
-def efficient_first_node(sim: ClusterSim, cpu_request: float, memory_request: float, wpc: np.ndarray) -> int:
+def efficient_first_node(sim: ClusterSim, cpu_request: float, memory_request: float) -> int:
     """Efficient-first's choice read from the simulator's state (-1: the pod fits nowhere).
 
-    The same order as `rlmodel.policies.heuristics.EfficientFirst` (awake first, then lowest peak watts per
-    core `wpc`, then the fullest by CPU requests), with ties going to the lowest index instead of a random one.
+    `rlmodel.policies.heuristics.efficient_first_scores` on the twin's arrays, without building an
+    observation; ties go to the lowest index instead of a random one.
     """
     mask = sim.fits(cpu_request, memory_request)
     if not mask.any():
         return -1
-    asleep = np.fromiter((s == ASLEEP for s in sim.state), dtype=bool, count=sim.num_nodes)
-    scores = -1e6 * asleep - 10.0 * wpc + np.asarray(sim.cpu_requested) / sim.cores
+    asleep = np.fromiter((s == ASLEEP for s in sim.state), dtype=np.float64, count=sim.num_nodes)
+    scores = efficient_first_scores(asleep, sim.peak_watts, sim.cores, np.asarray(sim.cpu_requested))
     return int(np.argmax(np.where(mask, scores, -np.inf)))
 
 
@@ -68,7 +69,6 @@ class RolloutPlanner:
             raise PolicyError(f"rollout samples must be >= 2, got {samples}")
         self.env, self.samples, self.z, self.seed = env, samples, z, seed
         self._twin = ClusterSim(env.scenario)
-        self._wpc = np.round(self._twin.peak_watts / self._twin.cores, 3)
         self._rng = np.random.default_rng(seed)
         self.deviations = 0  # decisions (this episode) where the planner overruled efficient-first
 
@@ -81,7 +81,7 @@ class RolloutPlanner:
         sim = self.env.sim
         assert isinstance(sim, ClusterSim)
         pod = self.env.pod_index
-        base = efficient_first_node(sim, sim._cpu_req_pod[pod], sim._mem_req_pod[pod], self._wpc)
+        base = efficient_first_node(sim, sim._cpu_req_pod[pod], sim._mem_req_pod[pod])
         if candidates.size <= 1:
             return int(candidates[0]) if candidates.size else base
         costs = self.sampled_costs(candidates)
@@ -129,7 +129,7 @@ class RolloutPlanner:
                 twin.place(pod, int(node))
                 for j in range(pod + 1, n_pods):
                     twin.advance_to(float(arrival[j - pod - 1]))
-                    a = efficient_first_node(twin, cpu[j], mem[j], self._wpc)
+                    a = efficient_first_node(twin, cpu[j], mem[j])
                     if a < 0:
                         twin.reject(j)
                     else:

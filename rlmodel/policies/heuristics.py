@@ -123,10 +123,16 @@ class EfficientFirst(ScoringPolicy):
 
     def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
         nodes = obs["nodes"].astype(np.float64)
-        watts_per_core = nodes[:, COL["peak_watts"]] / nodes[:, COL["cpu_cores"]]
-        fill = nodes[:, COL["cpu_requested_cores"]] / nodes[:, COL["cpu_cores"]]
-        # lexicographic: awake first, then efficiency, then fill (fill < 1 so it only breaks ties)
-        return -1e6 * nodes[:, COL["asleep"]] - 10.0 * np.round(watts_per_core, 3) + fill
+        return efficient_first_scores(nodes[:, COL["asleep"]], nodes[:, COL["peak_watts"]],
+                                      nodes[:, COL["cpu_cores"]], nodes[:, COL["cpu_requested_cores"]])
+
+
+def efficient_first_scores(asleep: np.ndarray, peak_watts: np.ndarray, cpu_cores: np.ndarray,
+                           cpu_requested_cores: np.ndarray) -> np.ndarray:
+    """Efficient-first's (N,) scores from per-node arrays (also read straight from the twin by look-ahead planners)."""
+    watts_per_core = np.round(peak_watts / cpu_cores, 3)
+    # lexicographic: awake first, then efficiency, then fill (fill < 1 so it only breaks ties)
+    return -1e6 * asleep - 10.0 * watts_per_core + cpu_requested_cores / cpu_cores
 
 
 class RoundRobin:
