@@ -6,8 +6,12 @@ hindsight search (knows every run time in advance; N replays per episode), which
 optimum from above. Prints per episode and the mean energy of each over efficient-first's, with the
 paired 95 % confidence interval of the difference. Episodes run in `--jobs` processes.
 
+`--information run-times` or `clairvoyant` runs the same planner knowing more than a scheduler can (the
+true run times of the arriving and bound pods; the whole future): the same algorithm with more
+information, to tell how much of the gap to hindsight is missing information.
+
     .venv/bin/python benchmarks/online_lookahead.py [--scenario hetero-sleep] [--episodes 20] [--seed 1000]
-        [--samples 64] [--z 2] [--hindsight 1000] [--jobs 2]
+        [--samples 64] [--z 2] [--information online] [--hindsight 1000] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -21,18 +25,18 @@ import numpy as np
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.evaluation.benchmark import ci95_halfwidth, episode_seeds, run_episode
 from rlmodel.evaluation.hindsight import hindsight_search
-from rlmodel.evaluation.rollout import RolloutPlanner
+from rlmodel.evaluation.rollout import INFORMATION, RolloutPlanner
 from rlmodel.policies import make_policy
 from rlmodel.sim import load_scenario
 
 
-def one_episode(args: tuple[str, int, int, float, int]) -> tuple[int, float, float, int, float, float]:
+def one_episode(args: tuple[str, int, int, float, str, int]) -> tuple[int, float, float, int, float, float]:
     """(seed, efficient-first kJ, look-ahead kJ, look-ahead deviations, hindsight kJ or nan, look-ahead s)."""
-    scenario_name, seed, samples, z, hindsight = args
+    scenario_name, seed, samples, z, information, hindsight = args
     scenario = load_scenario(scenario_name)
     env = PodPlacementEnv(scenario)
     ef = run_episode(env, make_policy("efficient-first"), seed)
-    planner = RolloutPlanner(env, samples=samples, z=z)
+    planner = RolloutPlanner(env, samples=samples, z=z, information=information)
     t0 = time.perf_counter()
     la = run_episode(env, planner, seed)
     took = time.perf_counter() - t0
@@ -48,11 +52,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="first held-out episode seed")
     parser.add_argument("--samples", type=int, default=64, help="sampled futures per decision")
     parser.add_argument("--z", type=float, default=2.0, help="standard errors needed to overrule efficient-first")
+    parser.add_argument("--information", default="online", choices=INFORMATION,
+                        help="what the planner knows of the future (only online is a real scheduler)")
     parser.add_argument("--hindsight", type=int, default=0, help="hindsight replays per episode (0: skip)")
     parser.add_argument("--jobs", type=int, default=2)
     a = parser.parse_args()
-    work = [(a.scenario, s, a.samples, a.z, a.hindsight) for s in episode_seeds(a.seed, a.episodes)]
-    print(f"{a.scenario}: {a.episodes} episodes from seed {a.seed}, {a.samples} futures per decision, z = {a.z:g}")
+    work = [(a.scenario, s, a.samples, a.z, a.information, a.hindsight) for s in episode_seeds(a.seed, a.episodes)]
+    print(f"{a.scenario}: {a.episodes} episodes from seed {a.seed}, {a.samples} futures per decision, z = {a.z:g}, "
+          f"information {a.information}")
     print("seed   efficient-first kJ   look-ahead kJ (ratio, overrules)   hindsight kJ (ratio)   look-ahead s")
     rows = []
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:

@@ -102,3 +102,63 @@ def test_the_planner_picks_feasible_nodes_and_never_overrules_without_evidence()
 def test_bad_planner_settings_are_refused():
     with pytest.raises(PolicyError, match="samples"):
         RolloutPlanner(PodPlacementEnv("tiny"), samples=1)
+    with pytest.raises(PolicyError, match="information"):
+        RolloutPlanner(PodPlacementEnv("tiny"), information="psychic")
+
+
+def _costs_after_changing(information: str, change) -> tuple[np.ndarray, np.ndarray]:
+    """The planner's sampled costs at decision 30 of seed 11, before and after `change(sim, pod)`."""
+    env = PodPlacementEnv("hetero-sleep")
+    _, info = _play(env, 30, seed=11)
+    candidates = np.flatnonzero(info["action_mask"])
+    planner = RolloutPlanner(env, samples=4, information=information)
+    planner.reset(seed=11)
+    before = planner.sampled_costs(candidates)
+    change(env.sim, env.pod_index)
+    planner.reset(seed=11)
+    return before, planner.sampled_costs(candidates)
+
+
+def _slower_bound_pods(sim, pod):
+    """Every running pod needs 600 s more work than drawn: the same work done so far, more left."""
+    for node, running in enumerate(sim._running):
+        for _, p in running:
+            sim._work[p] += 600.0
+        sim._running[node] = [(finish + 600.0, p) for finish, p in running]
+
+
+def _later_pods_longer(sim, pod):
+    for j in range(pod + 1, len(sim.trace)):
+        sim._work[j] = 1800.0
+
+
+def test_information_levels_read_what_they_claim_and_nothing_more():
+    # declared run times: the bound pods' true run times count, later pods stay unknown
+    before, after = _costs_after_changing("run-times", _slower_bound_pods)
+    assert not np.array_equal(before, after)
+    before, after = _costs_after_changing("run-times", _later_pods_longer)
+    assert np.array_equal(before, after)
+    # clairvoyant: later pods count too, and there is one future, the real one
+    before, after = _costs_after_changing("clairvoyant", _later_pods_longer)
+    assert before.shape[0] == 1 and not np.array_equal(before, after)
+    # online: neither (work done is read back from the twin's clocks: equal up to rounding)
+    for change in (_slower_bound_pods, _later_pods_longer):
+        before, after = _costs_after_changing("online", change)
+        assert np.allclose(before, after, rtol=1e-9, atol=0)
+
+
+def test_the_clairvoyant_planner_costs_are_the_real_episodes_costs():
+    """With the whole future known, the planner's cost of efficient-first's node is what the episode then costs."""
+    env = PodPlacementEnv("hetero-sleep")
+    _, info = _play(env, 20, seed=5)
+    pod = env.pod_index
+    base = efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod])
+    planner = RolloutPlanner(env, information="clairvoyant")
+    predicted = planner.sampled_costs(np.array([base]))[0, 0]
+    done = False
+    while not done:  # efficient-first to the end, in the real environment
+        pod = env.pod_index
+        _, _, done, _, info = env.step(efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod]))
+    m = env.episode_metrics()
+    actual = env.scenario.reward.cost_j(m["energy_j"], m["overload_pod_s"], m["unschedulable"])
+    assert predicted == pytest.approx(actual, rel=1e-9)

@@ -20,6 +20,15 @@ errors of the paired difference, so that sampling noise does not make it worse t
 This is one step of policy improvement over efficient-first (Bertsekas' rollout algorithm), with the
 environment's own objective (energy plus penalties).
 
+How much of the gap to the hindsight schedules is missing information, and how much is the algorithm?
+`information` runs the same planner knowing more than a scheduler can:
+
+* "online" (the default): as above.
+* "run-times": the true usage and run time of the arriving pod and of every bound pod (as if each pod
+  declared them, say as an annotation); later pods are still sampled.
+* "clairvoyant": the whole future, later pods included. One sampled future is then the real one, so
+  the planner moves to the cheapest node whenever it is cheaper at all (`samples` and `z` are unused).
+
 It is an evaluation tool, like the hindsight search, not a scheduler to deploy: it reads the twin's
 state and replays the rest of the episode `samples` x candidates times per decision (about 25 s per
 60-pod episode at 64 samples on one core). `benchmarks/online_lookahead.py` reports its figures.
@@ -34,6 +43,8 @@ from rlmodel.errors import PolicyError
 from rlmodel.policies.base import Obs
 from rlmodel.policies.heuristics import efficient_first_scores
 from rlmodel.sim.cluster import ASLEEP, ClusterSim
+
+INFORMATION = ("online", "run-times", "clairvoyant")
 
 
 def efficient_first_node(sim: ClusterSim, cpu_request: float, memory_request: float) -> int:
@@ -58,16 +69,23 @@ class RolloutPlanner:
         samples: possible futures drawn per decision.
         z: how many standard errors better than efficient-first's choice another node must be.
         seed: seeds the sampled futures (with the episode's seed from `reset`).
+        information: what the planner knows of the future: "online", "run-times" or "clairvoyant" (see the
+            module docstring; only "online" is a scheduler that could run).
     """
 
     name = "rollout"
 
-    def __init__(self, env: PodPlacementEnv, *, samples: int = 64, z: float = 2.0, seed: int = 0):
+    def __init__(self, env: PodPlacementEnv, *, samples: int = 64, z: float = 2.0, seed: int = 0,
+                 information: str = "online"):
         if not isinstance(env.sim, ClusterSim):
             raise PolicyError("the rollout planner needs the simulated cluster (--backend sim)")
-        if samples < 2:
+        if information not in INFORMATION:
+            raise PolicyError(f"rollout information must be one of {', '.join(INFORMATION)}, got {information!r}")
+        if information == "clairvoyant":
+            samples, z = 1, 0.0
+        elif samples < 2:
             raise PolicyError(f"rollout samples must be >= 2, got {samples}")
-        self.env, self.samples, self.z, self.seed = env, samples, z, seed
+        self.env, self.samples, self.z, self.seed, self.information = env, samples, z, seed, information
         self._twin = ClusterSim(env.scenario)
         self._rng = np.random.default_rng(seed)
         self.deviations = 0  # decisions (this episode) where the planner overruled efficient-first
@@ -87,7 +105,7 @@ class RolloutPlanner:
         costs = self.sampled_costs(candidates)
         diff = costs - costs[:, [int(np.flatnonzero(candidates == base)[0])]]
         mean = diff.mean(axis=0)
-        stderr = diff.std(axis=0, ddof=1) / np.sqrt(self.samples)
+        stderr = diff.std(axis=0, ddof=1) / np.sqrt(self.samples) if self.samples > 1 else np.zeros_like(mean)
         better = mean < -self.z * stderr - 1e-6
         if not better.any():
             return base
@@ -103,26 +121,30 @@ class RolloutPlanner:
         pod, n_pods = self.env.pod_index, len(sim.trace)
         snap, progress = sim.snapshot(), sim.progress()
         costs = np.empty((self.samples, candidates.size))
+        knows_run_times = self.information != "online"
         for k in range(self.samples):
             usage, work = list(sim._usage), list(sim._work)
             cpu, mem = list(sim._cpu_req_pod), list(sim._mem_req_pod)
-            # this pod: its requests are known, its usage and run time are not
-            usage[pod] = cpu[pod] * rng.uniform(*wl.usage_of_request)
-            work[pod] = rng.uniform(low, high)
+            # this pod: its requests are known, its usage and run time are not (unless declared)
+            if not knows_run_times:
+                usage[pod] = cpu[pod] * rng.uniform(*wl.usage_of_request)
+                work[pod] = rng.uniform(low, high)
             # bound pods: the run time left, given the work done
             remaining = {}
             for p, done in progress:
-                total = rng.uniform(max(done, low), high)
+                total = work[p] if knows_run_times else rng.uniform(max(done, low), high)
                 work[p] = total  # waiting pods (done 0) start later with this run time
                 remaining[p] = max(total - done, 0.0)
-            # pods still to come: Poisson arrivals (memoryless, so the next gap starts now) and fresh draws
-            arrival = sim.now_s + np.cumsum(rng.exponential(wl.mean_interarrival_s, size=n_pods - pod - 1))
-            for j in range(pod + 1, n_pods):
-                c = rng.uniform(*wl.cpu_request_cores)
-                cpu[j] = round(c * 1000.0) / 1000.0
-                mem[j] = round(rng.uniform(*wl.memory_request_gib) * 1024.0) / 1024.0
-                usage[j] = c * rng.uniform(*wl.usage_of_request)
-                work[j] = rng.uniform(low, high)
+            if self.information == "clairvoyant":  # the real arrivals, requests, usage and run times
+                arrival = np.asarray(sim.trace.arrival_s[pod + 1:], dtype=np.float64)
+            else:  # pods still to come: Poisson arrivals (memoryless, so the next gap starts now), fresh draws
+                arrival = sim.now_s + np.cumsum(rng.exponential(wl.mean_interarrival_s, size=n_pods - pod - 1))
+                for j in range(pod + 1, n_pods):
+                    c = rng.uniform(*wl.cpu_request_cores)
+                    cpu[j] = round(c * 1000.0) / 1000.0
+                    mem[j] = round(rng.uniform(*wl.memory_request_gib) * 1024.0) / 1024.0
+                    usage[j] = c * rng.uniform(*wl.usage_of_request)
+                    work[j] = rng.uniform(low, high)
             for ci, node in enumerate(candidates):
                 twin.branch(snap, usage_cores=usage, work_s=work, cpu_request_cores=cpu, memory_request_gib=mem,
                             remaining_s=remaining)
