@@ -157,8 +157,8 @@ def test_the_clairvoyant_planner_costs_are_the_real_episodes_costs():
     predicted = planner.sampled_costs(np.array([base]))[0, 0]
     done = False
     while not done:  # efficient-first to the end, in the real environment
-        pod = env.pod_index
-        _, _, done, _, info = env.step(efficient_first_node(env.sim, env.sim._cpu_req_pod[pod], env.sim._mem_req_pod[pod]))
+        sim, pod = env.sim, env.pod_index
+        _, _, done, _, info = env.step(efficient_first_node(sim, sim._cpu_req_pod[pod], sim._mem_req_pod[pod]))
     m = env.episode_metrics()
     actual = env.scenario.reward.cost_j(m["energy_j"], m["overload_pod_s"], m["unschedulable"])
     assert predicted == pytest.approx(actual, rel=1e-9)
