@@ -21,7 +21,7 @@ import torch
 from rlmodel.agents.dqn import DQNConfig, train
 from rlmodel.agents.policy import DQNPolicy
 from rlmodel.envs import PodPlacementEnv
-from rlmodel.evaluation.benchmark import episode_seeds, run_benchmark, summarize
+from rlmodel.evaluation.benchmark import ci95_halfwidth, episode_seeds, run_benchmark, summarize
 from rlmodel.evaluation.hindsight import hindsight_search
 from rlmodel.evaluation.report import format_table, write_csv_atomic
 from rlmodel.policies import BASELINES, make_policy
@@ -40,7 +40,10 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str, hi
     best = baselines["energy_j_mean"].idxmin()
     dqn = s.loc["dqn"]
     print(f"  dqn / round-robin      {dqn.ratio_to_round_robin:.3f} (paired CI ± {dqn.ratio_to_round_robin_ci95:.3f})")
-    print(f"  dqn / best baseline    {dqn.energy_j_mean / s.loc[best].energy_j_mean:.3f} (best: {best})")
+    paired = df.pivot_table(index="seed", columns="policy", values="energy_j")
+    diff_kj = (paired["dqn"] - paired[best]).to_numpy() / 1e3
+    print(f"  dqn / best baseline    {dqn.energy_j_mean / s.loc[best].energy_j_mean:.3f} (best: {best}; paired "
+          f"difference {diff_kj.mean():+.2f} ± {ci95_halfwidth(diff_kj):.2f} kJ, 95 % CI)")
     print(f"  dqn / oracle           {dqn.energy_j_mean / s.loc['oracle'].energy_j_mean:.3f} "
           f"(oracle: {','.join(sorted(set(df[df.policy == 'oracle'].oracle_kind)))})")
     rr_overload = s.loc["round-robin"].overload_pod_s_mean
