@@ -5,7 +5,9 @@
     GET /metrics   request counts and a latency histogram (Prometheus)
 
 Work per unit of intensity: cpu, 20,000 SHA-256 rounds; memory, 8 MiB allocated and touched;
-io, 1 MiB written, fsync'd and read back; mixed, a third of each.
+io, 1 MiB written, fsync'd and read back; mixed, a third of each. The response reports the work
+done (`work`: SHA-256 rounds, bytes of memory touched, bytes read back from disk) and its wall time
+(`seconds`), so a client can check that the work was really done, not only that time passed.
 
 Run locally: python testapp/app.py --host 127.0.0.1 --port 8080
 (the image runs the same app under gunicorn).
@@ -27,22 +29,23 @@ MODES = ("cpu", "memory", "io", "mixed")
 MAX_INTENSITY = 20
 
 
-def work_cpu(units: float) -> str:
+def work_cpu(units: float) -> dict:
+    rounds = int(20_000 * units)
     h = b"rlsched"
-    for _ in range(int(20_000 * units)):
+    for _ in range(rounds):
         h = hashlib.sha256(h).digest()
-    return h.hex()[:16]
+    return {"sha256_rounds": rounds, "digest": h.hex()[:16]}
 
 
-def work_memory(units: float) -> int:
+def work_memory(units: float) -> dict:
     size = int(8 * (1 << 20) * units)
     buf = bytearray(size)
     for i in range(0, size, 4096):
         buf[i] = 1
-    return size
+    return {"memory_bytes": sum(buf) * 4096}
 
 
-def work_io(units: float, folder: str) -> int:
+def work_io(units: float, folder: str) -> dict:
     size = int((1 << 20) * units)
     fd, path = tempfile.mkstemp(prefix="testapp-", dir=folder)
     try:
@@ -51,7 +54,7 @@ def work_io(units: float, folder: str) -> int:
             fh.flush()
             os.fsync(fh.fileno())
         with open(path, "rb") as fh:
-            return len(fh.read())
+            return {"io_bytes": len(fh.read())}
     finally:
         os.unlink(path)
 
@@ -81,17 +84,17 @@ def create_app(scratch_dir: str | None = None) -> Flask:
             return jsonify(error=f"intensity: expected a whole number from 1 to {MAX_INTENSITY}, got {raw[:20]!r}"), 400
         start = time.perf_counter()
         if mode == "cpu":
-            result = work_cpu(intensity)
+            done = work_cpu(intensity)
         elif mode == "memory":
-            result = work_memory(intensity)
+            done = work_memory(intensity)
         elif mode == "io":
-            result = work_io(intensity, folder)
+            done = work_io(intensity, folder)
         else:
-            result = (work_cpu(intensity / 3), work_memory(intensity / 3), work_io(intensity / 3, folder))
+            done = {**work_cpu(intensity / 3), **work_memory(intensity / 3), **work_io(intensity / 3, folder)}
         elapsed = time.perf_counter() - start
         latency.labels(mode).observe(elapsed)
         requests_total.labels(mode, "200").inc()
-        return jsonify(mode=mode, intensity=intensity, seconds=elapsed, result=str(result))
+        return jsonify(mode=mode, intensity=intensity, seconds=elapsed, work=done)
 
     @app.get("/healthz")
     def healthz():

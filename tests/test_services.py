@@ -132,7 +132,14 @@ def test_testapp_does_bounded_real_work(testapp, mode):
     r5 = requests.get(testapp.url + "/work", params={"mode": mode, "intensity": 5}, timeout=30)
     assert r1.status_code == r5.status_code == 200
     assert r1.json()["mode"] == mode and r5.json()["intensity"] == 5
-    assert r5.json()["seconds"] > r1.json()["seconds"]
+    w1, w5 = r1.json()["work"], r5.json()["work"]
+    expected = {"cpu": {"sha256_rounds"}, "memory": {"memory_bytes"}, "io": {"io_bytes"},
+                "mixed": {"sha256_rounds", "memory_bytes", "io_bytes"}}[mode]
+    for key in expected:  # five times the work, counted by what was hashed, touched and read back
+        assert w1[key] > 0 and abs(w5[key] / w1[key] - 5) < 0.01, (key, w1, w5)
+    if "io_bytes" in expected:
+        assert w5["io_bytes"] == int((1 << 20) * (5 if mode == "io" else 5 / 3))
+    assert r1.json()["seconds"] > 0 and r5.json()["seconds"] > 0
 
 
 @pytest.mark.parametrize("params", [{"intensity": 0}, {"intensity": 21}, {"intensity": "x"},
