@@ -2,8 +2,9 @@
 
 Each variant keeps efficient-first's order (awake first, then lowest peak watts per core) and changes
 what decides among equals: best fit on CPU and memory; nodes with pods before empty ones; the x3550
-class first, then busy nodes; or the node whose running pods are youngest and so have the longest
-expected remaining run time (run times are uniform, so a pod of age a has (1800 - max(a, 120)) / 2 s
+class first, then busy nodes; headroom (an awake node stays above a large node filled past 85 % of
+its cores by requests, the look-ahead planner's most frequent overrule); or the node whose running
+pods are youngest and so have the longest expected remaining run time (run times are uniform, so a pod of age a has (1800 - max(a, 120)) / 2 s
 left on average; this one reads pod ages from the twin, which the observation does not show).
 Prints each variant's mean energy over efficient-first's.
 
@@ -56,6 +57,21 @@ class BigThenBusy(ScoringPolicy):
         return -1e6 * n[:, COL["asleep"]] + 1e5 * (wpc < 30) + 1e4 * (n[:, COL["pods"]] > 0) - 10 * wpc + fill
 
 
+class Headroom(ScoringPolicy):
+    """Awake first; among awake nodes, large nodes (more than 4 cores) are passed over when the pod would
+    fill them past `fill` of their cores by requests; then lowest peak watts per core."""
+
+    def __init__(self, fill: float):
+        super().__init__()
+        self.fill, self.name = fill, f"headroom ({fill:.0%} of a large node)"
+
+    def scores(self, obs, action_mask):
+        n, wpc, fill = _columns(obs)
+        after = (n[:, COL["cpu_requested_cores"]] + float(obs["pod"][0])) / n[:, COL["cpu_cores"]]
+        too_full = (after > self.fill) & (n[:, COL["cpu_cores"]] > 4)
+        return -1e6 * n[:, COL["asleep"]] - 1e5 * too_full - 10 * wpc + fill
+
+
 class YoungestPods(ScoringPolicy):
     """Among equals, the node expected to stay busy longest (reads pod ages from the twin)."""
 
@@ -87,7 +103,7 @@ def main() -> None:
         for sc in (base, base.scaled(4)):
             env = PodPlacementEnv(sc)
             policies = [make_policy("efficient-first"), BestFit(), BusyFirst(), BigThenBusy(),
-                        YoungestPods(env, 0.5), YoungestPods(env, 0.9)]
+                        Headroom(0.85), YoungestPods(env, 0.5), YoungestPods(env, 0.9)]
             energy = {p.name: np.mean([run_episode(env, p, s).energy_j for s in seeds]) for p in policies}
             ref = energy["efficient-first"]
             print(f"{sc.name}: " + ", ".join(f"{k} {v / ref:.4f}" for k, v in energy.items() if k != "efficient-first"))
