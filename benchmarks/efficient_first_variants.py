@@ -4,8 +4,9 @@ Each variant keeps efficient-first's order (awake first, then lowest peak watts 
 what decides among equals: best fit on CPU and memory; nodes with pods before empty ones; the x3550
 class first, then busy nodes; headroom (an awake node stays above a large node filled past 85 % of
 its cores by requests, the look-ahead planner's most frequent overrule); or the node whose running
-pods are youngest and so have the longest expected remaining run time (run times are uniform, so a pod of age a has (1800 - max(a, 120)) / 2 s
-left on average; this one reads pod ages from the twin, which the observation does not show).
+pods are youngest and so have the longest expected remaining run time (run times are uniform, so a
+pod of age a has (1800 - max(a, 120)) / 2 s left on average; this one reads pod ages from the twin,
+which the observation does not show).
 Prints each variant's mean energy over efficient-first's.
 
     .venv/bin/python benchmarks/efficient_first_variants.py [--episodes 20] [--seed 1000]
