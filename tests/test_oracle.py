@@ -85,8 +85,7 @@ def test_hindsight_search_brackets_the_optimum_from_above(seed):
     env.reset(seed=seed)
     exact = exact_optimum(sc, env.trace)
     assert exact is not None
-    penalty = sc.reward.overload_penalty_j_per_pod_s
-    optimum_kj = (exact.energy_j + penalty * exact.overload_pod_s) / sc.reward.energy_scale_j
+    optimum_kj = sc.reward.cost_j(exact.energy_j, exact.overload_pod_s, exact.unschedulable) / sc.reward.energy_scale_j
     h = hindsight_search(sc, seed, make_policy("round-robin"), replays=200)
     assert optimum_kj - 1e-9 <= h.cost_kj <= h.base_cost_kj
     assert h.cost_kj < h.base_cost_kj  # round-robin leaves room on tiny (it is 85 % above the optimum)

@@ -134,6 +134,30 @@ def test_same_seed_same_trace_and_results():
     assert r1 == r2
 
 
+def test_sample_pod_draws_what_sample_trace_draws():
+    """One pod at a time (look-ahead planners) and a whole trace: same distributions, same stored units."""
+    from rlmodel.sim.workload import sample_pod
+
+    wl = load_scenario("hetero-sleep").workload
+    rng = np.random.default_rng(5)
+    pods = np.array([sample_pod(wl, rng) for _ in range(4000)])
+    tr = [sample_trace(wl, np.random.default_rng(s)) for s in range(4000 // wl.pods_per_episode + 1)]
+    whole = np.column_stack([np.concatenate([getattr(t, f) for t in tr]) for f in
+                             ("cpu_request_cores", "memory_request_gib", "usage_cores", "work_s")])
+    for col, bounds in enumerate([wl.cpu_request_cores, wl.memory_request_gib, None, wl.duration_s]):
+        if bounds is not None:
+            lo, hi = bounds
+            assert lo - 1e-3 <= pods[:, col].min() and pods[:, col].max() <= hi + 1e-3
+        # same distribution: means agree within a few standard errors
+        se = np.hypot(pods[:, col].std() / np.sqrt(len(pods)), whole[:, col].std() / np.sqrt(len(whole)))
+        assert abs(pods[:, col].mean() - whole[:, col].mean()) < 5 * se
+    # requests stored as Kubernetes stores them: whole millicores and MiB
+    assert np.allclose(pods[:, 0] * 1000, np.round(pods[:, 0] * 1000))
+    assert np.allclose(pods[:, 1] * 1024, np.round(pods[:, 1] * 1024))
+    ratio = pods[:, 2] / pods[:, 0]  # usage is the unrounded request times the usage factor
+    assert wl.usage_of_request[0] - 0.01 <= ratio.min() and ratio.max() <= wl.usage_of_request[1] + 0.01
+
+
 def test_snapshot_restore_replays_identically():
     sc = load_scenario("tiny")
     sim = ClusterSim(sc)

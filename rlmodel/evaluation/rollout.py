@@ -43,6 +43,7 @@ from rlmodel.errors import PolicyError
 from rlmodel.policies.base import Obs
 from rlmodel.policies.heuristics import efficient_first_scores
 from rlmodel.sim.cluster import ASLEEP, ClusterSim
+from rlmodel.sim.workload import sample_pod
 
 INFORMATION = ("online", "run-times", "clairvoyant")
 
@@ -140,11 +141,7 @@ class RolloutPlanner:
             else:  # pods still to come: Poisson arrivals (memoryless, so the next gap starts now), fresh draws
                 arrival = sim.now_s + np.cumsum(rng.exponential(wl.mean_interarrival_s, size=n_pods - pod - 1))
                 for j in range(pod + 1, n_pods):
-                    c = rng.uniform(*wl.cpu_request_cores)
-                    cpu[j] = round(c * 1000.0) / 1000.0
-                    mem[j] = round(rng.uniform(*wl.memory_request_gib) * 1024.0) / 1024.0
-                    usage[j] = c * rng.uniform(*wl.usage_of_request)
-                    work[j] = rng.uniform(low, high)
+                    cpu[j], mem[j], usage[j], work[j] = sample_pod(wl, rng)
             for ci, node in enumerate(candidates):
                 twin.branch(snap, usage_cores=usage, work_s=work, cpu_request_cores=cpu, memory_request_gib=mem,
                             remaining_s=remaining)

@@ -31,6 +31,16 @@ class PodTrace:
         return int(self.arrival_s.shape[0])
 
 
+def as_stored_cpu_cores(cores):
+    """CPU request as Kubernetes stores it: whole millicores (scalar or array)."""
+    return np.round(np.asarray(cores) * 1000.0) / 1000.0
+
+
+def as_stored_memory_gib(gib):
+    """Memory request as Kubernetes stores it: whole MiB (scalar or array)."""
+    return np.round(np.asarray(gib) * 1024.0) / 1024.0
+
+
 def sample_trace(spec: WorkloadSpec, rng: np.random.Generator) -> PodTrace:
     """Draw one episode's pods: Poisson arrivals, uniform requests, usage and durations."""
     n = spec.pods_per_episode
@@ -42,9 +52,18 @@ def sample_trace(spec: WorkloadSpec, rng: np.random.Generator) -> PodTrace:
     work = rng.uniform(*spec.duration_s, size=n)
     return PodTrace(
         arrival_s=np.cumsum(gaps),
-        # round requests to what Kubernetes stores: millicores and MiB
-        cpu_request_cores=np.round(cpu * 1000.0) / 1000.0,
-        memory_request_gib=np.round(mem * 1024.0) / 1024.0,
+        cpu_request_cores=as_stored_cpu_cores(cpu),
+        memory_request_gib=as_stored_memory_gib(mem),
         usage_cores=usage,
         work_s=work,
     )
+
+
+def sample_pod(spec: WorkloadSpec, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """One pod from the same distributions as `sample_trace`, drawn alone (look-ahead planners sample
+    the pods still to come one at a time): (cpu_request_cores, memory_request_gib, usage_cores, work_s)."""
+    cpu = rng.uniform(*spec.cpu_request_cores)
+    mem = rng.uniform(*spec.memory_request_gib)
+    usage = cpu * rng.uniform(*spec.usage_of_request)
+    work = rng.uniform(*spec.duration_s)
+    return float(as_stored_cpu_cores(cpu)), float(as_stored_memory_gib(mem)), usage, work
