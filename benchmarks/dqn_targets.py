@@ -21,7 +21,7 @@ import torch
 from rlmodel.agents.dqn import DQNConfig, train
 from rlmodel.agents.policy import DQNPolicy
 from rlmodel.envs import PodPlacementEnv
-from rlmodel.evaluation.benchmark import ci95_halfwidth, episode_seeds, run_benchmark, summarize
+from rlmodel.evaluation.benchmark import agreement, ci95_halfwidth, episode_seeds, run_benchmark, summarize
 from rlmodel.evaluation.hindsight import hindsight_search
 from rlmodel.evaluation.report import format_table, write_csv_atomic
 from rlmodel.policies import BASELINES, make_policy
@@ -48,8 +48,8 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str, hi
           f"(oracle: {','.join(sorted(set(df[df.policy == 'oracle'].oracle_kind)))})")
     rr_overload = s.loc["round-robin"].overload_pod_s_mean
     print(f"  overload dqn {dqn.overload_pod_s_mean:.1f} pod-s, round-robin {rr_overload:.1f}")
-    print(f"  dqn agrees with efficient-first on {agreement(scenario, policy, episode_seeds(seed, episodes)):.1%} "
-          "of decisions")
+    same = agreement(PodPlacementEnv(scenario), policy, make_policy("efficient-first"), episode_seeds(seed, episodes))
+    print(f"  dqn agrees with efficient-first on {same:.1%} of decisions")
     if hindsight:
         found = [hindsight_search(scenario, ep_seed, make_policy("efficient-first"), replays=hindsight)
                  for ep_seed in episode_seeds(seed, episodes)]
@@ -58,21 +58,6 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str, hi
               f"efficient-first / it {s.loc['efficient-first'].energy_j_mean / energy:.3f}, "
               f"dqn / it {dqn.energy_j_mean / energy:.3f}")
     return summary
-
-
-def agreement(scenario, policy, seeds) -> float:
-    """Share of the DQN's decisions that efficient-first scores as its best (ties count as agreement)."""
-    env, heuristic, same, total = PodPlacementEnv(scenario), make_policy("efficient-first"), 0, 0
-    for seed in seeds:
-        obs, info = env.reset(seed=seed)
-        done = not info["action_mask"].any()
-        while not done:
-            mask = info["action_mask"]
-            action, scores = policy.predict(obs, mask), heuristic.scores(obs, mask)
-            same += scores[action] == scores[mask].max()
-            total += 1
-            obs, _, done, _, info = env.step(action)
-    return same / max(total, 1)
 
 
 def main() -> None:

@@ -240,22 +240,12 @@ def test_efficient_first_pick_feature_marks_the_heuristics_choice():
 def test_demonstrations_pretrain_the_network_to_follow_the_demonstrator(tmp_path):
     """DQfD: after pretraining on efficient-first's episodes (and nothing else), the greedy policy makes
     the demonstrator's choices on held-out episodes; without demonstrations, the same budget does not."""
+    from rlmodel.evaluation.benchmark import agreement
     from rlmodel.policies import make_policy
 
-    def agreement(path: Path) -> float:
-        policy, heuristic = DQNPolicy.load(path), make_policy("efficient-first")
-        env, same, total = PodPlacementEnv("hetero-sleep"), 0, 0
-        for seed in (11, 12):
-            obs, info = env.reset(seed=seed)
-            done = False
-            while not done:
-                mask = info["action_mask"]
-                a = policy.predict(obs, mask)
-                scores = heuristic.scores(obs, mask)
-                same += scores[a] == scores[mask].max()
-                total += 1
-                obs, _, done, _, info = env.step(a)
-        return same / total
+    def agreement_with_efficient_first(path: Path) -> float:
+        return agreement(PodPlacementEnv("hetero-sleep"), DQNPolicy.load(path), make_policy("efficient-first"),
+                         (11, 12))
 
     common = dict(SMALL, total_steps=0, checkpoint_every=1000, validation_episodes=0, demo_episodes=10,
                   pretrain_steps=400)
@@ -264,5 +254,5 @@ def test_demonstrations_pretrain_the_network_to_follow_the_demonstrator(tmp_path
     assert data["hyperparameters"]["demonstrator"] == "efficient-first"
     plain = tmp_path / "plain.pth"
     train(DQNConfig(seed=1, demonstrator="", **common), load_scenario("hetero-sleep"), plain)
-    assert agreement(demo) >= 0.9
-    assert agreement(plain) < 0.7
+    assert agreement_with_efficient_first(demo) >= 0.9
+    assert agreement_with_efficient_first(plain) < 0.7

@@ -12,7 +12,7 @@ from scipy import stats
 
 from rlmodel.envs.placement import PodPlacementEnv
 from rlmodel.evaluation.oracle import oracle as run_oracle
-from rlmodel.policies.base import Policy
+from rlmodel.policies.base import Policy, ScoringPolicy
 from rlmodel.sim.scenario import Scenario
 
 EPISODE_COLUMNS = [
@@ -56,6 +56,23 @@ def run_episode(env: PodPlacementEnv, policy: Policy, seed: int) -> EpisodeResul
     m = env.episode_metrics()
     return EpisodeResult(m["energy_j"], m["overload_pod_s"], m["unschedulable"], m["mean_watts"],
                          m["wake_delay_pod_s"], m["wakeups"], m["makespan_s"], total, tuple(actions))
+
+
+def agreement(env: PodPlacementEnv, policy: Policy, reference: ScoringPolicy, seeds: Sequence[int]) -> float:
+    """Share of `policy`'s decisions on the episodes of `seeds` that `reference` scores as its best
+    (a tie for the best counts as agreement): how often a learned policy makes a heuristic's choices."""
+    same = total = 0
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        policy.reset(seed=seed)
+        done = not info["action_mask"].any()
+        while not done:
+            mask = info["action_mask"]
+            action, scores = policy.predict(obs, mask), reference.scores(obs, mask)
+            same += bool(scores[action] == scores[mask].max())
+            total += 1
+            obs, _, done, _, info = env.step(action)
+    return same / max(total, 1)
 
 
 def episode_seeds(seed: int, episodes: int) -> list[int]:
