@@ -134,16 +134,16 @@ def test_same_seed_same_trace_and_results():
     assert r1 == r2
 
 
-def test_sample_pod_draws_what_sample_trace_draws():
-    """One pod at a time (look-ahead planners) and a whole trace: same distributions, same stored units."""
-    from rlmodel.sim.workload import sample_pod
+def test_sample_pods_draws_what_sample_trace_draws():
+    """The pods still to come (look-ahead planners) and a whole trace: same distributions, same stored units."""
+    from rlmodel.sim.workload import sample_pods
 
     wl = load_scenario("hetero-sleep").workload
-    rng = np.random.default_rng(5)
-    pods = np.array([sample_pod(wl, rng) for _ in range(4000)])
-    tr = [sample_trace(wl, np.random.default_rng(s)) for s in range(4000 // wl.pods_per_episode + 1)]
-    whole = np.column_stack([np.concatenate([getattr(t, f) for t in tr]) for f in
-                             ("cpu_request_cores", "memory_request_gib", "usage_cores", "work_s")])
+    later = sample_pods(wl, np.random.default_rng(5), 4000, start_s=500.0)
+    traces = [sample_trace(wl, np.random.default_rng(s)) for s in range(4000 // wl.pods_per_episode + 1)]
+    fields = ("cpu_request_cores", "memory_request_gib", "usage_cores", "work_s")
+    pods = np.column_stack([getattr(later, f) for f in fields])
+    whole = np.column_stack([np.concatenate([getattr(t, f) for t in traces]) for f in fields])
     for col, bounds in enumerate([wl.cpu_request_cores, wl.memory_request_gib, None, wl.duration_s]):
         if bounds is not None:
             lo, hi = bounds
@@ -156,6 +156,9 @@ def test_sample_pod_draws_what_sample_trace_draws():
     assert np.allclose(pods[:, 1] * 1024, np.round(pods[:, 1] * 1024))
     ratio = pods[:, 2] / pods[:, 0]  # usage is the unrounded request times the usage factor
     assert wl.usage_of_request[0] - 0.01 <= ratio.min() and ratio.max() <= wl.usage_of_request[1] + 0.01
+    # Poisson arrivals after start_s: every gap, the first included, is exponential with the spec's mean
+    gaps = np.diff(later.arrival_s, prepend=500.0)
+    assert gaps.min() > 0 and abs(gaps.mean() - wl.mean_interarrival_s) < 5 * wl.mean_interarrival_s / np.sqrt(4000)
 
 
 def test_snapshot_restore_replays_identically():

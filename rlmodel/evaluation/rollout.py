@@ -43,7 +43,7 @@ from rlmodel.errors import PolicyError
 from rlmodel.policies.base import Obs
 from rlmodel.policies.heuristics import efficient_first_scores
 from rlmodel.sim.cluster import ASLEEP, ClusterSim
-from rlmodel.sim.workload import sample_pod
+from rlmodel.sim.workload import sample_pods
 
 INFORMATION = ("online", "run-times", "clairvoyant")
 
@@ -139,9 +139,10 @@ class RolloutPlanner:
             if self.information == "clairvoyant":  # the real arrivals, requests, usage and run times
                 arrival = np.asarray(sim.trace.arrival_s[pod + 1:], dtype=np.float64)
             else:  # pods still to come: Poisson arrivals (memoryless, so the next gap starts now), fresh draws
-                arrival = sim.now_s + np.cumsum(rng.exponential(wl.mean_interarrival_s, size=n_pods - pod - 1))
-                for j in range(pod + 1, n_pods):
-                    cpu[j], mem[j], usage[j], work[j] = sample_pod(wl, rng)
+                later = sample_pods(wl, rng, n_pods - pod - 1, start_s=sim.now_s)
+                arrival = later.arrival_s
+                cpu[pod + 1:], mem[pod + 1:] = later.cpu_request_cores.tolist(), later.memory_request_gib.tolist()
+                usage[pod + 1:], work[pod + 1:] = later.usage_cores.tolist(), later.work_s.tolist()
             for ci, node in enumerate(candidates):
                 twin.branch(snap, usage_cores=usage, work_s=work, cpu_request_cores=cpu, memory_request_gib=mem,
                             remaining_s=remaining)

@@ -59,11 +59,22 @@ def sample_trace(spec: WorkloadSpec, rng: np.random.Generator) -> PodTrace:
     )
 
 
-def sample_pod(spec: WorkloadSpec, rng: np.random.Generator) -> tuple[float, float, float, float]:
-    """One pod from the same distributions as `sample_trace`, drawn alone (look-ahead planners sample
-    the pods still to come one at a time): (cpu_request_cores, memory_request_gib, usage_cores, work_s)."""
-    cpu = rng.uniform(*spec.cpu_request_cores)
-    mem = rng.uniform(*spec.memory_request_gib)
-    usage = cpu * rng.uniform(*spec.usage_of_request)
-    work = rng.uniform(*spec.duration_s)
-    return float(as_stored_cpu_cores(cpu)), float(as_stored_memory_gib(mem)), usage, work
+def sample_pods(spec: WorkloadSpec, rng: np.random.Generator, n: int, *, start_s: float) -> PodTrace:
+    """`n` pods still to come after `start_s`, from the same distributions as `sample_trace` (Poisson
+    arrivals, the first one gap after `start_s`: arrivals are memoryless). For look-ahead planners that
+    sample possible futures. Each pod's request, memory, usage factor and run time are drawn together
+    (sample_trace draws each quantity for the whole episode in turn), so the random stream differs."""
+    arrival = start_s + np.cumsum(rng.exponential(spec.mean_interarrival_s, size=n))
+    u = rng.random((n, 4))  # per pod: cpu request, memory request, usage factor, run time
+
+    def scaled(col: int, bounds: tuple[float, float]) -> np.ndarray:
+        return bounds[0] + (bounds[1] - bounds[0]) * u[:, col]  # = rng.uniform(*bounds), draw by draw
+
+    cpu = scaled(0, spec.cpu_request_cores)
+    return PodTrace(
+        arrival_s=arrival,
+        cpu_request_cores=as_stored_cpu_cores(cpu),
+        memory_request_gib=as_stored_memory_gib(scaled(1, spec.memory_request_gib)),
+        usage_cores=cpu * scaled(2, spec.usage_of_request),
+        work_s=scaled(3, spec.duration_s),
+    )
