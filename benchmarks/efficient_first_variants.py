@@ -21,7 +21,7 @@ import numpy as np
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.policies import make_policy
-from rlmodel.policies.base import COL, ScoringPolicy
+from rlmodel.policies.base import COL, POD_COL, ScoringPolicy
 from rlmodel.sim import load_scenario
 
 
@@ -68,7 +68,8 @@ class Headroom(ScoringPolicy):
 
     def scores(self, obs, action_mask):
         n, wpc, fill = _columns(obs)
-        after = (n[:, COL["cpu_requested_cores"]] + float(obs["pod"][0])) / n[:, COL["cpu_cores"]]
+        pod_cpu = float(obs["pod"][POD_COL["cpu_request_cores"]])
+        after = (n[:, COL["cpu_requested_cores"]] + pod_cpu) / n[:, COL["cpu_cores"]]
         too_full = (after > self.fill) & (n[:, COL["cpu_cores"]] > 4)
         return -1e6 * n[:, COL["asleep"]] - 1e5 * too_full - 10 * wpc + fill
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlmodel.envs.placement import NODE_FEATURES
+from rlmodel.envs.observation import NODE_COL, POD_COL, Obs
 from rlmodel.policies.heuristics import EfficientFirst
 
 FEATURE_SCHEMA_VERSION = 4
@@ -48,71 +48,83 @@ FEATURES: tuple[str, ...] = (
                                    # score; a prior the network can follow or overrule)
 )
 NUM_FEATURES = len(FEATURES)
-_C = {name: i for i, name in enumerate(NODE_FEATURES)}
 _EFFICIENT_FIRST = EfficientFirst()
 
 
-def node_features(obs: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, NUM_FEATURES) float32 features for every node of one observation."""
+def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
+    """Every feature of `FEATURES` by name: an (N,) array or a scalar shared by all nodes.
+
+    Adding a feature: one entry here, its name in `FEATURES`, and `FEATURE_SCHEMA_VERSION` + 1.
+    """
     nodes = obs["nodes"].astype(np.float32, copy=False)
     pod = obs["pod"].astype(np.float32, copy=False)
+
+    def node(name: str) -> np.ndarray:
+        return nodes[:, NODE_COL[name]]
+
+    pod_cpu, pod_mem = pod[POD_COL["cpu_request_cores"]], pod[POD_COL["memory_request_gib"]]
     n = nodes.shape[0]
-    cores = np.maximum(nodes[:, _C["cpu_cores"]], 1e-6)
-    mem = np.maximum(nodes[:, _C["memory_gib"]], 1e-6)
-    cpu_req = nodes[:, _C["cpu_requested_cores"]]
-    mem_req = nodes[:, _C["memory_requested_gib"]]
-    used = nodes[:, _C["cpu_used_cores"]]
-    watts = nodes[:, _C["watts"]]
-    asleep = nodes[:, _C["asleep"]]
-    pods = nodes[:, _C["pods"]]
-    out = np.empty((n, NUM_FEATURES), dtype=np.float32)
-    out[:, 0] = cores / 12.0
-    out[:, 1] = mem / 16.0
-    out[:, 2] = cpu_req / cores
-    out[:, 3] = mem_req / mem
-    out[:, 4] = used / cores
-    out[:, 5] = (cpu_req + pod[0]) / cores
-    out[:, 6] = (mem_req + pod[1]) / mem
-    out[:, 7] = watts / 100.0
-    out[:, 8] = (nodes[:, _C["watts_if_placed"]] - watts) / 100.0
-    out[:, 9] = nodes[:, _C["idle_watts"]] / 100.0
-    out[:, 10] = nodes[:, _C["peak_watts"]] / 100.0
-    out[:, 11] = nodes[:, _C["peak_watts"]] / cores / 10.0
-    out[:, 12] = asleep
-    out[:, 13] = nodes[:, _C["waking_s"]] / 60.0
-    out[:, 14] = pods / 10.0
-    out[:, 15] = pods == 0
-    out[:, 16] = pod[0] / cores
-    out[:, 17] = pod[0]
-    out[:, 18] = pod[1]
-    out[:, 19] = pod[2]
+    cores = np.maximum(node("cpu_cores"), 1e-6)
+    mem = np.maximum(node("memory_gib"), 1e-6)
+    cpu_req, mem_req, used = node("cpu_requested_cores"), node("memory_requested_gib"), node("cpu_used_cores")
+    watts, asleep, pods = node("watts"), node("asleep"), node("pods")
+    idle, sleep_after = node("idle_s"), node("sleep_after_s")
+    peak, idle_w = node("peak_watts"), node("idle_watts")
     total_cores = float(cores.sum())
-    out[:, 20] = float(cpu_req.sum()) / total_cores
-    out[:, 21] = float(used.sum()) / total_cores
-    out[:, 22] = 1.0 - float(asleep.mean())
-    out[:, 23] = float(watts.mean()) / 100.0
-    idle = nodes[:, _C["idle_s"]]
-    sleep_after = nodes[:, _C["sleep_after_s"]]
     empty_awake = (pods == 0) & (asleep == 0)
-    out[:, 24] = idle / 60.0
-    out[:, 25] = np.where(empty_awake & (sleep_after > 0), np.maximum(sleep_after - idle, 0.0), 0.0) / 60.0
-    out[:, 26] = sleep_after > 0
+    cpu_requested_frac = cpu_req / cores
+    col: dict[str, np.ndarray | float] = {
+        "cpu_cores_x12": cores / 12.0,
+        "memory_gib_x16": mem / 16.0,
+        "cpu_requested_frac": cpu_requested_frac,
+        "memory_requested_frac": mem_req / mem,
+        "cpu_used_frac": used / cores,
+        "cpu_requested_frac_after": (cpu_req + pod_cpu) / cores,
+        "memory_requested_frac_after": (mem_req + pod_mem) / mem,
+        "watts_x100": watts / 100.0,
+        "marginal_watts_x100": (node("watts_if_placed") - watts) / 100.0,
+        "idle_watts_x100": idle_w / 100.0,
+        "peak_watts_x100": peak / 100.0,
+        "watts_per_core_x10": peak / cores / 10.0,
+        "asleep": asleep,
+        "waking_min": node("waking_s") / 60.0,
+        "pods_x10": pods / 10.0,
+        "empty": pods == 0,
+        "pod_cpu_frac": pod_cpu / cores,
+        "pod_cpu_cores": pod_cpu,
+        "pod_memory_gib": pod_mem,
+        "episode_progress": pod[POD_COL["episode_progress"]],
+        "cluster_cpu_requested_frac": float(cpu_req.sum()) / total_cores,
+        "cluster_cpu_used_frac": float(used.sum()) / total_cores,
+        "cluster_awake_frac": 1.0 - float(asleep.mean()),
+        "cluster_watts_per_node_x100": float(watts.mean()) / 100.0,
+        "idle_min": idle / 60.0,
+        "sleep_in_min": np.where(empty_awake & (sleep_after > 0), np.maximum(sleep_after - idle, 0.0), 0.0) / 60.0,
+        "sleeps": sleep_after > 0,
+    }
     # relational: among feasible awake nodes of the same type (same cores and curve), how far from the fullest
-    fits = nodes[:, _C["fits"]] > 0
-    frac = out[:, 2]
+    fits = node("fits") > 0
     # one float key per node type (cores, peak and idle watts): 1-D unique is far cheaper than row-wise unique
-    key = (cores.astype(np.float64) * 1e8 + nodes[:, _C["peak_watts"]].astype(np.float64) * 1e3
-           + nodes[:, _C["idle_watts"]])
+    key = cores.astype(np.float64) * 1e8 + peak.astype(np.float64) * 1e3 + idle_w
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
-    candidates = np.where(fits & (asleep == 0), frac, -np.inf)
+    candidates = np.where(fits & (asleep == 0), cpu_requested_frac, -np.inf)
     fullest_sorted = np.repeat(np.maximum.reduceat(candidates[order], starts), np.diff(np.r_[starts, n]))
     fullest = np.empty(n, dtype=np.float64)
     fullest[order] = fullest_sorted
-    gap = frac - fullest
-    out[:, 27] = np.where(np.isfinite(gap), gap, -1.0)
+    gap = cpu_requested_frac - fullest
+    col["fill_gap_same_type"] = np.where(np.isfinite(gap), gap, -1.0)
     # every node the heuristic might pick (it breaks ties at random), so that the feature is a function of the state
     ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf)
-    out[:, 28] = fits & (ef_scores == ef_scores.max())
+    col["efficient_first_pick"] = fits & (ef_scores == ef_scores.max())
+    return col
+
+
+def node_features(obs: Obs) -> np.ndarray:
+    """(N, NUM_FEATURES) float32 features for every node of one observation, columns in `FEATURES` order."""
+    col = feature_columns(obs)
+    out = np.empty((obs["nodes"].shape[0], NUM_FEATURES), dtype=np.float32)
+    for i, name in enumerate(FEATURES):
+        out[:, i] = col[name]
     return out

@@ -18,14 +18,10 @@ import torch
 from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATURES
 from rlmodel.agents.qnet import NodeScorer
 from rlmodel.atomic import atomic_path
-from rlmodel.errors import RlschedError
+from rlmodel.errors import ModelError
 
 FORMAT = "rlsched-dqn"
 FORMAT_VERSION = 1
-
-
-class ModelError(RlschedError):
-    """A model file is missing, corrupt or incompatible with this version of rlsched."""
 
 
 @dataclass

@@ -8,34 +8,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rlmodel.sim.cluster import ASLEEP, WAKING, ClusterSim
+from rlmodel.envs.observation import IDLE_S_MAX, NODE_FEATURES, POD_FEATURES, ObservationBuilder
+from rlmodel.sim.backend import ClusterBackend
+from rlmodel.sim.cluster import ClusterSim
 from rlmodel.sim.scenario import Scenario, load_scenario
 from rlmodel.sim.workload import sample_trace
 
-NODE_FEATURES: tuple[str, ...] = (
-    "cpu_cores",             # allocatable CPU, cores
-    "memory_gib",            # allocatable memory, GiB
-    "cpu_requested_cores",   # sum of the requests of pods bound to the node, cores
-    "memory_requested_gib",  # the same for memory, GiB
-    "cpu_used_cores",        # actual CPU demand of the running pods, cores (may exceed cpu_cores)
-    "watts",                 # power drawn now, W
-    "watts_if_placed",       # power once this pod runs there at its request (after waking), W
-    "idle_watts",            # power at 0 % CPU, W
-    "peak_watts",            # power at 100 % CPU, W
-    "asleep",                # 1 if the node sleeps (placing here wakes it), else 0
-    "waking_s",              # time left until a waking node runs pods, s
-    "pods",                  # pods bound to the node
-    "fits",                  # 1 if the pod's requests fit (same as info["action_mask"])
-    "idle_s",                # how long an awake node has been empty, s (0 when it has pods or sleeps)
-    "sleep_after_s",         # idle time after which the node sleeps, s (0: never)
-)
-POD_FEATURES: tuple[str, ...] = (
-    "cpu_request_cores",     # the pod's CPU request, cores
-    "memory_request_gib",    # the pod's memory request, GiB
-    "episode_progress",      # fraction of the episode's pods that arrived before this one
-)
-_F = {name: i for i, name in enumerate(NODE_FEATURES)}
-IDLE_S_MAX = 3600.0  # idle_s is clipped here
+__all__ = ["NODE_FEATURES", "POD_FEATURES", "PodPlacementEnv"]
 
 
 class PodPlacementEnv(gym.Env):
@@ -56,7 +35,8 @@ class PodPlacementEnv(gym.Env):
 
     ## Observation space
     `Dict(nodes=Box(0, high, (N, 15), float32), pod=Box(0, high, (3,), float32))`, in physical units so
-    that one network with weights shared across nodes serves any N:
+    that one network with weights shared across nodes serves any N (built by
+    `rlmodel.envs.observation.ObservationBuilder`, which a live cluster view uses too):
     nodes columns `NODE_FEATURES`: cpu_cores, memory_gib, cpu_requested_cores, memory_requested_gib,
     cpu_used_cores, watts, watts_if_placed, idle_watts, peak_watts, asleep, waking_s, pods, fits,
     idle_s (how long an awake node has been empty, clipped at 3600), sleep_after_s (0: never sleeps);
@@ -72,7 +52,8 @@ class PodPlacementEnv(gym.Env):
 
     ## Backends
     `PodPlacementEnv(scenario)` runs the digital twin. `PodPlacementEnv(scenario, cluster=MinikubeCluster(...))`
-    runs the same spaces and reward on a real cluster (`rlmodel.testbed.backend`): each decision
+    runs the same spaces and reward on a real cluster. Any `rlmodel.sim.backend.ClusterBackend` can stand
+    behind the env (`rlmodel.testbed.backend`): each decision
     binds a real pod and is followed by one measurement window whose energy comes from the host power
     monitor and whose overload comes from JMeter latencies against the service level.
 
@@ -95,11 +76,11 @@ class PodPlacementEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, scenario: Scenario | str = "hetero-sleep", cluster: Any = None):
+    def __init__(self, scenario: Scenario | str = "hetero-sleep", cluster: ClusterBackend | None = None):
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         # the digital twin by default; `rlmodel.testbed.backend.MinikubeCluster` is the real cluster behind the
-        # same interface (reset, fits, place, reject, advance_to, drain and the per-node state lists)
-        self.sim = ClusterSim(self.scenario) if cluster is None else cluster
+        # same interface (rlmodel.sim.backend.ClusterBackend)
+        self.sim: ClusterBackend = ClusterSim(self.scenario) if cluster is None else cluster
         n = self.sim.num_nodes
         self.num_nodes = n
         self.action_space = spaces.Discrete(n)
@@ -109,13 +90,7 @@ class PodPlacementEnv(gym.Env):
                 "pod": spaces.Box(0.0, self._pod_high(), dtype=np.float32),
             }
         )
-        self._static = np.zeros((n, len(NODE_FEATURES)), dtype=np.float32)
-        self._static[:, _F["cpu_cores"]] = self.sim.cores
-        self._static[:, _F["memory_gib"]] = self.sim.memory_gib
-        self._static[:, _F["idle_watts"]] = self.sim.idle_watts
-        self._static[:, _F["peak_watts"]] = self.sim.peak_watts
-        self._static[:, _F["sleep_after_s"]] = self.scenario.idle_sleep_after_s
-        self._high = self._node_high()
+        self._observation = ObservationBuilder(self.sim)
         self._reward = self.scenario.reward
         self._scale = self.scenario.reward.energy_scale_j
         self._pod = 0
@@ -190,7 +165,9 @@ class PodPlacementEnv(gym.Env):
 
     def _pod_high(self) -> np.ndarray:
         wl = self.scenario.workload
-        return np.array([wl.cpu_request_cores[1], wl.memory_request_gib[1], 1.0], dtype=np.float32) * np.float32(1.001)
+        col = {"cpu_request_cores": wl.cpu_request_cores[1], "memory_request_gib": wl.memory_request_gib[1],
+               "episode_progress": 1.0}
+        return np.array([col[name] for name in POD_FEATURES], dtype=np.float32) * np.float32(1.001)
 
     def _advance_to_next_decision(self) -> bool:
         """Move time to the next pod that fits somewhere; True when the episode is over."""
@@ -208,36 +185,11 @@ class PodPlacementEnv(gym.Env):
         return True
 
     def _observe(self) -> dict[str, np.ndarray]:
-        sim = self.sim
-        nodes = self._static.copy()
-        pod = np.zeros(len(POD_FEATURES), dtype=np.float32)
-        if self._pod < len(self.trace):
-            cpu_req = float(self.trace.cpu_request_cores[self._pod])
-            pod[0] = cpu_req
-            pod[1] = self.trace.memory_request_gib[self._pod]
-            pod[2] = self._pod / len(self.trace)
-        else:
-            cpu_req = 0.0
-        # one conversion of the event core's per-node lists (faster than one per column)
-        requested, mem_requested, demand, watts, pods_on, state, empty_since, wake_done = np.array(
-            (sim.cpu_requested, sim.mem_requested, sim.demand, sim.watts, sim.pods_on, sim.state,
-             sim.empty_since, sim.wake_done), dtype=np.float64)
-        awake = state == 0
-        # a sleeping or waking node's pods are not running yet: estimate them by their requests
-        after = np.where(awake, demand, requested) + cpu_req
-        nodes[:, 2] = requested
-        nodes[:, 3] = mem_requested
-        nodes[:, 4] = demand
-        nodes[:, 5] = watts
-        nodes[:, 6] = sim.power_w(after)
-        nodes[:, 9] = state == ASLEEP
-        if sim.wake_s > 0:
-            nodes[:, 10] = np.where(state == WAKING, wake_done - sim.now_s, 0.0)
-        nodes[:, 11] = pods_on
-        nodes[:, 12] = self._mask
-        nodes[:, 13] = np.minimum(np.where(awake & (pods_on == 0), sim.now_s - empty_since, 0.0), IDLE_S_MAX)
-        np.maximum(nodes, 0.0, out=nodes)  # float round-off (-1e-16 requested) must not leave the Box
-        return {"nodes": nodes, "pod": pod}
+        trace, i = self.trace, self._pod
+        pod = None
+        if i < len(trace):
+            pod = (float(trace.cpu_request_cores[i]), float(trace.memory_request_gib[i]), i / len(trace))
+        return self._observation.build(self.sim, pod, self._mask)
 
     def _info(self) -> dict[str, Any]:
         return {"action_mask": self._mask.copy(), "time_s": self.sim.now_s, "pod": self._pod}

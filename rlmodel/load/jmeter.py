@@ -21,17 +21,13 @@ import numpy as np
 import pandas as pd
 
 from rlmodel.atomic import atomic_path
-from rlmodel.errors import RlschedError
+from rlmodel.errors import LoadError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PLAN = REPO / "jmeter" / "testapp.jmx"
 LAUNCHER_SRC = REPO / "jmeter" / "launcher" / "RlschedJMeter.java"
 SUMMARY_COLUMNS = ["requests", "errors", "error_rate", "throughput_rps", "latency_mean_ms", "latency_p50_ms",
                    "latency_p95_ms", "latency_p99_ms"]
-
-
-class LoadError(RlschedError):
-    """JMeter is missing, failed, or wrote no samples."""
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from rlmodel.envs.placement import NODE_FEATURES
+from rlmodel.envs.observation import NODE_COL, POD_COL, Obs
 
-Obs = dict[str, np.ndarray]
-COL = {name: i for i, name in enumerate(NODE_FEATURES)}
+COL = NODE_COL  # column of each node feature in obs["nodes"], by name
+__all__ = ["COL", "NODE_COL", "POD_COL", "Obs", "Policy", "ScoringPolicy"]
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rlmodel.policies.base import COL, Obs, ScoringPolicy
+from rlmodel.policies.base import COL, POD_COL, Obs, ScoringPolicy
 
 MAX_NODE_SCORE = 100
 _MIB = 1 << 20
@@ -30,10 +30,10 @@ def _requested_after(obs: Obs) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     nodes, pod = obs["nodes"], obs["pod"]
     cpu_cap = np.rint(nodes[:, COL["cpu_cores"]].astype(np.float64) * 1000).astype(np.int64)
     cpu_req = np.rint(nodes[:, COL["cpu_requested_cores"]].astype(np.float64) * 1000).astype(np.int64)
-    cpu_req = cpu_req + int(round(float(pod[0]) * 1000))
+    cpu_req = cpu_req + int(round(float(pod[POD_COL["cpu_request_cores"]]) * 1000))
     mem_cap = np.rint(nodes[:, COL["memory_gib"]].astype(np.float64) * 1024).astype(np.int64) * _MIB
     mem_req = np.rint(nodes[:, COL["memory_requested_gib"]].astype(np.float64) * 1024).astype(np.int64) * _MIB
-    mem_req = mem_req + int(round(float(pod[1]) * 1024)) * _MIB
+    mem_req = mem_req + int(round(float(pod[POD_COL["memory_request_gib"]]) * 1024)) * _MIB
     return cpu_req, cpu_cap, mem_req, mem_cap
 
 

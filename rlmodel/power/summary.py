@@ -9,14 +9,10 @@ import numpy as np
 import pandas as pd
 
 from rlmodel.atomic import save_figure_atomic
-from rlmodel.errors import RlschedError
+from rlmodel.errors import PowerCsvError
 from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
 
 NUMERIC = ["interval_s", "host_joules", "host_watts", "vm_cpu_s", "vm_cpu_share", "vm_watts", "vm_joules"]
-
-
-class PowerCsvError(RlschedError):
-    """A power CSV that does not follow the schema; the message names file, line and column."""
 
 
 def read_power_csv(path: str | Path) -> pd.DataFrame:

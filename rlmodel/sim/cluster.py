@@ -25,27 +25,24 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from rlmodel.sim.backend import ASLEEP, AWAKE, WAKING, ClusterBackend, fits_mask
+from rlmodel.sim.power import PowerCurves
 from rlmodel.sim.scenario import Scenario
 from rlmodel.sim.workload import PodTrace
 
-AWAKE, ASLEEP, WAKING = 0, 1, 2
+__all__ = ["ASLEEP", "AWAKE", "WAKING", "ClusterSim", "fits_mask"]
 _EPS = 1e-9
 _INF = math.inf
 
 
-def fits_mask(cluster, cpu_request: float, memory_request: float) -> np.ndarray:
-    """Boolean mask (N,) of the nodes of `cluster` (the twin or the testbed: `cores`, `memory_gib`,
-    `cpu_requested`, `mem_requested`) where the requests fit next to what is bound there (NodeResourcesFit)."""
-    cpu_free = cluster.cores - np.asarray(cluster.cpu_requested)
-    mem_free = cluster.memory_gib - np.asarray(cluster.mem_requested)
-    return (cpu_free + 1e-9 >= cpu_request) & (mem_free + 1e-9 >= memory_request)
-
-
 class ClusterSim:
     """Event-driven simulation of one episode: bind pods with `place`, move time with `advance_to`.
+
+    Implements `rlmodel.sim.backend.ClusterBackend`.
 
     Usage::
 
@@ -65,16 +62,13 @@ class ClusterSim:
         self.num_nodes = len(types)
         self.cores = np.array([t.cpu_cores for t in types], dtype=np.float64)
         self.memory_gib = np.array([t.memory_gib for t in types], dtype=np.float64)
+        self.names = [f"{t.name}-{i}" for i, t in enumerate(types)]
         self.curves = np.array([t.watts for t in types], dtype=np.float64)
         self.idle_watts = self.curves[:, 0].copy()
         self.peak_watts = self.curves[:, -1].copy()
         self._cores = self.cores.tolist()
-        # flat power table for vectorized lookups: watts at point k of node n is _flat[11 n + k]
-        self._flat = self.curves.ravel()
-        self._slope = np.diff(self.curves, axis=1).ravel()
-        self._row11 = np.arange(self.num_nodes) * 11
-        self._row10 = np.arange(self.num_nodes) * 10
-        self._curves = self.curves.tolist()
+        self._power = PowerCurves(self.curves)  # vectorized lookups
+        self._curves = self.curves.tolist()  # the scalar path in _refresh
         self._peak = self.peak_watts.tolist()
         self._bg = [float(b) for b in scenario.background_cpu_cores]
         self.sleep_after_s = scenario.idle_sleep_after_s
@@ -134,9 +128,7 @@ class ClusterSim:
 
     def power_w(self, demand_cores: np.ndarray) -> np.ndarray:
         """(N,) power in W of awake nodes running `demand_cores` (N,) of CPU demand (>= 0)."""
-        x = np.minimum(demand_cores / self.cores, 1.0) * 10.0
-        lo = np.minimum(x.astype(np.int64), 9)
-        return self._flat[self._row11 + lo] + (x - lo) * self._slope[self._row10 + lo]
+        return self._power.at_utilization(demand_cores / self.cores)
 
     @property
     def wake_done(self) -> list[float]:
@@ -151,6 +143,9 @@ class ClusterSim:
     @property
     def pods_active(self) -> int:
         return self.pods_placed - self.pods_done
+
+    def close(self) -> None:
+        """Nothing to release (the twin holds no files or connections)."""
 
     # ------------------------------------------------------------------ actions
     def place(self, pod: int, node: int) -> None:
@@ -314,6 +309,7 @@ class ClusterSim:
         elif state == WAKING:
             watts = self._peak[node]
         else:
+            # the scalar form of rlmodel.sim.power.power_w, inline: this runs at every event
             u = demand / cores
             if u >= 1.0:
                 watts = self._peak[node]
@@ -345,3 +341,8 @@ class ClusterSim:
         self._version[node] += 1
         if nxt < _INF:
             heapq.heappush(self._events, (max(nxt, t), node, self._version[node]))
+
+
+if TYPE_CHECKING:
+    def _implements(sim: ClusterSim) -> ClusterBackend:
+        return sim  # mypy: ClusterSim implements the written cluster interface

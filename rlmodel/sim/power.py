@@ -57,7 +57,11 @@ class NodeType:
 
 
 def power_w(curves: np.ndarray, utilization: np.ndarray) -> np.ndarray:
-    """Vectorized power lookup.
+    """Vectorized power lookup: the one piecewise-linear interpolation of power curves.
+
+    The twin (`ClusterSim.power_w`, through `PowerCurves`), the testbed (`MinikubeCluster.power_w`)
+    and calibration all use it; only the twin's per-event scalar path in `ClusterSim._refresh` repeats
+    the same arithmetic inline for speed.
 
     Args:
         curves: (N, 11) watts per node at 0..100 % utilization.
@@ -65,12 +69,29 @@ def power_w(curves: np.ndarray, utilization: np.ndarray) -> np.ndarray:
     Returns:
         (N,) watts.
     """
-    u = np.clip(utilization, 0.0, 1.0) * (CURVE_POINTS - 1)
-    lo = np.minimum(u.astype(np.int64), CURVE_POINTS - 2)
-    frac = u - lo
-    rows = np.arange(curves.shape[0])
-    left = curves[rows, lo]
-    return left + frac * (curves[rows, lo + 1] - left)
+    return PowerCurves(curves).at_utilization(utilization)
+
+
+class PowerCurves:
+    """N power curves with the lookup tables precomputed, for repeated vectorized lookups (W)."""
+
+    def __init__(self, curves: np.ndarray):
+        curves = np.asarray(curves, dtype=np.float64)
+        if curves.ndim != 2 or curves.shape[1] != CURVE_POINTS:
+            raise ValueError(f"power curves must have shape (N, {CURVE_POINTS}), not {curves.shape}")
+        self.curves = curves
+        n = curves.shape[0]
+        # flat tables: watts at point k of node i is _flat[11 i + k], the slope after it _slope[10 i + k]
+        self._flat = curves.ravel()
+        self._slope = np.diff(curves, axis=1).ravel()
+        self._row11 = np.arange(n) * CURVE_POINTS
+        self._row10 = np.arange(n) * (CURVE_POINTS - 1)
+
+    def at_utilization(self, utilization: np.ndarray) -> np.ndarray:
+        """(N,) watts at `utilization` (N,), a fraction of cores busy, clipped to [0, 1]."""
+        x = np.clip(utilization, 0.0, 1.0) * (CURVE_POINTS - 1)
+        lo = np.minimum(x.astype(np.int64), CURVE_POINTS - 2)
+        return self._flat[self._row11 + lo] + (x - lo) * self._slope[self._row10 + lo]
 
 
 def _load_builtin() -> dict[str, NodeType]:

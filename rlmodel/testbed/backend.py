@@ -26,18 +26,20 @@ Semantics (what differs from the twin is in bold in the README's testbed section
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import requests
 
 from rlmodel.load.jmeter import DEFAULT_PLAN, LoadError, jtl_window, run_load
-from rlmodel.sim.cluster import AWAKE, fits_mask
+from rlmodel.sim.backend import AWAKE, ClusterBackend, fits_mask
+from rlmodel.sim.power import PowerCurves
 from rlmodel.sim.scenario import Scenario
 from rlmodel.sim.workload import PodTrace
 from rlmodel.testbed.config import TestbedConfig
@@ -45,9 +47,9 @@ from rlmodel.testbed.kube import (
     TESTAPP_LABELS,
     Kube,
     TestbedError,
+    cpu_cores,
     load_manifests,
-    parse_cpu,
-    parse_memory_gib,
+    memory_gib,
     testapp_template,
 )
 from rlmodel.testbed.metrics import PrometheusReader, WindowPower
@@ -79,7 +81,8 @@ class _RowLog:
 
 
 class MinikubeCluster:
-    """A real cluster behind `ClusterSim`'s interface (see the module docstring for the semantics)."""
+    """A real cluster behind the written cluster interface, `rlmodel.sim.backend.ClusterBackend` (see the
+    module docstring for the semantics)."""
 
     wake_s = 0.0  # Minikube nodes never sleep
 
@@ -102,6 +105,9 @@ class MinikubeCluster:
         self.curves = np.array([t.watts for t in types], dtype=np.float64)
         self.idle_watts = self.curves[:, 0].copy()
         self.peak_watts = self.curves[:, -1].copy()
+        self._power_curves = PowerCurves(self.curves)
+        # shown in the observation as in the twin (the testbed's nodes themselves never sleep)
+        self.sleep_after_s = scenario.idle_sleep_after_s
         # what the test app may request: allocatable minus the requests of every other pod (node agents, system)
         used_cpu, used_mem = self._other_requests()
         self.cores = np.maximum(np.array([nd.cpu_cores for nd in self.nodes]) - used_cpu, 0.0)
@@ -147,10 +153,8 @@ class MinikubeCluster:
 
     def power_w(self, demand_cores: np.ndarray) -> np.ndarray:
         """(N,) the scenario's curve at `demand_cores` (a prediction; measured watts are in `watts`)."""
-        u = np.minimum(np.asarray(demand_cores, dtype=np.float64) / np.maximum(self.cores, 1e-9), 1.0) * 10.0
-        lo = np.minimum(u.astype(np.int64), 9)
-        rows = np.arange(self.num_nodes)
-        return self.curves[rows, lo] + (u - lo) * (self.curves[rows, lo + 1] - self.curves[rows, lo])
+        return self._power_curves.at_utilization(np.asarray(demand_cores, dtype=np.float64)
+                                                 / np.maximum(self.cores, 1e-9))
 
     def watts_if_added(self, extra_cores: float) -> np.ndarray:
         return self.power_w(np.asarray(self.demand) + extra_cores)
@@ -206,6 +210,7 @@ class MinikubeCluster:
         return self.now_s
 
     def close(self) -> None:
+        """Close the window and power CSVs (idempotent)."""
         for log in (self._windows, self._power):
             if log is not None:
                 log.close()
@@ -224,8 +229,6 @@ class MinikubeCluster:
             self.kube.delete_testapp_pods(timeout_s=30)
 
     def _pod_body(self, name: str, cpu: float, mem_gib: float, index: int) -> dict[str, Any]:
-        import copy
-
         body = copy.deepcopy(self.template)
         meta = body["metadata"]
         meta["name"] = name
@@ -237,8 +240,8 @@ class MinikubeCluster:
         cpu_m, mem_mi = max(1, round(cpu * 1000)), max(1, round(mem_gib * 1024))
         limits = res.get("limits", {})
         res["requests"] = {"cpu": f"{cpu_m}m", "memory": f"{mem_mi}Mi"}
-        res["limits"] = {"cpu": f"{max(cpu_m, round(parse_cpu(limits.get('cpu', '0')) * 1000))}m",
-                         "memory": f"{max(mem_mi, round(parse_memory_gib(limits.get('memory', '0')) * 1024))}Mi"}
+        res["limits"] = {"cpu": f"{max(cpu_m, round(cpu_cores(limits.get('cpu', '0')) * 1000))}m",
+                         "memory": f"{max(mem_mi, round(memory_gib(limits.get('memory', '0')) * 1024))}Mi"}
         body["spec"]["schedulerName"] = "rlsched"
         body["spec"].pop("nodeName", None)
         return body
@@ -278,8 +281,8 @@ class MinikubeCluster:
                 continue
             for c in p.spec.containers or []:
                 req = (c.resources.requests or {}) if c.resources else {}
-                cpu[index[node]] += parse_cpu(req.get("cpu", "0"))
-                mem[index[node]] += parse_memory_gib(req.get("memory", "0"))
+                cpu[index[node]] += cpu_cores(req.get("cpu", "0"))
+                mem[index[node]] += memory_gib(req.get("memory", "0"))
         return cpu, mem
 
     def _measure_window(self) -> None:
@@ -338,3 +341,8 @@ class MinikubeCluster:
                     self.cpu_requested[node] = self.mem_requested[node] = 0.0
                     self.demand[node] = float(self.scenario.background_cpu_cores[node])
                     self.empty_since[node] = self.now_s
+
+
+if TYPE_CHECKING:
+    def _implements(cluster: MinikubeCluster) -> ClusterBackend:
+        return cluster  # mypy: MinikubeCluster implements the written cluster interface

@@ -23,14 +23,10 @@ import numpy as np
 import pandas as pd
 
 from rlmodel.atomic import atomic_path
-from rlmodel.errors import RlschedError
+from rlmodel.errors import CalibrationError
 from rlmodel.sim.scenario import Scenario
 
 CURVE_POINTS = 11
-
-
-class CalibrationError(RlschedError):
-    """Bad or insufficient calibration input."""
 
 
 @dataclass(frozen=True)

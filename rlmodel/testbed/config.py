@@ -30,14 +30,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from rlmodel.errors import RlschedError
+from rlmodel.errors import ConfigError
 from rlmodel.fielddocs import field_docs
 
 DEFAULT_CONFIG_FILE = Path("rlsched.toml")
-
-
-class ConfigError(RlschedError):
-    """A configuration value is invalid; the message names the file (or variable) and the key."""
 
 
 @dataclass

@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rlmodel.errors import RlschedError
+from rlmodel.errors import TestbedError
 from rlmodel.testbed.config import TestbedConfig
 
 T = TypeVar("T")
@@ -23,12 +24,6 @@ MANIFEST_DIR = REPO / "minikube" / "manifests"
 PART_OF = {"app.kubernetes.io/part-of": "rlsched"}
 TESTAPP_LABELS = {"app.kubernetes.io/name": "testapp"}
 SCHEDULER_NAME = "rlsched"
-
-
-class TestbedError(RlschedError):
-    """The testbed (cluster, Prometheus, power monitor, a node) failed or is unreachable."""
-
-    __test__ = False  # not a pytest test class
 
 
 @dataclass(frozen=True)
@@ -41,22 +36,23 @@ class NodeInfo:
     memory_gib: float
 
 
-def parse_cpu(q: str) -> float:
-    """Kubernetes CPU quantity to cores ("2", "1500m")."""
-    q = str(q)
-    return float(q[:-1]) / 1000.0 if q.endswith("m") else float(q)
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("2", "1500m") in cores (`kubernetes.utils.parse_quantity`)."""
+    return float(_quantity(quantity, "CPU"))
 
 
-_MEM = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+def memory_gib(quantity: str | int | float) -> float:
+    """A Kubernetes memory quantity ("4Gi", "3927800Ki", "2G", "1073741824") in GiB."""
+    return float(_quantity(quantity, "memory")) / 2**30
 
 
-def parse_memory_gib(q: str) -> float:
-    """Kubernetes memory quantity to GiB ("4Gi", "3927800Ki", "2G", "1073741824")."""
-    q = str(q)
-    for suffix in ("Ki", "Mi", "Gi", "Ti", "K", "M", "G", "T"):
-        if q.endswith(suffix):
-            return float(q[: -len(suffix)]) * _MEM[suffix] / 2**30
-    return float(q) / 2**30
+def _quantity(quantity: str | int | float, what: str) -> Decimal:
+    from kubernetes.utils import parse_quantity
+
+    try:
+        return parse_quantity(quantity)
+    except (ValueError, TypeError, ArithmeticError):
+        raise TestbedError(f"invalid {what} quantity {str(quantity)[:50]!r}") from None
 
 
 def load_manifests(folder: Path = MANIFEST_DIR) -> list[dict[str, Any]]:
@@ -142,8 +138,8 @@ class Kube:
             alloc = (n.status.allocatable or {}) if n.status else {}
             if not address:
                 raise TestbedError(f"node {n.metadata.name}: no InternalIP in status.addresses")
-            out.append(NodeInfo(n.metadata.name, address, parse_cpu(alloc.get("cpu", "0")),
-                                parse_memory_gib(alloc.get("memory", "0"))))
+            out.append(NodeInfo(n.metadata.name, address, cpu_cores(alloc.get("cpu", "0")),
+                                memory_gib(alloc.get("memory", "0"))))
         return sorted(out, key=lambda n: n.name)
 
     # ------------------------------------------------------------------ manifests
