@@ -187,7 +187,10 @@ def test_cli_hyperparameters_and_overrides(tmp_path):
     assert r.exit_code == 0, r.output
     hp = load_model(model).data["hyperparameters"]
     assert (hp["hidden"], hp["n_step"], hp["guide"]) == (16, 3, "efficient-first")
-    for bad, msg in (["--set", "hidden=wide"], "hidden takes a int"), (["--set", "nope=1"], "KEY one of"), \
+    for bad, msg in (["--set", "hidden=wide"], "hidden=wide: expected a whole number"), \
+            (["--set", "nope=1"], "KEY one of"), \
+            (["--set", "idle_baseline=flase"], "idle_baseline=flase: expected true or false"), \
+            (["--set", "learning_rate=inf"], "learning_rate=inf: expected a finite number"), \
             (["--set", "guide=fastest"], "unknown policy"), (["--set", "demonstrator=fastest"], "unknown policy"), \
             (["--set", "demo_batch_fraction=1.5"], "demo_batch_fraction = 1.5: must be between 0 and 1"), \
             (["--set", "batch_size=0"], "batch_size = 0: must be > 0"):

@@ -13,7 +13,6 @@ mixes its own transitions with demonstrations, the margin loss applying to the l
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import random
@@ -27,13 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATURES, node_features
-from rlmodel.agents.model_file import FORMAT, FORMAT_VERSION, ModelError, load_model, save_model
+from rlmodel.agents.episode_log import EpisodeLog, open_sinks
+from rlmodel.agents.features import NUM_FEATURES, node_features
+from rlmodel.agents.model_file import load_model, model_data, read_training_state, save_model
 from rlmodel.agents.policy import DQNPolicy
 from rlmodel.agents.qnet import NodeScorer, masked_argmax
 from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.errors import ModelError
 from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.fielddocs import field_docs
+from rlmodel.overrides import CoercionError, coerce, split_pair
 from rlmodel.policies import make_policy
 from rlmodel.sim.scenario import Scenario
 
@@ -115,20 +117,6 @@ class DQNConfig:
     """"auto" (CUDA when present, else CPU), "cpu" or "cuda" """
 
 
-@dataclass
-class EpisodeLog:
-    """One finished training episode, as written to the CSV log."""
-
-    step: int
-    episode: int
-    energy_j: float
-    overload_pod_s: float
-    ret: float
-    epsilon: float
-    loss: float
-    wall_s: float
-
-
 class ReplayBuffer:
     """Fixed-size ring of n-step transitions for one cluster size N (features precomputed)."""
 
@@ -185,13 +173,126 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def dqn_loss(q_net: NodeScorer, target_net: NodeScorer, batch: tuple[torch.Tensor, ...], *, gamma_n: float,
+             n_demo: int = 0, margin: float = 0.0, margin_weight: float = 0.0) -> torch.Tensor:
+    """The loss of one batch: Double-DQN TD error (Huber) on every row, plus DQfD's large-margin loss on the
+    last `n_demo` rows (demonstrations).
+
+    `batch`: (features (B, N, F), mask (B, N), action (B,), n-step reward (B,), next features, next mask,
+    done (B,)). `gamma_n`: the discount of the bootstrap, gamma ** n_step. Pure: no optimizer, no state.
+    """
+    feats, mask, action, reward, next_feats, next_mask, done = batch
+    with torch.no_grad():
+        # Double DQN: the online net picks the next node among feasible ones, the target net values it
+        next_action = masked_argmax(q_net(next_feats), next_mask)
+        next_q = target_net(next_feats).gather(1, next_action[:, None]).squeeze(1)
+        # a terminal next state has no feasible node and no future
+        next_q = torch.where(done > 0, torch.zeros_like(next_q), next_q)
+        td_target = reward + gamma_n * next_q
+    q_all = q_net(feats)
+    q_taken = q_all.gather(1, action[:, None]).squeeze(1)
+    loss = F.smooth_l1_loss(q_taken, td_target)
+    if n_demo:
+        # large margin (DQfD): max over feasible a of Q(s, a) + margin [a != a_demo], minus Q(s, a_demo)
+        first = q_all.shape[0] - n_demo
+        q_d, a_d, m_d = q_all[first:], action[first:], mask[first:]
+        bonus = margin * (1.0 - F.one_hot(a_d, q_d.shape[1]).to(q_d.dtype))
+        best = torch.where(m_d, q_d + bonus, torch.finfo(q_d.dtype).min).max(dim=1).values
+        loss = loss + margin_weight * (best - q_taken[first:]).mean()
+    return loss
+
+
+class RewardShaping:
+    """The learning target's reward: the env's reward x `reward_scale`, plus (with `idle_baseline`) the
+    nodes' idle power over the time to the next decision.
+
+    Variance reduction: most of a step's energy is idle power times the (random) gap to the next arrival,
+    which no placement changes. Adding it back on every step but the last shifts the return by (idle
+    watts x last decision time), the same for every policy.
+    """
+
+    def __init__(self, cfg: DQNConfig, env: PodPlacementEnv, scenario: Scenario):
+        self.scale = cfg.reward_scale
+        self.baseline_kw = float(env.sim.idle_watts.sum()) / scenario.reward.energy_scale_j \
+            if cfg.idle_baseline else 0.0
+
+    def __call__(self, reward: float, terminated: bool, dt_s: float) -> float:
+        return (reward if terminated else reward + self.baseline_kw * dt_s) * self.scale
+
+
+def collect_demonstrations(cfg: DQNConfig, scenario: Scenario, num_nodes: int, shaped: RewardShaping,
+                           rng: np.random.Generator) -> ReplayBuffer:
+    """`cfg.demo_episodes` episodes of `cfg.demonstrator` in the twin (demonstrations cost no testbed
+    time), as n-step transitions in a buffer of their own (DQfD)."""
+    demonstrator = make_policy(cfg.demonstrator)
+    demo_rb = ReplayBuffer(cfg.demo_episodes * scenario.workload.pods_per_episode, num_nodes, NUM_FEATURES, rng)
+    demo_env = PodPlacementEnv(scenario)
+    for i in range(cfg.demo_episodes):
+        seed = DEMO_SEED_OFFSET + cfg.seed * 100_000 + i
+        obs, info = demo_env.reset(seed=seed)
+        demonstrator.reset(seed=seed)
+        feats, mask, terminated = node_features(obs), info["action_mask"], False
+        pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []
+        while not terminated:
+            action, t_decision = demonstrator.predict(obs, mask), demo_env.sim.now_s
+            obs, reward, terminated, _, info = demo_env.step(action)
+            pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
+            feats, mask = node_features(obs), info["action_mask"]
+            demo_rb.add_n_step(pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
+    return demo_rb
+
+
+class Learner:
+    """The online and target networks and their optimizer: gradient steps and target copies."""
+
+    def __init__(self, cfg: DQNConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
+        self.target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
+        self.target_net.load_state_dict(self.q_net.state_dict())
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+
+    def gradient_step(self, rb: ReplayBuffer | None, agent_batch: int, demo_rb: ReplayBuffer | None,
+                      demo_batch: int) -> float:
+        """One Adam step on `agent_batch` transitions of `rb` and `demo_batch` of `demo_rb`; the loss."""
+        cfg = self.cfg
+        parts = []
+        if agent_batch:
+            assert rb is not None
+            parts.append(rb.sample(agent_batch, self.device))
+        if demo_batch:
+            assert demo_rb is not None, "demonstration batches need a demonstrator"
+            parts.append(demo_rb.sample(demo_batch, self.device))
+        batch = tuple(torch.cat(cols) for cols in zip(*parts, strict=True))
+        loss = dqn_loss(self.q_net, self.target_net, batch, gamma_n=cfg.gamma**cfg.n_step, n_demo=demo_batch,
+                        margin=cfg.margin, margin_weight=cfg.margin_weight)
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        return float(loss.item())
+
+    def update_target(self) -> None:
+        self.target_net.load_state_dict(self.q_net.state_dict())
+
+    def pretrain(self, demo_rb: ReplayBuffer) -> float:
+        """`cfg.pretrain_steps` gradient steps on the demonstrations alone; the last loss."""
+        loss = math.nan
+        for k in range(self.cfg.pretrain_steps):
+            loss = self.gradient_step(None, 0, demo_rb, self.cfg.batch_size)
+            if (k + 1) % self.cfg.target_update_every == 0:
+                self.update_target()
+        self.update_target()
+        return loss
+
+
 def train(
     cfg: DQNConfig,
     scenario: Scenario,
     model_path: Path,
     *,
     resume: bool = False,
-    log_csv: Path | None = None,
+    log_dir: Path | None = None,
     on_episode: Callable[[EpisodeLog, int], None] | None = None,
     env: PodPlacementEnv | None = None,
 ) -> dict[str, Any]:
@@ -202,7 +303,8 @@ def train(
     policy on `cfg.validation_episodes` fixed episodes; the file's `state_dict` (the policy) is the
     best so far, `last_state_dict` the latest weights. With `resume`, weights, optimizer, step
     and episode counters and random states continue from `model_path` (the replay buffer starts
-    empty and refills before learning resumes). `on_episode(log, step)` is called after every episode.
+    empty and refills before learning resumes). Every finished episode goes to the sinks of `log_dir`
+    (`train.csv`, TensorBoard; `rlmodel.agents.episode_log`), then to `on_episode(log, step)`.
     `env`: the environment to train in (default: the twin of `scenario`; pass one with a
     `MinikubeCluster` to train on the testbed). Validation and demonstrations always run in the twin
     of `scenario`. With `cfg.demonstrator`, the first checkpoint (step 0, after pretraining) is
@@ -218,33 +320,28 @@ def train(
 
     env = env if env is not None else PodPlacementEnv(scenario)
     guide = make_policy(cfg.guide) if cfg.guide else None
-    baseline_kw = float(env.sim.idle_watts.sum()) / scenario.reward.energy_scale_j if cfg.idle_baseline else 0.0
-    q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
-    target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
-    target_net.load_state_dict(q_net.state_dict())
-    optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg.learning_rate)
+    shaped = RewardShaping(cfg, env, scenario)
+    learner = Learner(cfg, device)
+    q_net = learner.q_net
     start_step, episode = 0, 0
     best_state: dict[str, torch.Tensor] | None = None
     best_score = math.inf
     validation_env = PodPlacementEnv(scenario)
     if resume:
-        prev = load_model(model_path, device=str(device)).data
-        if prev["scenario"]["num_nodes"] != env.num_nodes:
-            raise ModelError(f"{model_path}: trained on {prev['scenario']['num_nodes']} nodes, "
-                             f"cannot resume on {env.num_nodes}")
-        q_net.load_state_dict(prev.get("last_state_dict", prev["state_dict"]))
-        target_net.load_state_dict(prev.get("target_state_dict", prev["state_dict"]))
-        best_state, best_score = prev["state_dict"], float(prev["metrics"].get("validation_cost_kj", math.inf))
-        if "optimizer" in prev:
-            optimizer.load_state_dict(prev["optimizer"])
-        start_step, episode = int(prev["global_step"]), int(prev["episodes"])
-        if "rng" in prev:
-            rng.bit_generator.state = prev["rng"]["numpy"]
-            torch.set_rng_state(prev["rng"]["torch"])
+        prev = read_training_state(load_model(model_path, device=str(device)).data, model_path, env.num_nodes)
+        q_net.load_state_dict(prev.last_state_dict)
+        learner.target_net.load_state_dict(prev.target_state_dict)
+        best_state, best_score = prev.best_state_dict, prev.best_score
+        if prev.optimizer is not None:
+            learner.optimizer.load_state_dict(prev.optimizer)
+        start_step, episode = prev.global_step, prev.episodes
+        if prev.rng is not None:
+            rng.bit_generator.state = prev.rng["numpy"]
+            torch.set_rng_state(prev.rng["torch"])
     rb = ReplayBuffer(cfg.buffer_size, env.num_nodes, NUM_FEATURES, rng)
     learning_starts = cfg.learning_starts if not resume else start_step + max(cfg.batch_size, cfg.learning_starts // 4)
     recent: list[EpisodeLog] = []
-    log_file = _open_log(log_csv, append=resume)
+    sinks = open_sinks(log_dir, append=resume)
     started = time.perf_counter()
     loss_value = math.nan
 
@@ -264,68 +361,14 @@ def train(
                 best_score, best_state = score, current
         if cfg.validation_episodes == 0 or best_state is None:
             best_state = current
-        tail = recent[-20:]
-        data = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
-            "feature_schema": {"version": FEATURE_SCHEMA_VERSION, "features": list(FEATURES)},
-            "network": {"hidden": cfg.hidden, "layers": cfg.layers, "num_features": NUM_FEATURES},
-            "hyperparameters": dataclasses.asdict(cfg),
-            "scenario": {"name": scenario.name, "source": scenario.source, "num_nodes": env.num_nodes},
-            "seed": cfg.seed, "global_step": step, "episodes": episode,
-            "metrics": {
-                "episodes_in_mean": len(tail),
-                "energy_j_mean": float(np.mean([e.energy_j for e in tail])) if tail else math.nan,
-                "overload_pod_s_mean": float(np.mean([e.overload_pod_s for e in tail])) if tail else math.nan,
-                "return_mean": float(np.mean([e.ret for e in tail])) if tail else math.nan,
-                "train_wall_s": time.perf_counter() - started,
-                "validation_cost_kj": best_score,
-                "validation_cost_kj_latest": score,
-            },
-            "versions": {"torch": str(torch.__version__)},
-            "state_dict": best_state,  # the policy: best checkpoint on the validation episodes
-            "last_state_dict": current,  # where --resume continues
-            "target_state_dict": {k: v.detach().cpu() for k, v in target_net.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
-        }
+        data = model_data(
+            hyperparameters=dataclasses.asdict(cfg), scenario=scenario, num_nodes=env.num_nodes,
+            global_step=step, episodes=episode, recent=recent[-20:], train_wall_s=time.perf_counter() - started,
+            validation_cost_kj=best_score, validation_cost_kj_latest=score, state_dict=best_state,
+            last_state_dict=current, target_state_dict=learner.target_net.state_dict(),
+            optimizer=learner.optimizer.state_dict(), rng=rng)
         save_model(model_path, data)
         return data
-
-    def shaped(reward: float, terminated: bool, dt_s: float) -> float:
-        """The learning target's reward. Variance reduction: most of a step's energy is idle power times the
-        (random) gap to the next arrival, which no placement changes. Adding it back on every step but the
-        last shifts the return by (idle watts x last decision time), the same for every policy."""
-        return (reward if terminated else reward + baseline_kw * dt_s) * cfg.reward_scale
-
-    def gradient_step(agent_batch: int, demo_batch: int) -> float:
-        """One Adam step on `agent_batch` replayed and `demo_batch` demonstration transitions."""
-        parts = [rb.sample(agent_batch, device)] if agent_batch else []
-        if demo_batch:
-            assert demo_rb is not None, "demonstration batches need a demonstrator"
-            parts.append(demo_rb.sample(demo_batch, device))
-        b_feats, b_mask, b_action, b_reward, b_next_feats, b_next_mask, b_done = (
-            torch.cat(cols) for cols in zip(*parts, strict=True))
-        with torch.no_grad():
-            # Double DQN: the online net picks the next node among feasible ones, the target net values it
-            next_action = masked_argmax(q_net(b_next_feats), b_next_mask)
-            next_q = target_net(b_next_feats).gather(1, next_action[:, None]).squeeze(1)
-            # a terminal next state has no feasible node and no future
-            next_q = torch.where(b_done > 0, torch.zeros_like(next_q), next_q)
-            td_target = b_reward + cfg.gamma**cfg.n_step * next_q
-        q_all = q_net(b_feats)
-        q_taken = q_all.gather(1, b_action[:, None]).squeeze(1)
-        loss = F.smooth_l1_loss(q_taken, td_target)
-        if demo_batch:
-            # large margin (DQfD): max over feasible a of Q(s, a) + margin [a != a_demo], minus Q(s, a_demo)
-            q_d, a_d, m_d = q_all[agent_batch:], b_action[agent_batch:], b_mask[agent_batch:]
-            bonus = cfg.margin * (1.0 - F.one_hot(a_d, q_d.shape[1]).to(q_d.dtype))
-            best = torch.where(m_d, q_d + bonus, torch.finfo(q_d.dtype).min).max(dim=1).values
-            loss = loss + cfg.margin_weight * (best - q_taken[agent_batch:]).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(q_net.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        return float(loss.item())
 
     step = start_step
     try:  # Ctrl-C anywhere below writes a checkpoint first
@@ -333,29 +376,10 @@ def train(
         demo_rb: ReplayBuffer | None = None
         n_demo = 0
         if cfg.demonstrator:
-            demonstrator = make_policy(cfg.demonstrator)
-            demo_rb = ReplayBuffer(cfg.demo_episodes * scenario.workload.pods_per_episode, env.num_nodes,
-                                   NUM_FEATURES, rng)
-            demo_env = PodPlacementEnv(scenario)  # always the twin: demonstrations cost no testbed time
-            for i in range(cfg.demo_episodes):
-                seed = DEMO_SEED_OFFSET + cfg.seed * 100_000 + i
-                obs, info = demo_env.reset(seed=seed)
-                demonstrator.reset(seed=seed)
-                feats, mask, terminated = node_features(obs), info["action_mask"], False
-                demo_pending: list[tuple[np.ndarray, np.ndarray, int, float]] = []
-                while not terminated:
-                    action, t_decision = demonstrator.predict(obs, mask), demo_env.sim.now_s
-                    obs, reward, terminated, _, info = demo_env.step(action)
-                    demo_pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
-                    feats, mask = node_features(obs), info["action_mask"]
-                    demo_rb.add_n_step(demo_pending, feats, mask, terminated, cfg.n_step, cfg.gamma)
+            demo_rb = collect_demonstrations(cfg, scenario, env.num_nodes, shaped, rng)
             n_demo = max(1, round(cfg.batch_size * cfg.demo_batch_fraction))
             if not resume:
-                for k in range(cfg.pretrain_steps):
-                    loss_value = gradient_step(0, cfg.batch_size)
-                    if (k + 1) % cfg.target_update_every == 0:
-                        target_net.load_state_dict(q_net.state_dict())
-                target_net.load_state_dict(q_net.state_dict())
+                loss_value = learner.pretrain(demo_rb)
                 checkpoint(start_step, validate_now=cfg.pretrain_steps > 0)
 
         obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
@@ -385,7 +409,7 @@ def train(
             pending.append((feats, mask, action, shaped(reward, terminated, info["time_s"] - t_decision)))
             rb.add_n_step(pending, next_feats, next_mask, terminated, cfg.n_step, cfg.gamma)
             ep_return += reward
-            feats, mask, obs = next_feats, next_mask, next_obs
+            feats, mask, obs = next_feats, next_mask, next_obs  # the next state is where we act from
 
             if terminated or truncated:
                 episode += 1
@@ -393,8 +417,8 @@ def train(
                 log = EpisodeLog(step + 1, episode, m["energy_j"], m["overload_pod_s"], ep_return, epsilon,
                                  loss_value, time.perf_counter() - started)
                 recent.append(log)
-                if log_file:
-                    _write_log(log_file, log)
+                for sink in sinks:
+                    sink.write(log)
                 if on_episode:
                     on_episode(log, step + 1)
                 obs, info = env.reset(seed=TRAIN_SEED_OFFSET + cfg.seed * 100_000 + episode)
@@ -405,40 +429,34 @@ def train(
 
             # ---- learn
             if step >= learning_starts and step % cfg.train_every == 0 and rb.size >= cfg.batch_size:
-                loss_value = gradient_step(cfg.batch_size - n_demo, n_demo)
+                loss_value = learner.gradient_step(rb, cfg.batch_size - n_demo, demo_rb, n_demo)
 
             if (step + 1) % cfg.target_update_every == 0:
-                target_net.load_state_dict(q_net.state_dict())
+                learner.update_target()
             if (step + 1) % cfg.checkpoint_every == 0:
                 checkpoint(step + 1, validate_now=step + 1 >= learning_starts)
     except KeyboardInterrupt:
         checkpoint(step, validate_now=False)
         raise
     finally:
-        if log_file:
-            log_file.close()
+        for sink in sinks:
+            sink.close()
     return checkpoint(cfg.total_steps, validate_now=cfg.total_steps % cfg.checkpoint_every != 0)
 
 
-LOG_COLUMNS = ["step", "episode", "energy_j", "overload_pod_s", "return", "epsilon", "loss", "wall_s"]
-
-
-def _open_log(path: Path | None, *, append: bool):
-    if path is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not append or not path.exists() or path.stat().st_size == 0
-    fh = path.open("a" if append else "w", newline="", encoding="utf-8")
-    if new:
-        csv.writer(fh).writerow(LOG_COLUMNS)
-        fh.flush()
-    return fh
-
-
-def _write_log(fh, log: EpisodeLog) -> None:
-    csv.writer(fh).writerow([log.step, log.episode, f"{log.energy_j:.3f}", f"{log.overload_pod_s:.3f}",
-                             f"{log.ret:.4f}", f"{log.epsilon:.4f}", f"{log.loss:.6g}", f"{log.wall_s:.2f}"])
-    fh.flush()  # one row per episode, flushed: a crash loses nothing already logged
+def config_for_resume(model_path: Path, steps: int | None) -> tuple[DQNConfig, str, int]:
+    """(hyperparameters stored in `model_path` with `total_steps` = `steps` when given, the training scenario's
+    source, the steps already trained), to continue with `train(..., resume=True)`. ModelError when the model
+    has already trained for the requested steps."""
+    stored = load_model(model_path).data
+    fields = {f.name for f in dataclasses.fields(DQNConfig)}
+    cfg = DQNConfig(**{k: v for k, v in stored["hyperparameters"].items() if k in fields})
+    if steps is not None:
+        cfg.total_steps = steps
+    done = int(stored["global_step"])
+    if cfg.total_steps <= done:
+        raise ModelError(f"{model_path}: already trained for {done} steps; pass --steps above that to continue")
+    return cfg, str(stored["scenario"]["source"]).removeprefix("built-in:"), done
 
 
 def config_help() -> dict[str, str]:
@@ -469,17 +487,16 @@ def check_config(cfg: DQNConfig) -> None:
 
 
 def apply_overrides(cfg: DQNConfig, pairs: list[str]) -> DQNConfig:
-    """`KEY=VALUE` strings applied to a copy of `cfg`, typed like the field; ModelError on a bad one."""
-    fields = {f.name: f for f in dataclasses.fields(DQNConfig)}
-    values = dataclasses.asdict(cfg)
+    """`KEY=VALUE` strings applied to a copy of `cfg`, typed like the field (`rlmodel.overrides.coerce`);
+    ModelError naming the pair on a bad one."""
+    fields = {f.name for f in dataclasses.fields(DQNConfig)}
+    values: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in fields:
-            raise ModelError(f"--set {pair}: expected KEY=VALUE with KEY one of {', '.join(fields)}")
-        kind = type(values[key])
         try:
-            values[key] = kind(raw) if kind is not bool else raw.lower() in ("1", "true", "yes", "on")
-        except ValueError:
-            raise ModelError(f"--set {pair}: {key} takes a {kind.__name__}") from None
-    return DQNConfig(**values)
+            key, raw = split_pair(pair)
+            if key not in fields:
+                raise CoercionError(f"expected KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+            values[key] = coerce(getattr(cfg, key), raw, from_text=True)
+        except CoercionError as exc:
+            raise ModelError(f"--set {pair}: {exc}") from None
+    return dataclasses.replace(cfg, **values)

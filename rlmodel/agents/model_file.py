@@ -7,18 +7,28 @@ and (for `--resume`) the target network, optimizer and random-generator states.
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from rlmodel.agents.features import FEATURE_SCHEMA_VERSION, FEATURES, NUM_FEATURES
 from rlmodel.agents.qnet import NodeScorer
 from rlmodel.atomic import atomic_path
 from rlmodel.errors import ModelError
+
+if TYPE_CHECKING:
+    from rlmodel.agents.episode_log import EpisodeLog
+    from rlmodel.sim.scenario import Scenario
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "LoadedModel", "ModelError", "TrainingState", "load_model", "model_data",
+           "read_training_state", "save_model"]
 
 FORMAT = "rlsched-dqn"
 FORMAT_VERSION = 1
@@ -35,6 +45,70 @@ class LoadedModel:
     @property
     def hyperparameters(self) -> dict[str, Any]:
         return self.data["hyperparameters"]
+
+
+def model_data(*, hyperparameters: dict[str, Any], scenario: Scenario, num_nodes: int, global_step: int,
+               episodes: int, recent: Sequence[EpisodeLog], train_wall_s: float, validation_cost_kj: float,
+               validation_cost_kj_latest: float, state_dict: Mapping[str, torch.Tensor],
+               last_state_dict: Mapping[str, torch.Tensor], target_state_dict: Mapping[str, torch.Tensor],
+               optimizer: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """The content of a model file (the one place it is built): `state_dict` is the policy, the rest
+    describes it and lets `--resume` continue. `recent`: the last episodes, summarized in `metrics`."""
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "feature_schema": {"version": FEATURE_SCHEMA_VERSION, "features": list(FEATURES)},
+        "network": {"hidden": hyperparameters["hidden"], "layers": hyperparameters["layers"],
+                    "num_features": NUM_FEATURES},
+        "hyperparameters": hyperparameters,
+        "scenario": {"name": scenario.name, "source": scenario.source, "num_nodes": num_nodes},
+        "seed": hyperparameters["seed"], "global_step": global_step, "episodes": episodes,
+        "metrics": {
+            "episodes_in_mean": len(recent),
+            "energy_j_mean": float(np.mean([e.energy_j for e in recent])) if recent else math.nan,
+            "overload_pod_s_mean": float(np.mean([e.overload_pod_s for e in recent])) if recent else math.nan,
+            "return_mean": float(np.mean([e.ret for e in recent])) if recent else math.nan,
+            "train_wall_s": train_wall_s,
+            "validation_cost_kj": validation_cost_kj,
+            "validation_cost_kj_latest": validation_cost_kj_latest,
+        },
+        "versions": {"torch": str(torch.__version__)},
+        "state_dict": state_dict,  # the policy: best checkpoint on the validation episodes
+        "last_state_dict": last_state_dict,  # where --resume continues
+        "target_state_dict": {k: v.detach().cpu() for k, v in target_state_dict.items()},
+        "optimizer": optimizer,
+        "rng": {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()},
+    }
+
+
+@dataclass
+class TrainingState:
+    """What `--resume` continues from (read from a model file by `read_training_state`)."""
+
+    last_state_dict: Mapping[str, torch.Tensor]
+    target_state_dict: Mapping[str, torch.Tensor]
+    best_state_dict: dict[str, torch.Tensor]
+    best_score: float
+    optimizer: dict[str, Any] | None
+    global_step: int
+    episodes: int
+    rng: dict[str, Any] | None
+
+
+def read_training_state(data: dict[str, Any], path: Path, num_nodes: int) -> TrainingState:
+    """The resumable state of a loaded model file, for a cluster of `num_nodes` nodes (ModelError if it
+    was trained on another size)."""
+    if data["scenario"]["num_nodes"] != num_nodes:
+        raise ModelError(f"{path}: trained on {data['scenario']['num_nodes']} nodes, cannot resume on {num_nodes}")
+    return TrainingState(
+        last_state_dict=data.get("last_state_dict", data["state_dict"]),
+        target_state_dict=data.get("target_state_dict", data["state_dict"]),
+        best_state_dict=data["state_dict"],
+        best_score=float(data["metrics"].get("validation_cost_kj", math.inf)),
+        optimizer=data.get("optimizer"),
+        global_step=int(data["global_step"]),
+        episodes=int(data["episodes"]),
+        rng=data.get("rng"),
+    )
 
 
 def save_model(path: Path, data: dict[str, Any]) -> None:

@@ -20,12 +20,12 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
+from rlmodel.assets import asset_path
 from rlmodel.atomic import atomic_path
 from rlmodel.errors import LoadError
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_PLAN = REPO / "jmeter" / "testapp.jmx"
-LAUNCHER_SRC = REPO / "jmeter" / "launcher" / "RlschedJMeter.java"
+DEFAULT_PLAN = asset_path("jmeter", "testapp.jmx")  # package data (jmeter/testapp.jmx in the source tree)
+LAUNCHER_SRC = asset_path("jmeter", "launcher", "RlschedJMeter.java")
 SUMMARY_COLUMNS = ["requests", "errors", "error_rate", "throughput_rps", "latency_mean_ms", "latency_p50_ms",
                    "latency_p95_ms", "latency_p99_ms"]
 
@@ -148,6 +148,8 @@ def run_load(target: str, out: Path, *, plan: Path = DEFAULT_PLAN, threads: int 
     if not plan.is_file():
         raise LoadError(f"{plan}: no such JMeter plan")
     exe = find_jmeter(jmeter)
+    # JMeter runs in `out` (its working files land there): every path it gets must not depend on our cwd
+    out, plan = out.resolve(), plan.resolve()
     out.mkdir(parents=True, exist_ok=True)
     jtl, log = out / "results.jtl", out / "jmeter.log"
     args = [

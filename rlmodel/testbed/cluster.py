@@ -26,15 +26,17 @@ from pathlib import Path
 
 import requests
 
+from rlmodel.assets import asset_path
 from rlmodel.testbed.config import TestbedConfig
-from rlmodel.testbed.kube import REPO, Kube, NodeInfo, TestbedError, load_manifests
+from rlmodel.testbed.kube import Kube, NodeInfo, TestbedError, load_manifests
 from rlmodel.testbed.prometheus import render_config, write_config
 
-# image tag -> (build context, Dockerfile relative to it); the tags are those in the manifests
+# image tag -> (build context, Dockerfile relative to it); the tags are those in the manifests. The contexts are
+# package data (containers/resource_blocker, testapp/ and jmeter/ in the source tree).
 IMAGES = {
-    "rlsched/resource-blocker:latest": (REPO / "containers" / "resource_blocker", "Dockerfile"),
-    "rlsched/testapp:latest": (REPO / "testapp", "Dockerfile"),
-    "rlsched/jmeter:5.6.3": (REPO / "jmeter", "Dockerfile"),
+    "rlsched/resource-blocker:latest": (asset_path("resource_blocker"), "Dockerfile"),
+    "rlsched/testapp:latest": (asset_path("testapp"), "Dockerfile"),
+    "rlsched/jmeter:5.6.3": (asset_path("jmeter"), "Dockerfile"),
 }
 
 Say = Callable[[str], None]
@@ -99,7 +101,7 @@ def build_and_load_images(cfg: TestbedConfig, say: Say) -> None:
         except (DockerException, requests.RequestException) as exc:
             raise TestbedError(_no_docker(exc)) from None
         for tag, (context, dockerfile) in IMAGES.items():
-            say(f"building {tag} from {context.relative_to(REPO)}")
+            say(f"building {tag} from {context}")
             try:
                 client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True)
             except (BuildError, DockerException, requests.RequestException) as exc:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -32,6 +31,7 @@ else:  # pragma: no cover
 
 from rlmodel.errors import ConfigError
 from rlmodel.fielddocs import field_docs
+from rlmodel.overrides import CoercionError, coerce
 
 DEFAULT_CONFIG_FILE = Path("rlsched.toml")
 
@@ -181,33 +181,10 @@ _CHOICES = {"mode": ("cpu", "memory", "io", "mixed")}
 
 def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) -> Any:
     """`value` converted to the type of the default `current`, or ConfigError naming `where` and `key`."""
-    kind = type(current)
     try:
-        if kind is bool:
-            if from_text and isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-                return value.lower() in ("1", "true", "yes")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if kind is int:
-            if isinstance(value, bool):
-                raise ValueError
-            out: Any = int(value) if from_text and isinstance(value, str) else value
-            if not isinstance(out, int):
-                raise ValueError
-        elif kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value) if (from_text and isinstance(value, str)) or isinstance(value, int) else value
-            if not isinstance(out, float) or not math.isfinite(out):
-                raise ValueError
-        else:
-            if not isinstance(value, str):
-                raise ValueError
-            out = value
-    except ValueError:
-        name = {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}[kind]
-        raise ConfigError(f"{where}: {key}: expected {name}, got {value!r}") from None
+        out = coerce(current, value, from_text=from_text)
+    except CoercionError as exc:
+        raise ConfigError(f"{where}: {key}: {exc}") from None
     name = key.rpartition(".")[2]
     if name in _POSITIVE and out <= 0:
         raise ConfigError(f"{where}: {key}: must be > 0, got {value!r}")

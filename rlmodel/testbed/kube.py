@@ -15,12 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rlmodel.assets import asset_path
 from rlmodel.errors import TestbedError
 from rlmodel.testbed.config import TestbedConfig
 
 T = TypeVar("T")
-REPO = Path(__file__).resolve().parents[2]
-MANIFEST_DIR = REPO / "minikube" / "manifests"
+MANIFEST_DIR = asset_path("manifests")  # package data (minikube/manifests in the source tree)
 PART_OF = {"app.kubernetes.io/part-of": "rlsched"}
 TESTAPP_LABELS = {"app.kubernetes.io/name": "testapp"}
 SCHEDULER_NAME = "rlsched"

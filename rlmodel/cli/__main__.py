@@ -1,0 +1,3 @@
+from rlmodel.cli import main
+
+main()

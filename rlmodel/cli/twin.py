@@ -1,0 +1,285 @@
+"""Commands on the digital twin (and, with --backend minikube, the testbed): scenarios, benchmark, train, test."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from rlmodel.atomic import atomic_path
+from rlmodel.cli.options import backend_options, make_env, scenario_option, seed_option
+
+
+@click.command()
+@click.option("--show", "show_name", metavar="NAME|PATH", default=None, help="Print one scenario's nodes and workload.")
+def scenarios(show_name: str | None) -> None:
+    """List the built-in scenarios, or show one (built-in or file) after validating it.
+
+    \b
+    Example:
+      rlsched scenarios --show hetero-sleep
+    """
+    from rlmodel.sim.scenario import builtin_scenarios, load_scenario
+
+    names = [show_name] if show_name else builtin_scenarios()
+    for name in names:
+        sc = load_scenario(name)
+        sleep = f"sleep after {sc.idle_sleep_after_s:g} s at {sc.sleep_watts:g} W, wake {sc.wake_s:g} s" \
+            if sc.sleep_enabled else "always on"
+        groups = ", ".join(f"{g.count} x {g.node_type.name}" for g in sc.groups)
+        click.echo(f"{sc.name:<14} {sc.num_nodes:>4} nodes ({groups}); {sleep}; "
+                   f"{sc.workload.pods_per_episode} pods every {sc.workload.mean_interarrival_s:g} s on average")
+
+
+@click.command()
+@scenario_option
+@click.option("--policies", "-p", default=None, envvar="RLSCHED_POLICIES", show_envvar=True,
+              help="Comma-separated policies [default: every baseline].")
+@click.option("--episodes", "-n", type=click.IntRange(1, 100_000), default=20, show_default=True,
+              envvar="RLSCHED_EPISODES", show_envvar=True, help="Episodes per policy (paired: same seeds).")
+@seed_option(1000)
+@click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True, envvar="RLSCHED_SCALE",
+              show_envvar=True, help="Multiply every node group and the pod rate by this factor.")
+@click.option("--oracle/--no-oracle", default=True, show_default=True, envvar="RLSCHED_ORACLE", show_envvar=True,
+              help="Add the offline optimum (small episodes) or its lower bound as an `oracle` row.")
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              envvar="RLSCHED_OUT", show_envvar=True, help="Output folder [default: results/benchmark-<timestamp>].")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="RLSCHED_MODEL", show_envvar=True,
+              help="A trained DQN model file: adds the `dqn` policy (included by default when given).")
+@backend_options
+def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, scale: int, oracle: bool,
+              out: Path | None, model: Path | None, backend: str, config_path: Path | None,
+              testbed_set: tuple[str, ...]) -> None:
+    """Run placement policies on identical episodes and report energy, overload and misses.
+
+    Writes OUT/episodes.csv (one row per policy and episode), OUT/summary.csv (one row per
+    policy, with 95 % confidence intervals and ratios to round-robin) and OUT/benchmark.png.
+
+    \b
+    Example:
+      rlsched benchmark --scenario hetero --policies round-robin,power-greedy --episodes 10
+      rlsched benchmark --model Dale.pth --scale 4
+      rlsched benchmark --backend minikube --scenario minikube --policies round-robin,dqn --model Dale.pth -n 3
+
+    With --backend minikube the episodes run on the testbed (see `rlsched cluster up`), there is no
+    oracle row, and OUT/windows.csv and OUT/power_samples.csv hold every measurement window.
+    """
+    from tqdm import tqdm
+
+    from rlmodel.agents.policy import DQNPolicy
+    from rlmodel.evaluation.benchmark import run_benchmark, summarize
+    from rlmodel.evaluation.report import format_table, plot_energy, write_csv_atomic
+    from rlmodel.policies import BASELINES, make_policy
+    from rlmodel.sim.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    if scale > 1:
+        sc = sc.scaled(scale)
+    names = [p.strip() for p in policies.split(",") if p.strip()] if policies else list(BASELINES)
+    if not policies and model is not None:
+        names.append("dqn")
+    if not names:
+        raise click.BadParameter("no policy given", param_hint="--policies")
+    if len(set(names)) != len(names):
+        raise click.BadParameter("a policy is named twice", param_hint="--policies")
+    if "dqn" in names and model is None:
+        raise click.BadParameter("the dqn policy needs a model file (--model PATH)", param_hint="--policies")
+    chosen = [DQNPolicy.load(model) if n == "dqn" and model is not None else make_policy(n) for n in names]
+    out = out or Path("results") / f"benchmark-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: cannot create the output folder: {exc.strerror}") from None
+
+    if backend != "sim":
+        oracle = False  # the offline optimum is a property of the twin
+    env = make_env(backend, sc, config_path, testbed_set, out if backend != "sim" else None)
+    total = episodes * (len(chosen) + (1 if oracle else 0))
+    with tqdm(total=total, desc=f"benchmark {sc.name}", unit="ep", file=sys.stderr, leave=False,
+              disable=None) as bar:  # no bar when stderr is not a terminal
+        def tick(policy: str, episode: int) -> None:
+            bar.set_postfix_str(policy)
+            bar.update()
+
+        try:
+            episodes_df = run_benchmark(sc, chosen, episodes=episodes, seed=seed, with_oracle=oracle,
+                                        on_episode=tick, env=env)
+        finally:
+            env.sim.close()
+    summary = summarize(episodes_df)
+    write_csv_atomic(episodes_df, out / "episodes.csv")
+    write_csv_atomic(summary, out / "summary.csv")
+    plot_energy(summary, out / "benchmark.png", f"{sc.name}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
+    run = {"scenario": sc.name, "source": sc.source, "policies": names, "episodes": episodes, "seed": seed,
+           "scale": scale, "oracle": oracle, "model": str(model) if model else None, "backend": backend}
+    with atomic_path(out / "run.json") as tmp:
+        Path(tmp).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+    click.echo(f"scenario {sc.name} ({sc.num_nodes} nodes), {episodes} episodes from seed {seed}")
+    click.echo(format_table(summary))
+    if oracle:
+        kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))
+        click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid "
+                   "and cover bounds, see README)")
+    click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}"
+               + (f", {out / 'windows.csv'}, {out / 'power_samples.csv'}" if backend != "sim" else ""))
+
+
+@click.command()
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=Path("Dale.pth"),
+              show_default=True, envvar="RLSCHED_MODEL", show_envvar=True, help="Model file to write (and resume).")
+@click.option("--scenario", "-s", default=None, envvar="RLSCHED_SCENARIO", show_envvar=True,
+              help="Built-in scenario name or TOML path [default: hetero-sleep; with --resume: the model's].")
+@click.option("--steps", type=click.IntRange(1, 100_000_000), default=None, envvar="RLSCHED_STEPS", show_envvar=True,
+              help="Environment steps (pod placements) to train for [default: 60000; with --resume: the "
+                   "model's own budget].")
+@click.option("--seed", type=click.IntRange(0, 9_999), default=1, show_default=True, envvar="RLSCHED_SEED",
+              show_envvar=True, help="Seed of networks, exploration and training traces.")
+@click.option("--resume", is_flag=True, envvar="RLSCHED_RESUME", show_envvar=True,
+              help="Continue from --model: weights, optimizer, step counter, random states.")
+@click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="RLSCHED_LOG_DIR",
+              show_envvar=True, help="Training log folder [default: runs/<scenario>__<seed>__<timestamp>].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a hyperparameter (repeatable); `rlsched train --hyperparameters` lists them.")
+@click.option("--hyperparameters", is_flag=True, help="List the hyperparameters with defaults and meanings, and exit.")
+@backend_options
+def train(model: Path, scenario: str | None, steps: int | None, seed: int, resume: bool, backend: str,
+          log_dir: Path | None, overrides: tuple[str, ...], hyperparameters: bool, config_path: Path | None,
+          testbed_set: tuple[str, ...]) -> None:
+    """Train a DQN scheduler and save it to a model file.
+
+    Every node bids with one shared network; the feasible node with the best bid gets the pod. The
+    model file is written atomically at every checkpoint (`checkpoint_every` steps), at the end and on Ctrl-C. Training
+    writes LOG_DIR/train.csv (one row per episode, flushed) and TensorBoard events when tensorboard
+    is installed.
+
+    \b
+    Example:
+      rlsched train --model Dale.pth --scenario hetero-sleep
+      rlsched train --model Dale.pth --resume --steps 100000
+      rlsched train --model Dale.pth --resume --steps 60200 --backend minikube --scenario minikube
+
+    With --backend minikube every step is a real pod and a measurement window (LOG_DIR also gets
+    windows.csv and power_samples.csv); validation of checkpoints still runs in the twin.
+    """
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
+    from rlmodel.agents.dqn import DQNConfig, apply_overrides, check_config, config_for_resume, config_help
+    from rlmodel.agents.dqn import train as train_dqn
+    from rlmodel.sim.scenario import load_scenario
+
+    if hyperparameters:
+        defaults = dataclasses.asdict(DQNConfig())
+        for key, text in config_help().items():
+            click.echo(f"{key:<22} {defaults[key]!s:<16} {text}")
+        return
+    start = 0
+    if resume:
+        cfg, trained_on, start = config_for_resume(model, steps)
+        scenario = scenario or trained_on
+    else:
+        cfg = DQNConfig(seed=seed)
+        if steps is not None:
+            cfg = dataclasses.replace(cfg, total_steps=steps)
+    cfg = apply_overrides(cfg, list(overrides))
+    check_config(cfg)
+    sc = load_scenario(scenario or "hetero-sleep")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_dir = log_dir or Path("runs") / f"{sc.name}__{cfg.seed}__{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(log_dir / "config.json") as tmp:
+        Path(tmp).write_text(json.dumps({"scenario": sc.source, "model": str(model), "resume": resume,
+                                         "hyperparameters": dataclasses.asdict(cfg)}, indent=2) + "\n")
+    torch.set_num_threads(1)  # small networks: one thread is faster and keeps runs reproducible
+    bar = tqdm(total=cfg.total_steps, initial=start, desc=f"train {sc.name}", unit="step", file=sys.stderr,
+               disable=None, dynamic_ncols=True)
+
+    def on_episode(log, step: int) -> None:
+        bar.update(step - bar.n)
+        bar.set_postfix(energy_kJ=f"{log.energy_j / 1000:.0f}", ret=f"{log.ret:.0f}", eps=f"{log.epsilon:.2f}")
+
+    env = make_env(backend, sc, config_path, testbed_set, log_dir if backend != "sim" else None, run="train")
+    if cfg.demonstrator and not resume:
+        click.echo(f"demonstrations: {cfg.demo_episodes} episodes of {cfg.demonstrator} in the twin, then "
+                   f"{cfg.pretrain_steps} pretraining steps", err=True)
+    try:
+        data = train_dqn(cfg, sc, model, resume=resume, log_dir=log_dir, on_episode=on_episode, env=env)
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"interrupted: checkpoint saved to {model}; continue with `rlsched train --model {model} "
+                   f"--resume`", err=True)
+        sys.exit(130)
+    finally:
+        bar.close()
+        env.sim.close()
+    m = data["metrics"]
+    click.echo(f"trained {data['global_step']} steps ({data['episodes']} episodes) on {sc.name} in "
+               f"{m['train_wall_s']:.0f} s; last {m['episodes_in_mean']} episodes: energy "
+               f"{m['energy_j_mean'] / 1000:.1f} kJ, overload {m['overload_pod_s_mean']:.1f} pod-s")
+    click.echo(f"wrote {model} and {log_dir / 'train.csv'}")
+
+
+@click.command("test")
+@click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=Path("Dale.pth"),
+              show_default=True, envvar="RLSCHED_MODEL", show_envvar=True, help="Model file to run.")
+@click.option("--scenario", "-s", default=None, envvar="RLSCHED_SCENARIO", show_envvar=True,
+              help="Scenario name or file [default: the model's training scenario].")
+@click.option("--episodes", "-n", type=click.IntRange(1, 10_000), default=1, show_default=True,
+              envvar="RLSCHED_EPISODES", show_envvar=True, help="Episodes to run greedily.")
+@seed_option(1000)
+@click.option("--bids", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="How many of the best feasible bids to print per pod.")
+@backend_options
+def test_cmd(model: Path, scenario: str | None, episodes: int, seed: int, bids: int, backend: str,
+             config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
+    """Run a trained model greedily and show, per pod, the chosen node and the nodes' bids.
+
+    \b
+    Example:
+      rlsched test --model Dale.pth --episodes 2
+    """
+    import numpy as np
+
+    from rlmodel.agents.model_file import load_model
+    from rlmodel.agents.policy import DQNPolicy
+    from rlmodel.envs.observation import POD_COL
+    from rlmodel.sim.scenario import load_scenario
+
+    loaded = load_model(model)
+    src = scenario or loaded.data["scenario"]["source"].removeprefix("built-in:")
+    sc = load_scenario(src)
+    env = make_env(backend, sc, config_path, testbed_set, None, run="test")
+    policy = DQNPolicy(loaded.network)
+    labels = env.sim.names
+    try:
+        for ep in range(episodes):
+            obs, info = env.reset(seed=seed + ep)
+            policy.reset(seed=seed + ep)
+            click.echo(f"episode {ep} (seed {seed + ep}) on {sc.name}, {sc.num_nodes} nodes")
+            done = not info["action_mask"].any()
+            while not done:
+                mask = info["action_mask"]
+                action = policy.predict(obs, mask)
+                q = policy.scores(obs, mask)  # the bids, shown next to the choice
+                feasible = np.flatnonzero(mask)
+                top = feasible[np.argsort(-q[feasible], kind="stable")][:bids]
+                shown = " ".join(f"{n}:{q[n]:.3f}{'*' if n == action else ''}" for n in top)
+                cpu, mem = obs["pod"][POD_COL["cpu_request_cores"]], obs["pod"][POD_COL["memory_request_gib"]]
+                click.echo(f"  pod {info['pod']:>4} t={info['time_s']:8.1f}s cpu={cpu:.3f} mem={mem:.3f}GiB "
+                           f"-> node {action} ({labels[action]})  bids {shown}")
+                obs, _, done, _, info = env.step(action)
+            m = env.episode_metrics()
+            click.echo(f"  energy {m['energy_j'] / 1000:.1f} kJ, overload {m['overload_pod_s']:.1f} pod-s, "
+                       f"unschedulable {int(m['unschedulable'])}, wake delay {m['wake_delay_pod_s']:.1f} pod-s, "
+                       f"mean {m['mean_watts']:.1f} W")
+    finally:
+        env.sim.close()
+
+
+COMMANDS = [scenarios, benchmark, train, test_cmd]
