@@ -259,3 +259,31 @@ def test_demonstrations_pretrain_the_network_to_follow_the_demonstrator(tmp_path
     train(DQNConfig(seed=1, demonstrator="", **common), load_scenario("hetero-sleep"), plain)
     assert agreement_with_efficient_first(demo) >= 0.9
     assert agreement_with_efficient_first(plain) < 0.7
+
+
+def test_dqn_loss_on_a_hand_computed_batch():
+    """Linear scorers Q(x) = w x (online w=1, target w=2), one feature, two nodes, gamma^n = 0.5."""
+    from rlmodel.agents.dqn import dqn_loss
+
+    q_net, target_net = NodeScorer(1, layers=0), NodeScorer(1, layers=0)
+    with torch.no_grad():
+        for net, w in ((q_net, 1.0), (target_net, 2.0)):
+            net.mlp[0].weight.fill_(w)
+            net.mlp[0].bias.zero_()
+    t = torch.tensor
+    batch = (
+        t([[[1.0], [3.0]], [[4.0], [2.0]]]),  # features (B=2, N=2, F=1): Q = [1, 3] and [4, 2]
+        t([[True, True], [True, True]]),
+        t([0, 1]),  # actions: Q taken 1 and 2
+        t([1.0, 0.5]),  # n-step rewards
+        t([[[2.0], [5.0]], [[1.0], [1.0]]]),  # next features
+        t([[True, False], [True, True]]),  # node 1 infeasible next: Double DQN picks node 0, target values it 4
+        t([0.0, 1.0]),  # the second transition ends the episode: no bootstrap
+    )
+    # TD targets 1 + 0.5 * 4 = 3 and 0.5; errors -2 and 1.5; Huber 1.5 and 1.0; mean 1.25
+    assert dqn_loss(q_net, target_net, batch, gamma_n=0.5).item() == pytest.approx(1.25)
+    # the second row is a demonstration of node 1: max(4 + 0.3, 2) - 2 = 2.3, weighted x2
+    loss = dqn_loss(q_net, target_net, batch, gamma_n=0.5, n_demo=1, margin=0.3, margin_weight=2.0)
+    assert loss.item() == pytest.approx(1.25 + 4.6)
+    loss.backward()
+    assert q_net.mlp[0].weight.grad is not None and target_net.mlp[0].weight.grad is None

@@ -123,7 +123,7 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     if oracle:
         kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))
         click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid "
-                   "and cover bounds, see README)")
+                   "and cover bounds, see docs/results.md)")
     click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}"
                + (f", {out / 'windows.csv'}, {out / 'power_samples.csv'}" if backend != "sim" else ""))
 

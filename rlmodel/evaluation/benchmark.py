@@ -94,14 +94,13 @@ def run_benchmark(
 
     With `with_oracle`, an `oracle` row per episode holds the offline optimum or its lower bound
     (column `oracle_kind`). `env`: where episodes run (default: the twin of `scenario`; the testbed
-    passes one with a `MinikubeCluster`, whose `run` label is set to the policy's name).
+    passes one with a `MinikubeCluster`, whose records are labelled with the policy's name).
     """
     env = env if env is not None else PodPlacementEnv(scenario)
     rows = []
     seeds = episode_seeds(seed, episodes)
     for policy in policies:
-        if hasattr(env.sim, "run"):
-            env.sim.run = policy.name  # labels the testbed's per-window records
+        env.sim.label_run(policy.name)  # labels the testbed's per-window records
         for ep, s in enumerate(seeds):
             r = run_episode(env, policy, s)
             rows.append({

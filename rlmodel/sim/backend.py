@@ -170,6 +170,9 @@ class ClusterBackend(ClusterState, Protocol):
     def drain(self) -> float:
         """Run until every bound pod has finished; the end time, s."""
 
+    def label_run(self, run: str) -> None:
+        """Label what the backend records from now on (the testbed's window rows) with `run`, e.g. a policy."""
+
     def close(self) -> None:
         """Release what the backend holds (files, connections). Idempotent."""
 

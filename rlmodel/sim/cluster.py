@@ -144,6 +144,9 @@ class ClusterSim:
     def pods_active(self) -> int:
         return self.pods_placed - self.pods_done
 
+    def label_run(self, run: str) -> None:
+        """The twin records nothing per run."""
+
     def close(self) -> None:
         """Nothing to release (the twin holds no files or connections)."""
 

@@ -1,14 +1,14 @@
 """Scenario files: the simulated cluster, its workload and the reward weights, in TOML.
 
 A scenario is either a built-in name (`homogeneous`, `hetero`, `hetero-sleep`, ...) or a path to a
-TOML file. The format is documented in the README; every error names the file and the key.
+TOML file. The format is documented in docs/scenarios.md; every error names the file and the key.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -134,21 +134,10 @@ class Scenario:
         if factor < 1:
             raise ScenarioError(f"{self.name}: scale factor must be >= 1, got {factor}")
         wl = self.workload
-        workload = WorkloadSpec(
-            pods_per_episode=wl.pods_per_episode * factor,
-            mean_interarrival_s=wl.mean_interarrival_s / factor,
-            cpu_request_cores=wl.cpu_request_cores,
-            memory_request_gib=wl.memory_request_gib,
-            usage_of_request=wl.usage_of_request,
-            duration_s=wl.duration_s,
-        )
-        groups = tuple(NodeGroup(g.node_type, g.count * factor, g.background_cpu_cores, g.background_memory_gib)
-                       for g in self.groups)
-        return Scenario(
-            name=f"{self.name}-x{factor}", groups=groups, idle_sleep_after_s=self.idle_sleep_after_s,
-            sleep_watts=self.sleep_watts, wake_s=self.wake_s, workload=workload, reward=self.reward,
-            source=self.source,
-        )
+        workload = replace(wl, pods_per_episode=wl.pods_per_episode * factor,
+                           mean_interarrival_s=wl.mean_interarrival_s / factor)
+        groups = tuple(replace(g, count=g.count * factor) for g in self.groups)
+        return replace(self, name=f"{self.name}-x{factor}", groups=groups, workload=workload)
 
 
 def builtin_scenarios() -> list[str]:

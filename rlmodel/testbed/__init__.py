@@ -1,1 +1,3 @@
-"""The real testbed: Prometheus configuration and (later) the Minikube harness."""
+"""The Minikube testbed: configuration (`config`), bring-up (`cluster`), the Kubernetes API (`kube`), the
+`MinikubeCluster` backend (`backend`), Prometheus reads and scrape config (`metrics`, `prometheus`) and
+power-curve calibration (`calibrate`)."""

@@ -4,7 +4,7 @@
 with the real cluster behind it; the agent, `rlsched train|test|benchmark` use it with
 `--backend minikube`.
 
-Semantics (what differs from the twin is in bold in the README's testbed section):
+Semantics (docs/testbed.md, "--backend minikube", says the same for users):
 * Nodes are the cluster's nodes sorted by name; their number must equal the scenario's. CPU and
   memory capacity are the nodes' allocatable minus what other pods already request; the scenario's
   power curves (fit yours with `rlsched calibrate`) give the `watts_if_placed` feature only.
@@ -208,6 +208,10 @@ class MinikubeCluster:
             self._pending_window = False
         self._retire(math.inf)
         return self.now_s
+
+    def label_run(self, run: str) -> None:
+        """The `run` column of the window and power rows written from now on (and the pods' name prefix)."""
+        self.run = run
 
     def close(self) -> None:
         """Close the window and power CSVs (idempotent)."""

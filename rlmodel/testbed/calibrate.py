@@ -57,7 +57,7 @@ def read_samples(paths: list[Path], *, prometheus_url: str | None = None, vm_pre
         elif {"timestamp", "vm", "vm_watts"} <= set(df.columns):
             if not prometheus_url:
                 raise CalibrationError(f"{path}: a power monitor CSV needs node-exporter utilization: pass "
-                                       "--prometheus URL (or set prometheus.url)")
+                                       "set prometheus.url (--set prometheus.url=URL or rlsched.toml)")
             frames.append(_join_utilization(df, path, prometheus_url, vm_prefix, scrape_interval_s))
         else:
             raise CalibrationError(f"{path}: expected columns node,watts,cpu_util (power_samples.csv) or "
