@@ -28,7 +28,7 @@ setup: $(VENV)/.installed ## Create .venv and install torch (CPU) and the projec
 
 DEMO_DIR := results/demo
 demo: setup ## Train a DQN on the simulated cluster (a few minutes) and benchmark it against the baselines
-	$(RLSCHED) train --scenario hetero-sleep --model $(DEMO_DIR)/Dale.pth --log-dir $(DEMO_DIR)/train
+	$(RLSCHED) train --scenario hetero-sleep --model $(DEMO_DIR)/Dale.pth --force --log-dir $(DEMO_DIR)/train
 	$(RLSCHED) benchmark --scenario hetero-sleep --model $(DEMO_DIR)/Dale.pth --episodes 20 --out $(DEMO_DIR)
 
 test: setup apt-test-deps ## Run the test suite (installs what it needs first)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,10 +168,20 @@ def linear_schedule(start: float, end: float, duration: int, step: int) -> float
 
 
 def resolve_device(name: str) -> torch.device:
+    """The torch device for "auto", "cpu", "cuda" or "cuda:N"; ModelError when it does not exist here."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' requested but no CUDA device is available")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d{1,3}))?", name)
+    if match is None:
+        raise ModelError(f"hyperparameter device = {name!r}: expected auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ModelError(f"hyperparameter device = {name!r}: no CUDA device is available")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ModelError(f"hyperparameter device = {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                         "devices")
     return torch.device(name)
 
 
@@ -251,6 +263,7 @@ class Learner:
         self.target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
+        self.steps = 0  # gradient steps taken
 
     def gradient_step(self, rb: ReplayBuffer | None, agent_batch: int, demo_rb: ReplayBuffer | None,
                       demo_batch: int) -> float:
@@ -266,6 +279,11 @@ class Learner:
         batch = tuple(torch.cat(cols) for cols in zip(*parts, strict=True))
         loss = dqn_loss(self.q_net, self.target_net, batch, gamma_n=cfg.gamma**cfg.n_step, n_demo=demo_batch,
                         margin=cfg.margin, margin_weight=cfg.margin_weight)
+        if not torch.isfinite(loss):
+            # stop before the weights turn to NaN: the model file keeps the last (finite) checkpoint
+            raise ModelError(f"training diverged: the loss became {loss.item()} after {self.steps} gradient steps "
+                             f"(lower learning_rate = {cfg.learning_rate:g} or reward_scale = {cfg.reward_scale:g})")
+        self.steps += 1
         self.optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), cfg.max_grad_norm)
@@ -311,6 +329,8 @@ def train(
     validated like the others, so the model file is never worse on validation than the pretrained net.
     """
     check_config(cfg)
+    env = env if env is not None else PodPlacementEnv(scenario)
+    check_memory(cfg, env.num_nodes, scenario.workload.pods_per_episode)
     device = resolve_device(cfg.device)
     # ---- seeding: one block for every source of randomness
     random.seed(cfg.seed)
@@ -318,7 +338,6 @@ def train(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    env = env if env is not None else PodPlacementEnv(scenario)
     guide = make_policy(cfg.guide) if cfg.guide else None
     shaped = RewardShaping(cfg, env, scenario)
     learner = Learner(cfg, device)
@@ -481,9 +500,47 @@ def check_config(cfg: DQNConfig) -> None:
                 or (key in fractions and not 0 <= value <= 1):
             rule = "> 0" if key in positive else ">= 0" if key in non_negative else "between 0 and 1"
             raise ModelError(f"hyperparameter {key} = {value}: must be {rule}")
+    for key, high in _UPPER_BOUNDS.items():
+        value = getattr(cfg, key)
+        if value > high:
+            raise ModelError(f"hyperparameter {key} = {value}: must be at most {high:g}")
+    if not 0 <= cfg.seed < 2**31:
+        raise ModelError(f"hyperparameter seed = {cfg.seed}: must be between 0 and {2**31 - 1}")
     if cfg.demonstrator and cfg.demo_episodes == 0:
         raise ModelError("hyperparameter demo_episodes = 0: a demonstrator needs at least one episode "
                          "(or set demonstrator to \"\")")
+    resolve_device(cfg.device)
+
+
+# far above any useful value; they keep an accidental 1e11 from allocating (or looping) before failing
+_UPPER_BOUNDS = {"total_steps": 10**9, "buffer_size": 10**8, "batch_size": 65_536, "n_step": 1_000,
+                 "target_update_every": 10**9, "demo_episodes": 10**6, "pretrain_steps": 10**8,
+                 "learning_starts": 10**9, "train_every": 10**6, "hidden": 65_536, "layers": 64,
+                 "checkpoint_every": 10**9, "validation_episodes": 100_000, "learning_rate": 10.0,
+                 "reward_scale": 1e6, "margin": 1e6, "margin_weight": 1e6, "max_grad_norm": 1e9}
+MEMORY_SHARE = 0.5  # training may plan to use at most this share of the machine's memory
+
+
+def planned_memory_bytes(cfg: DQNConfig, num_nodes: int, pods_per_episode: int) -> int:
+    """Bytes the replay buffers and networks will take (the buffers are allocated up front)."""
+    per_transition = num_nodes * (2 * NUM_FEATURES * 4 + 2) + 8 + 4 + 4  # features, next, masks, action, reward, done
+    transitions = cfg.buffer_size + (cfg.demo_episodes * pods_per_episode if cfg.demonstrator else 0)
+    h, layers = cfg.hidden, cfg.layers
+    params = NUM_FEATURES * h + max(layers - 1, 0) * h * h + (layers + 1) * h + 1
+    return transitions * per_transition + params * 4 * 6  # online, target, gradients, Adam's two moments, copy
+
+
+def check_memory(cfg: DQNConfig, num_nodes: int, pods_per_episode: int) -> None:
+    """ModelError when training would plan to use more than MEMORY_SHARE of this machine's memory."""
+    need = planned_memory_bytes(cfg, num_nodes, pods_per_episode)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return
+    if need > MEMORY_SHARE * total:
+        raise ModelError(f"hyperparameters buffer_size = {cfg.buffer_size}, demo_episodes = {cfg.demo_episodes}, "
+                         f"hidden = {cfg.hidden}: the replay buffers and network would need {need / 2**30:.1f} GiB on "
+                         f"{num_nodes} nodes, more than half of this machine's {total / 2**30:.1f} GiB")
 
 
 def apply_overrides(cfg: DQNConfig, pairs: list[str]) -> DQNConfig:

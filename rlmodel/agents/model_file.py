@@ -150,5 +150,9 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: the network weights do not match the stored network shape: {first}") from None
+    bad = next((k for k, v in data["state_dict"].items() if not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ModelError(f"{path}: the network weights contain NaN or infinite values ({bad}): the training that "
+                         "wrote it diverged; retrain")
     network.to(device).eval()
     return LoadedModel(path=path, data=data, network=network)

@@ -21,6 +21,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except RlschedError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under `rlsched` (rlmodel.cli.entry): exit 130, not 1
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(130) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -1,3 +1,3 @@
-from rlmodel.cli import main
+from rlmodel.cli.entry import run
 
-main()
+run()

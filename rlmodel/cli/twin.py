@@ -50,19 +50,25 @@ def scenarios(show_name: str | None) -> None:
 @click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="RLSCHED_MODEL", show_envvar=True,
               help="A trained DQN model file: adds the `dqn` policy (included by default when given).")
+@click.option("--reference", "-r", default="round-robin", show_default=True, envvar="RLSCHED_REFERENCE",
+              show_envvar=True, help="The policy every other is compared with, paired per episode.")
 @backend_options
 def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, scale: int, oracle: bool,
-              out: Path | None, model: Path | None, backend: str, config_path: Path | None,
+              out: Path | None, model: Path | None, reference: str, backend: str, config_path: Path | None,
               testbed_set: tuple[str, ...]) -> None:
-    """Run placement policies on identical episodes and report energy, overload and misses.
+    """Run placement policies on identical episodes and rank them by cost (energy plus penalties).
 
+    The cost is what the reward charges: energy, plus the overload penalty, plus a penalty per pod left
+    unplaced, so a policy never ranks better by leaving pods out. Each policy is compared with
+    --reference on the same episodes (ratio of costs and paired difference with its 95 % CI).
     Writes OUT/episodes.csv (one row per policy and episode), OUT/summary.csv (one row per
-    policy, with 95 % confidence intervals and ratios to round-robin) and OUT/benchmark.png.
+    policy, with 95 % confidence intervals) and OUT/benchmark.png. Ctrl-C (or SIGTERM) keeps the
+    episodes that finished and exits 130.
 
     \b
     Example:
       rlsched benchmark --scenario hetero --policies round-robin,power-greedy --episodes 10
-      rlsched benchmark --model Dale.pth --scale 4
+      rlsched benchmark --model Dale.pth --scale 4 --reference efficient-first
       rlsched benchmark --backend minikube --scenario minikube --policies round-robin,dqn --model Dale.pth -n 3
 
     With --backend minikube the episodes run on the testbed (see `rlsched cluster up`), there is no
@@ -71,7 +77,7 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     from tqdm import tqdm
 
     from rlmodel.agents.policy import DQNPolicy
-    from rlmodel.evaluation.benchmark import run_benchmark, summarize
+    from rlmodel.evaluation.benchmark import run_benchmark, summarize, unplaced_warnings
     from rlmodel.evaluation.report import format_table, plot_energy, write_csv_atomic
     from rlmodel.policies import BASELINES, make_policy
     from rlmodel.sim.scenario import load_scenario
@@ -88,6 +94,9 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         raise click.BadParameter("a policy is named twice", param_hint="--policies")
     if "dqn" in names and model is None:
         raise click.BadParameter("the dqn policy needs a model file (--model PATH)", param_hint="--policies")
+    if reference not in names:
+        raise click.BadParameter(f"{reference} is not among the policies ({', '.join(names)})",
+                                 param_hint="--reference")
     chosen = [DQNPolicy.load(model) if n == "dqn" and model is not None else make_policy(n) for n in names]
     out = out or Path("results") / f"benchmark-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
     try:
@@ -105,12 +114,18 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
             bar.set_postfix_str(policy)
             bar.update()
 
+        rows: list[dict] = []
         try:
             episodes_df = run_benchmark(sc, chosen, episodes=episodes, seed=seed, with_oracle=oracle,
-                                        on_episode=tick, env=env)
+                                        on_episode=tick, env=env, rows=rows)
+        except KeyboardInterrupt:
+            # keep what finished: the episodes so far, summarized over the episodes every policy completed
+            bar.close()
+            _write_partial(rows, out, reference)
+            sys.exit(130)
         finally:
             env.sim.close()
-    summary = summarize(episodes_df)
+    summary = summarize(episodes_df, reference)
     write_csv_atomic(episodes_df, out / "episodes.csv")
     write_csv_atomic(summary, out / "summary.csv")
     plot_energy(summary, out / "benchmark.png", f"{sc.name}: {episodes} episodes, seeds {seed}..{seed + episodes - 1}")
@@ -120,12 +135,43 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         Path(tmp).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     click.echo(f"scenario {sc.name} ({sc.num_nodes} nodes), {episodes} episodes from seed {seed}")
     click.echo(format_table(summary))
+    for line in unplaced_warnings(summary):
+        click.secho(line, fg="yellow", err=True)
     if oracle:
         kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))
         click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid "
                    "and cover bounds, see docs/results.md)")
     click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}"
                + (f", {out / 'windows.csv'}, {out / 'power_samples.csv'}" if backend != "sim" else ""))
+
+
+def _remove_if_unused(log_dir: Path, created: bool) -> None:
+    """Remove a log folder this run created when it holds no logged episode (a failed or aborted start)."""
+    import shutil
+
+    csv = log_dir / "train.csv"
+    logged = csv.exists() and csv.read_bytes().count(b"\n") > 1
+    if created and not logged and not any(p.name not in ("config.json", "train.csv") for p in log_dir.iterdir()):
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def _write_partial(rows: list[dict], out: Path, reference: str) -> None:
+    """After an interruption: episodes.csv with every finished episode, and summary.csv over the episodes
+    every policy finished (a paired comparison needs the same episodes)."""
+    import pandas as pd
+
+    from rlmodel.evaluation.benchmark import EPISODE_COLUMNS, summarize
+    from rlmodel.evaluation.report import write_csv_atomic
+
+    df = pd.DataFrame(rows, columns=EPISODE_COLUMNS)
+    write_csv_atomic(df, out / "episodes.csv")
+    note = f"interrupted: {len(df)} finished episodes in {out / 'episodes.csv'}"
+    common = set.intersection(*(set(g.episode) for _, g in df.groupby("policy"))) if len(df) else set()
+    policies = set(df.policy)
+    if common and reference in policies:
+        write_csv_atomic(summarize(df[df.episode.isin(common)], reference), out / "summary.csv")
+        note += f"; {out / 'summary.csv'} over the {len(common)} episodes every started policy finished"
+    click.echo(note, err=True)
 
 
 @click.command()
@@ -140,19 +186,21 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
               show_envvar=True, help="Seed of networks, exploration and training traces.")
 @click.option("--resume", is_flag=True, envvar="RLSCHED_RESUME", show_envvar=True,
               help="Continue from --model: weights, optimizer, step counter, random states.")
+@click.option("--force", is_flag=True, help="Replace --model if it exists (without it, an existing model is refused).")
 @click.option("--log-dir", type=click.Path(file_okay=False, path_type=Path), default=None, envvar="RLSCHED_LOG_DIR",
               show_envvar=True, help="Training log folder [default: runs/<scenario>__<seed>__<timestamp>].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a hyperparameter (repeatable); `rlsched train --hyperparameters` lists them.")
 @click.option("--hyperparameters", is_flag=True, help="List the hyperparameters with defaults and meanings, and exit.")
 @backend_options
-def train(model: Path, scenario: str | None, steps: int | None, seed: int, resume: bool, backend: str,
+def train(model: Path, scenario: str | None, steps: int | None, seed: int, resume: bool, force: bool, backend: str,
           log_dir: Path | None, overrides: tuple[str, ...], hyperparameters: bool, config_path: Path | None,
           testbed_set: tuple[str, ...]) -> None:
     """Train a DQN scheduler and save it to a model file.
 
     Every node bids with one shared network; the feasible node with the best bid gets the pod. The
-    model file is written atomically at every checkpoint (`checkpoint_every` steps), at the end and on Ctrl-C. Training
+    model file is written atomically at every checkpoint (`checkpoint_every` steps), at the end and on
+    Ctrl-C or SIGTERM (exit 130). An existing model file is refused unless --resume or --force. Training
     writes LOG_DIR/train.csv (one row per episode, flushed) and TensorBoard events when tensorboard
     is installed.
 
@@ -170,7 +218,14 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
     import torch
     from tqdm import tqdm
 
-    from rlmodel.agents.dqn import DQNConfig, apply_overrides, check_config, config_for_resume, config_help
+    from rlmodel.agents.dqn import (
+        DQNConfig,
+        apply_overrides,
+        check_config,
+        check_memory,
+        config_for_resume,
+        config_help,
+    )
     from rlmodel.agents.dqn import train as train_dqn
     from rlmodel.sim.scenario import load_scenario
 
@@ -180,6 +235,11 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
             click.echo(f"{key:<22} {defaults[key]!s:<16} {text}")
         return
     start = 0
+    if model.exists() and not (resume or force):
+        raise click.ClickException(f"{model}: exists; pass --resume to continue training it or --force to replace it")
+    if resume and force:
+        raise click.BadParameter("--resume continues the model file, --force replaces it: pass one",
+                                 param_hint="--force")
     if resume:
         cfg, trained_on, start = config_for_resume(model, steps)
         scenario = scenario or trained_on
@@ -190,9 +250,14 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
     cfg = apply_overrides(cfg, list(overrides))
     check_config(cfg)
     sc = load_scenario(scenario or "hetero-sleep")
+    check_memory(cfg, sc.num_nodes, sc.workload.pods_per_episode)  # before any folder is written
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = log_dir or Path("runs") / f"{sc.name}__{cfg.seed}__{stamp}"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    new_log_dir = not log_dir.exists()
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"{log_dir}: cannot create the log folder: {exc.strerror}") from None
     with atomic_path(log_dir / "config.json") as tmp:
         Path(tmp).write_text(json.dumps({"scenario": sc.source, "model": str(model), "resume": resume,
                                          "hyperparameters": dataclasses.asdict(cfg)}, indent=2) + "\n")
@@ -204,20 +269,32 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
         bar.update(step - bar.n)
         bar.set_postfix(energy_kJ=f"{log.energy_j / 1000:.0f}", ret=f"{log.ret:.0f}", eps=f"{log.epsilon:.2f}")
 
-    env = make_env(backend, sc, config_path, testbed_set, log_dir if backend != "sim" else None, run="train")
-    if cfg.demonstrator and not resume:
-        click.echo(f"demonstrations: {cfg.demo_episodes} episodes of {cfg.demonstrator} in the twin, then "
-                   f"{cfg.pretrain_steps} pretraining steps", err=True)
+    before = model.stat().st_mtime_ns if model.exists() else None
+    env = None
     try:
+        env = make_env(backend, sc, config_path, testbed_set, log_dir if backend != "sim" else None, run="train")
+        if cfg.demonstrator and not resume:
+            click.echo(f"demonstrations: {cfg.demo_episodes} episodes of {cfg.demonstrator} in the twin, then "
+                       f"{cfg.pretrain_steps} pretraining steps", err=True)
         data = train_dqn(cfg, sc, model, resume=resume, log_dir=log_dir, on_episode=on_episode, env=env)
     except KeyboardInterrupt:
         bar.close()
-        click.echo(f"interrupted: checkpoint saved to {model}; continue with `rlsched train --model {model} "
-                   f"--resume`", err=True)
+        written = model.exists() and model.stat().st_mtime_ns != before
+        if written:
+            click.echo(f"interrupted: checkpoint saved to {model}; continue with `rlsched train --model {model} "
+                       f"--resume`", err=True)
+        else:
+            _remove_if_unused(log_dir, new_log_dir)
+            click.echo(f"interrupted before the first checkpoint: {model} "
+                       f"{'unchanged' if before is not None else 'not written'}", err=True)
         sys.exit(130)
+    except Exception:
+        _remove_if_unused(log_dir, new_log_dir)
+        raise
     finally:
         bar.close()
-        env.sim.close()
+        if env is not None:
+            env.sim.close()
     m = data["metrics"]
     click.echo(f"trained {data['global_step']} steps ({data['episodes']} episodes) on {sc.name} in "
                f"{m['train_wall_s']:.0f} s; last {m['episodes_in_mean']} episodes: energy "

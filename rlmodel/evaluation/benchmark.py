@@ -11,19 +11,25 @@ import pandas as pd
 from scipy import stats
 
 from rlmodel.envs.placement import PodPlacementEnv
+from rlmodel.errors import PolicyError
 from rlmodel.evaluation.oracle import oracle as run_oracle
 from rlmodel.policies.base import Policy, ScoringPolicy
 from rlmodel.sim.scenario import Scenario
 
 EPISODE_COLUMNS = [
     "scenario", "policy", "episode", "seed", "energy_j", "overload_pod_s", "unschedulable", "mean_watts",
-    "wake_delay_pod_s", "wakeups", "makespan_s", "return", "oracle_kind",
+    "wake_delay_pod_s", "wakeups", "makespan_s", "return", "oracle_kind", "pods", "pods_placed", "cost_j",
+    "energy_j_per_placed_pod",
 ]
 SUMMARY_COLUMNS = [
     "scenario", "policy", "episodes", "energy_j_mean", "energy_j_ci95", "ratio_to_round_robin",
     "ratio_to_round_robin_ci95", "gap_to_oracle", "overload_pod_s_mean", "unschedulable_mean",
-    "wake_delay_pod_s_mean", "mean_watts_mean",
+    "wake_delay_pod_s_mean", "mean_watts_mean", "cost_j_mean", "cost_j_ci95", "energy_j_per_placed_pod_mean",
+    "reference", "cost_ratio_to_reference", "cost_ratio_to_reference_ci95", "cost_diff_to_reference_j",
+    "cost_diff_to_reference_j_ci95", "rank",
 ]
+"""`rank` orders policies by `cost_j_mean`, the reward's cost (energy plus the overload and unplaced-pod
+penalties), so leaving pods unplaced never ranks a policy better; the oracle (a bound) is not ranked."""
 
 
 @dataclass(frozen=True)
@@ -89,16 +95,26 @@ def run_benchmark(
     with_oracle: bool = True,
     on_episode: Callable[[str, int], None] | None = None,
     env: PodPlacementEnv | None = None,
+    rows: list[dict] | None = None,
 ) -> pd.DataFrame:
     """Every policy on the same episode seeds; one row per (policy, episode), columns EPISODE_COLUMNS.
+
+    `rows`: a list the rows are appended to as episodes finish (what an interrupted run keeps).
 
     With `with_oracle`, an `oracle` row per episode holds the offline optimum or its lower bound
     (column `oracle_kind`). `env`: where episodes run (default: the twin of `scenario`; the testbed
     passes one with a `MinikubeCluster`, whose records are labelled with the policy's name).
     """
     env = env if env is not None else PodPlacementEnv(scenario)
-    rows = []
+    rows = rows if rows is not None else []
     seeds = episode_seeds(seed, episodes)
+    cost = scenario.reward.cost_j
+
+    def totals(pods: int, energy_j: float, overload_pod_s: float, unschedulable: float) -> dict[str, float]:
+        placed = pods - unschedulable
+        return {"pods": pods, "pods_placed": placed, "cost_j": cost(energy_j, overload_pod_s, unschedulable),
+                "energy_j_per_placed_pod": energy_j / placed if placed > 0 else math.nan}
+
     for policy in policies:
         env.sim.label_run(policy.name)  # labels the testbed's per-window records
         for ep, s in enumerate(seeds):
@@ -108,6 +124,7 @@ def run_benchmark(
                 "energy_j": r.energy_j, "overload_pod_s": r.overload_pod_s, "unschedulable": r.unschedulable,
                 "mean_watts": r.mean_watts, "wake_delay_pod_s": r.wake_delay_pod_s, "wakeups": r.wakeups,
                 "makespan_s": r.makespan_s, "return": r.ret, "oracle_kind": "",
+                **totals(len(env.trace), r.energy_j, r.overload_pod_s, r.unschedulable),
             })
             if on_episode:
                 on_episode(policy.name, ep)
@@ -120,6 +137,7 @@ def run_benchmark(
                 "energy_j": o.energy_j, "overload_pod_s": o.overload_pod_s, "unschedulable": o.unschedulable,
                 "mean_watts": math.nan, "wake_delay_pod_s": math.nan, "wakeups": math.nan,
                 "makespan_s": math.nan, "return": math.nan, "oracle_kind": o.kind,
+                **totals(len(env.trace), o.energy_j, o.overload_pod_s, o.unschedulable),
             })
             if on_episode:
                 on_episode("oracle", ep)
@@ -135,10 +153,22 @@ def ci95_halfwidth(values: np.ndarray) -> float:
     return float(stats.t.ppf(0.975, values.size - 1) * sem)
 
 
-def summarize(episodes: pd.DataFrame) -> pd.DataFrame:
-    """One row per policy (columns SUMMARY_COLUMNS), ratios paired per episode against round-robin."""
+def summarize(episodes: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """One row per policy (columns SUMMARY_COLUMNS), ranked by cost.
+
+    `reference` (default: round-robin when present, else the first policy) is the policy every other is
+    compared with, paired per episode: the ratio of mean costs with the 95 % CI of the per-episode cost
+    ratios, and the mean per-episode cost difference (J) with its 95 % CI. `ratio_to_round_robin` (energy)
+    is kept for the figures of earlier versions.
+    """
     rows = []
     by_policy = {p: g.set_index("episode") for p, g in episodes.groupby("policy", sort=False)}
+    if reference is None:
+        reference = "round-robin" if "round-robin" in by_policy else next(iter(by_policy), "")
+    if reference not in by_policy or reference == "oracle":
+        raise PolicyError(f"--reference {reference}: not one of the benchmarked policies "
+                          f"({', '.join(p for p in by_policy if p != 'oracle')})")
+    ref = by_policy[reference]
     rr = by_policy.get("round-robin")
     oracle = by_policy.get("oracle")
     for policy, g in by_policy.items():
@@ -158,5 +188,38 @@ def summarize(episodes: pd.DataFrame) -> pd.DataFrame:
             "unschedulable_mean": float(g["unschedulable"].mean()),
             "wake_delay_pod_s_mean": float(g["wake_delay_pod_s"].mean()),
             "mean_watts_mean": float(g["mean_watts"].mean()),
+            **_cost_columns(g, ref, reference),
         })
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    ranked = out[out.policy != "oracle"].sort_values("cost_j_mean", kind="stable")
+    out.loc[ranked.index, "rank"] = range(1, len(ranked) + 1)
+    order = list(ranked.index) + list(out.index[out.policy == "oracle"])
+    return out.loc[order].reset_index(drop=True)
+
+
+def _cost_columns(g: pd.DataFrame, ref: pd.DataFrame, reference: str) -> dict[str, object]:
+    cost = g["cost_j"].to_numpy(dtype=np.float64)
+    ref_cost = ref["cost_j"].reindex(g.index).to_numpy(dtype=np.float64)
+    per_pod = g["energy_j_per_placed_pod"].to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = cost / ref_cost
+    diff = cost - ref_cost
+    return {
+        "cost_j_mean": float(cost.mean()), "cost_j_ci95": ci95_halfwidth(cost),
+        "energy_j_per_placed_pod_mean": float(np.nanmean(per_pod)) if np.isfinite(per_pod).any() else math.nan,
+        "reference": reference,
+        "cost_ratio_to_reference": float(cost.mean() / ref_cost.mean()),
+        "cost_ratio_to_reference_ci95": ci95_halfwidth(ratios),
+        "cost_diff_to_reference_j": float(diff.mean()), "cost_diff_to_reference_j_ci95": ci95_halfwidth(diff),
+        "rank": math.nan,
+    }
+
+
+def unplaced_warnings(summary: pd.DataFrame) -> list[str]:
+    """One line per policy that left pods unplaced: its energy covers fewer pods than the others'."""
+    out = []
+    for r in summary.itertuples(index=False):
+        if r.policy != "oracle" and r.unschedulable_mean > 0:
+            out.append(f"warning: {r.policy} left {r.unschedulable_mean:.2f} pods per episode unplaced: its energy "
+                       f"is for fewer pods (compare cost, which charges each, or energy per placed pod)")
+    return out

@@ -18,9 +18,11 @@ def write_csv_atomic(df: pd.DataFrame, path: Path) -> None:
 
 
 def format_table(summary: pd.DataFrame) -> str:
-    """A fixed-width table of the summary for the terminal."""
-    header = f"{'policy':<20} {'energy kJ':>10} {'± ci95':>8} {'vs RR':>7} {'vs oracle':>9} " \
-             f"{'overload pod-s':>14} {'unsched':>7} {'wake pod-s':>10}"
+    """A fixed-width table of the summary for the terminal, ranked by cost (energy plus penalties)."""
+    ref = str(summary["reference"].iloc[0]) if len(summary) else ""
+    versus = f"vs {ref}"[:24]
+    header = (f"{'#':>2} {'policy':<20} {'cost kJ':>9} {'± ci95':>7} {versus:>24} {'energy kJ':>10} "
+              f"{'J/pod':>7} {'vs oracle':>9} {'overload pod-s':>14} {'unplaced':>8} {'wake pod-s':>10}")
     lines = [header, "-" * len(header)]
 
     def num(x: float, fmt: str) -> str:
@@ -28,10 +30,16 @@ def format_table(summary: pd.DataFrame) -> str:
 
     for r in summary.itertuples(index=False):
         gap = "-" if math.isnan(r.gap_to_oracle) else f"{r.gap_to_oracle * 100:+.1f}%"
+        # paired against the reference: ratio of mean costs, and the mean per-episode difference with its CI
+        paired = "-" if r.policy == ref or r.policy == "oracle" else \
+            f"{r.cost_ratio_to_reference:.3f} ({r.cost_diff_to_reference_j / 1000:+.1f}" \
+            f"±{num(r.cost_diff_to_reference_j_ci95 / 1000, '.1f')})"
+        rank = "" if math.isnan(r.rank) else f"{int(r.rank)}"
         lines.append(
-            f"{r.policy:<20} {r.energy_j_mean / 1000:>10.1f} {num(r.energy_j_ci95 / 1000, '.1f'):>8} "
-            f"{num(r.ratio_to_round_robin, '.3f'):>7} {gap:>9} {r.overload_pod_s_mean:>14.1f} "
-            f"{r.unschedulable_mean:>7.2f} {num(r.wake_delay_pod_s_mean, '.1f'):>10}"
+            f"{rank:>2} {r.policy:<20} {r.cost_j_mean / 1000:>9.1f} {num(r.cost_j_ci95 / 1000, '.1f'):>7} "
+            f"{paired:>24} {r.energy_j_mean / 1000:>10.1f} {num(r.energy_j_per_placed_pod_mean, '.0f'):>7} "
+            f"{gap:>9} {r.overload_pod_s_mean:>14.1f} {r.unschedulable_mean:>8.2f} "
+            f"{num(r.wake_delay_pod_s_mean, '.1f'):>10}"
         )
     return "\n".join(lines)
 

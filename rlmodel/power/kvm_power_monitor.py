@@ -19,15 +19,19 @@ the pseudo-VM `unattributed`. Numbers are always written with '.' as the decimal
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
+import errno
 import http.server
 import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
@@ -69,6 +73,10 @@ class RaplSysfs:
                                "--estimate-tdp WATTS to estimate" % root)
         self.zones = [os.path.join(root, z) for z in zones]
         self.max_range_uj = [self._read_int(os.path.join(z, "max_energy_range_uj")) for z in self.zones]
+        for zone, rng in zip(self.zones, self.max_range_uj):
+            if rng <= 0:
+                raise MonitorError("%s/max_energy_range_uj: %d: a counter range must be positive; this zone "
+                                   "cannot be read correctly" % (zone, rng))
         self.read()  # fail now, with a clear message, if the counters are not readable
 
     @staticmethod
@@ -215,11 +223,12 @@ class ProcStat:
         return (int(rest[11]) + int(rest[12])) / self.ticks
 
     def host_busy(self) -> Tuple[float, float]:
-        """(busy, total) jiffies of all CPUs from /proc/stat."""
+        """(busy, total) CPU seconds of all CPUs from /proc/stat (guest time is inside user time already,
+        so the guest columns are not added again)."""
         with open(os.path.join(self.proc_root, "stat"), "r") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
+            fields = [int(x) for x in fh.readline().split()[1:9]]
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return float(sum(fields) - idle), float(sum(fields))
+        return float(sum(fields) - idle) / self.ticks, float(sum(fields)) / self.ticks
 
 
 def vm_name(argv: List[str], pid: int) -> str:
@@ -242,11 +251,15 @@ def vm_name(argv: List[str], pid: int) -> str:
 
 # ------------------------------------------------------------------------------------------- model
 class EnergyCounter:
-    """Turns raw package counters into joules per interval, correcting wraparound per zone.
+    """Turns raw package counters into joules over the time since the previous reading, correcting
+    wraparound per zone.
 
     A zone that reads lower than before wrapped once: delta += max_energy_range_uj. A reading that
-    no single wrap explains (above the range) or that implies more than `max_watts` is dropped and
-    counted, never reported.
+    no single wrap explains (above the range), or whose delta implies more than `max_watts` on one zone
+    over `interval_s` (a wrap included: a small backward step "explained" by a 2^32 uJ range would be
+    thousands of watts), is dropped and counted in `dropped`. A zone whose counter did not move is
+    stuck (RAPL counters advance every millisecond): the sample is dropped and counted in `stuck`.
+    Nothing dropped is ever reported as watts.
     """
 
     def __init__(self, max_range_uj: List[int], max_watts: float):
@@ -254,8 +267,14 @@ class EnergyCounter:
         self.max_watts = max_watts
         self.prev = None  # type: Optional[List[int]]
         self.dropped = 0
+        self.stuck = 0
+
+    def reset(self, reading: List[int]) -> None:
+        """Take `reading` as the previous reading (the baseline of the next delta)."""
+        self.prev = reading
 
     def delta_joules(self, reading: List[int], interval_s: float) -> Optional[float]:
+        """Joules since the previous reading, `interval_s` seconds ago; None when dropped (or first)."""
         prev, self.prev = self.prev, reading
         if prev is None:
             return None
@@ -267,17 +286,21 @@ class EnergyCounter:
             d = c - p
             if d < 0:
                 d += rng
+            if interval_s <= 0 or d / 1e6 / interval_s > self.max_watts:
+                self.dropped += 1
+                return None
+            if d == 0:
+                self.stuck += 1
+                return None
             total_uj += d
-        joules = total_uj / 1e6
-        if interval_s <= 0 or joules / interval_s > self.max_watts:
-            self.dropped += 1
-            return None
-        return joules
+        return total_uj / 1e6
 
 
-def attribute(host_watts: float, interval_s: float, ncpus: int, cpu_s: Dict[str, float]) -> Dict[str, float]:
-    """Watts per VM in proportion to its CPU seconds, plus `unattributed` (the rest, never below 0)."""
-    capacity = interval_s * ncpus
+def attribute(host_watts: float, capacity_s: float, cpu_s: Dict[str, float]) -> Dict[str, float]:
+    """Watts per VM in proportion to its CPU seconds out of `capacity_s` (the CPU seconds all CPUs had over
+    the same span), plus `unattributed` (the rest). The VMs' shares never add up to more than the host's
+    watts: when their CPU seconds exceed the capacity (reads a moment apart), they are scaled down."""
+    capacity = max(capacity_s, sum(cpu_s.values()), 1e-12)
     out = {vm: host_watts * s / capacity for vm, s in cpu_s.items()}
     out[UNATTRIBUTED] = max(0.0, host_watts - sum(out.values()))
     return out
@@ -294,25 +317,64 @@ def iso_utc(ts: float) -> str:
 
 
 class CsvSink:
-    """Appends one row per VM per sample; header only when the file is new or empty; flushed per row."""
+    """Appends one row per VM per sample, flushed per row; writes the header only when the file is new or
+    empty. An existing file must carry this monitor's header; a last row cut off by a crash (no final
+    newline) is removed before appending, and said so. Opened without following a symbolic link (the
+    monitor runs as root)."""
 
     def __init__(self, path: str):
+        self.path = path
         try:
-            new = not os.path.exists(path) or os.path.getsize(path) == 0
-            self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise MonitorError("%s: is a symbolic link; give the real path" % path) from None
             raise MonitorError("%s: cannot open for appending: %s" % (path, exc.strerror)) from None
+        self.fh = os.fdopen(fd, "a+", newline="", encoding="utf-8")
+        try:
+            self._check_existing()
+        except BaseException:
+            self.fh.close()
+            raise
         self.writer = csv.writer(self.fh, lineterminator="\n")
-        if new:
+        if os.fstat(fd).st_size == 0:
             self.writer.writerow(CSV_COLUMNS)
-            self.fh.flush()
+            self._flush()
+
+    def _check_existing(self) -> None:
+        fh = self.fh
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            return
+        fh.seek(0)
+        header = fh.readline()
+        if header.rstrip("\r\n").split(",") != CSV_COLUMNS:
+            raise MonitorError("%s: line 1 is not this monitor's header (expected %s): write to another file"
+                               % (self.path, ",".join(CSV_COLUMNS)))
+        fh.seek(size - 1)
+        if fh.read(1) != "\n":
+            # a row cut off by a crash or a full disk: drop it, so the next row does not glue onto it
+            with open(self.path, "rb") as raw:
+                data = raw.read()
+            keep = data.rfind(b"\n") + 1
+            os.truncate(fh.fileno(), keep)
+            sys.stderr.write("kvm_power_monitor: %s: removed a cut-off last row (%d bytes)\n"
+                             % (self.path, len(data) - keep))
+        fh.seek(0, os.SEEK_END)
 
     def write(self, row: List[str]) -> None:
         self.writer.writerow(row)
-        self.fh.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self.fh.flush()
+        except OSError as exc:
+            raise MonitorError("%s: cannot write: %s" % (self.path, exc.strerror)) from None
 
     def close(self) -> None:
-        self.fh.close()
+        with contextlib.suppress(OSError):  # the error was reported by the write that failed
+            self.fh.close()
 
 
 class MetricsState:
@@ -326,15 +388,16 @@ class MetricsState:
         self.vm_watts = {}  # type: Dict[str, float]
         self.vm_cpu_s = {}  # type: Dict[str, float]
         self.dropped = 0
+        self.stuck = 0
         self.samples = 0
         self.estimated = False
         self.last_sample_unix_s = 0.0
 
     def update(self, host_watts: float, joules: float, watts: Dict[str, float], cpu_s: Dict[str, float],
-               interval_s: float) -> None:
+               interval_s: float, at_unix_s: Optional[float] = None) -> None:
         with self.lock:
             self.samples += 1
-            self.last_sample_unix_s = time.time()
+            self.last_sample_unix_s = time.time() if at_unix_s is None else at_unix_s
             self.host_watts = host_watts
             self.host_joules += joules
             self.vm_watts = dict(watts)  # exited VMs leave the gauge; their counters stay
@@ -369,6 +432,9 @@ class MetricsState:
                 "# HELP rlsched_dropped_samples_total Energy readings dropped as impossible (backwards or spikes).",
                 "# TYPE rlsched_dropped_samples_total counter",
                 "rlsched_dropped_samples_total %d" % self.dropped,
+                "# HELP rlsched_stuck_samples_total Samples dropped because an energy counter did not advance.",
+                "# TYPE rlsched_stuck_samples_total counter",
+                "rlsched_stuck_samples_total %d" % self.stuck,
                 "# HELP rlsched_samples_total Samples taken.",
                 "# TYPE rlsched_samples_total counter",
                 "rlsched_samples_total %d" % self.samples,
@@ -389,16 +455,30 @@ def _label(value: str) -> str:
 
 
 def write_textfile(path: str, text: str) -> None:
-    """node-exporter textfile collector: write to a temp file in the same folder, then rename."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    """node-exporter textfile collector: write to a fresh temp file in the same folder (created securely,
+    not a predictable name), readable as the umask allows, then rename over `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise MonitorError("%s: cannot write the textfile: %s" % (path, exc.strerror)) from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o644 & ~umask)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise MonitorError("%s: cannot write the textfile: %s" % (path, exc.strerror)) from None
 
 
 class _MetricsHandler(http.server.BaseHTTPRequestHandler):
     state = MetricsState()  # replaced per server by serve_metrics
     server_version = "rlsched-power/" + __version__
+    timeout = 5  # s: a client idle this long is dropped (and its thread freed)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path.split("?", 1)[0] not in ("/metrics", "/"):
@@ -420,6 +500,10 @@ class _MetricsHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server6(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def serve_metrics(listen: str, state: MetricsState) -> http.server.HTTPServer:
     host, _, port = listen.rpartition(":")
     try:
@@ -429,17 +513,32 @@ def serve_metrics(listen: str, state: MetricsState) -> http.server.HTTPServer:
     except ValueError:
         raise MonitorError("--listen %s: expected HOST:PORT with a port from 0 to 65535" % listen) from None
     handler = type("Handler", (_MetricsHandler,), {"state": state})
+    address = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":PORT" without a host means every interface, as asked
+    server_class = _Server6 if ":" in address else http.server.ThreadingHTTPServer  # [::1]:9877
     try:
-        # ":PORT" without a host means every interface, as the user asked
-        server = http.server.ThreadingHTTPServer((host.strip("[]") or "0.0.0.0", port_n), handler)  # noqa: S104
-    except OSError as exc:
-        raise MonitorError("--listen %s: cannot listen: %s" % (listen, exc.strerror)) from None
+        server = server_class((address, port_n), handler)
+    except (OSError, OverflowError) as exc:
+        raise MonitorError("--listen %s: cannot listen: %s" % (listen, getattr(exc, "strerror", None) or exc)) \
+            from None
+    server.daemon_threads = True
     server.timeout = 5  # a stalled client cannot hold a handler thread forever
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
 # --------------------------------------------------------------------------------------------- run
+class _Snapshot:
+    """What one tick reads: monotonic time (s), raw energy counters (None: the read failed), VM CPU seconds
+    by pid, and the host's (busy, total) CPU seconds (None: unreadable)."""
+
+    __slots__ = ("t", "wall", "reading", "procs", "host")
+
+    def __init__(self, t: float, reading: Optional[List[int]], procs: Dict[int, Tuple[str, float]],
+                 host: Optional[Tuple[float, float]]):
+        self.t, self.reading, self.procs, self.host = t, reading, procs, host
+        self.wall = time.time()
+
+
 class Monitor:
     """Samples every `interval_s`: package joules, each VM's CPU seconds, attribution, exports."""
 
@@ -464,25 +563,35 @@ class Monitor:
             self.counter = EnergyCounter(self.source.max_range_uj, args.max_watts)  # type: ignore[union-attr]
         self.state = MetricsState()
         self.state.estimated = self.estimated
-        self.csv = CsvSink(args.csv) if args.csv else None
+        # the server first: a --listen that fails must not leave a new, header-only CSV behind
         self.server = serve_metrics(args.listen, self.state) if args.listen else None
+        try:
+            self.csv = CsvSink(args.csv) if args.csv else None
+        except MonitorError:
+            if self.server:
+                self.server.shutdown()
+                self.server.server_close()
+            raise
         self.stop = threading.Event()
+        self._last_ok = self._restart = self._stuck_warned = False
         self.summary = {}  # type: Dict[str, List[float]]
         self.host_summary = [0, 0.0, 0.0]
         self.started = time.time()
 
     def run(self) -> None:
+        """Sample until stopped or `--duration` has passed (checked on every tick, whatever the readings).
+
+        Each row covers the time since the last *good* snapshot: energy, every VM's CPU seconds and the host's
+        CPU time are read together, and a failed or dropped reading leaves the previous snapshot in place, so
+        the next row's joules, CPU seconds and interval span the same time.
+        """
         a = self.args
         deadline = time.monotonic() + a.duration if a.duration else None
-        prev_cpu = {}  # type: Dict[int, Tuple[str, float]]
-        prev_busy = self.procs.host_busy() if self.estimated else None
-        t_prev = time.monotonic()
-        self._read_energy(t_prev, 0.0)
-        for pid, name in self.procs.vms().items():
-            s = self.procs.cpu_seconds(pid)
-            if s is not None:
-                prev_cpu[pid] = (name, s)
-        next_tick = t_prev + a.interval
+        first = self._snapshot()
+        base = first if self.estimated or first.reading is not None else None  # else: the next good reading
+        if base is not None and base.reading is not None:
+            self.counter.reset(base.reading)  # type: ignore[union-attr]
+        next_tick = time.monotonic() + a.interval
         while not self.stop.is_set():
             wait = next_tick - time.monotonic()
             if deadline is not None:
@@ -490,54 +599,90 @@ class Monitor:
             if wait > 0 and self.stop.wait(wait):
                 break
             now = time.monotonic()
-            interval = now - t_prev
-            t_prev = now
             next_tick += a.interval
             if next_tick < now:  # fell behind (suspend, overload): do not burst to catch up
                 next_tick = now + a.interval
-            if self.estimated:
-                busy = self.procs.host_busy()
-                d_busy, d_total = busy[0] - prev_busy[0], busy[1] - prev_busy[1]  # type: ignore[index]
-                prev_busy = busy
-                joules = a.estimate_tdp * (d_busy / d_total if d_total > 0 else 0.0) * interval
+            snap = self._snapshot()
+            if base is None or (not self.estimated and snap.reading is None):
+                if snap.reading is not None:
+                    self.counter.reset(snap.reading)  # type: ignore[union-attr]
+                    base = snap
             else:
-                joules = self._read_energy(now, interval)
-            cpu_s = {}  # type: Dict[str, float]
-            pids = {}  # type: Dict[str, int]
-            current = {}  # type: Dict[int, Tuple[str, float]]
-            for pid, name in self.procs.vms().items():
-                s = self.procs.cpu_seconds(pid)
-                if s is None:
-                    continue
-                current[pid] = (name, s)
-                if pid in prev_cpu:  # a VM seen for the first time has no delta yet
-                    cpu_s[name] = cpu_s.get(name, 0.0) + max(0.0, s - prev_cpu[pid][1])
-                    pids[name] = pid
-            prev_cpu = current  # exited VMs are retired, new ones picked up
-            if joules is None:
-                continue
-            self._record(interval, joules, cpu_s, pids)
+                self._sample(base, snap)
+                base = snap if (self.estimated or self._last_ok or self._restart) else base
+            self._publish_counts()
             if deadline is not None and now >= deadline:
                 break
 
-    def _read_energy(self, now: float, interval: float) -> Optional[float]:
-        if self.estimated:
-            return None
+    def _snapshot(self) -> "_Snapshot":
+        """Energy (raw counters), every VM's CPU seconds and the host's CPU time, read together."""
+        t = time.monotonic()
+        reading = None
+        if not self.estimated:
+            try:
+                reading = self.source.read()  # type: ignore[union-attr]
+            except MonitorError:
+                self.counter.dropped += 1  # type: ignore[union-attr]
+        procs = {}  # type: Dict[int, Tuple[str, float]]
+        for pid, name in self.procs.vms().items():
+            s = self.procs.cpu_seconds(pid)
+            if s is not None:
+                procs[pid] = (name, s)
         try:
-            reading = self.source.read()  # type: ignore[union-attr]
-        except MonitorError:
-            self.counter.dropped += 1  # type: ignore[union-attr]
-            self.state.dropped = self.counter.dropped  # type: ignore[union-attr]
-            return None
-        joules = self.counter.delta_joules(reading, interval)  # type: ignore[union-attr]
-        self.state.dropped = self.counter.dropped  # type: ignore[union-attr]
-        return joules
+            host = self.procs.host_busy()  # type: Optional[Tuple[float, float]]
+        except (OSError, ValueError, IndexError):
+            host = None
+        return _Snapshot(t, reading, procs, host)
 
-    def _record(self, interval: float, joules: float, cpu_s: Dict[str, float], pids: Dict[str, int]) -> None:
+    def _sample(self, base: "_Snapshot", snap: "_Snapshot") -> None:
+        """One row from two snapshots; sets `_last_ok` (row written) and `_restart` (take `snap` as the new
+        baseline although nothing was written: the old one can no longer be trusted)."""
+        a = self.args
+        interval = snap.t - base.t
+        self._last_ok = self._restart = False
+        if self.estimated:
+            if base.host is None or snap.host is None:
+                raise MonitorError("%s/stat: unreadable: --estimate-tdp needs the host's CPU time" % a.proc_root)
+            d_busy, d_total = snap.host[0] - base.host[0], snap.host[1] - base.host[1]
+            joules = a.estimate_tdp * (d_busy / d_total if d_total > 0 else 0.0) * interval
+        else:
+            # the counter's previous reading is base's: delta_joules compares against it
+            joules = self.counter.delta_joules(snap.reading, interval)  # type: ignore[union-attr,arg-type]
+            if joules is None:
+                self._restart = True  # dropped or stuck: measure again from this reading
+                self._warn_stuck()
+                return
+        cpu_s = {}  # type: Dict[str, float]
+        pids = {}  # type: Dict[str, int]
+        for pid, (name, s) in snap.procs.items():
+            if pid in base.procs:  # a VM seen for the first time has no delta yet; exited VMs drop out
+                cpu_s[name] = cpu_s.get(name, 0.0) + max(0.0, s - base.procs[pid][1])
+                pids[name] = pid
+        if base.host is not None and snap.host is not None and snap.host[1] > base.host[1]:
+            capacity = snap.host[1] - base.host[1]
+        else:
+            capacity = interval * self.ncpus
+        self._record(interval, joules, cpu_s, pids, capacity, snap.wall)
+        self._last_ok = True
+
+    def _warn_stuck(self) -> None:
+        stuck = self.counter.stuck if self.counter else 0
+        if stuck and not self._stuck_warned:
+            sys.stderr.write("kvm_power_monitor: warning: the energy counter did not advance over a sample; such "
+                             "samples are dropped and counted (rlsched_stuck_samples_total)\n")
+            self._stuck_warned = True
+
+    def _publish_counts(self) -> None:
+        if self.counter is not None:
+            self.state.dropped = self.counter.dropped
+            self.state.stuck = self.counter.stuck
+
+    def _record(self, interval: float, joules: float, cpu_s: Dict[str, float], pids: Dict[str, int],
+                capacity_s: float, at_unix_s: float) -> None:
         host_watts = joules / interval
-        watts = attribute(host_watts, interval, self.ncpus, cpu_s)
-        self.state.update(host_watts, joules, watts, cpu_s, interval)
-        ts = iso_utc(time.time())
+        watts = attribute(host_watts, capacity_s, cpu_s)
+        self.state.update(host_watts, joules, watts, cpu_s, interval, at_unix_s)
+        ts = iso_utc(at_unix_s)
         est = "1" if self.estimated else "0"
         self.host_summary[0] += 1
         self.host_summary[1] += host_watts
@@ -545,7 +690,7 @@ class Monitor:
         for vm in sorted(watts, key=lambda v: (v == UNATTRIBUTED, v)):
             w = watts[vm]
             s = cpu_s.get(vm, 0.0)
-            share = s / (interval * self.ncpus)
+            share = s / max(capacity_s, s, 1e-12)
             acc = self.summary.setdefault(vm, [0, 0.0, 0.0])
             acc[0] += 1
             acc[1] += w
@@ -569,8 +714,8 @@ class Monitor:
         out = io.StringIO()
         n, sw, j = self.host_summary
         kind = "estimated" if self.estimated else "RAPL"
-        out.write("%d samples over %.1f s (%s), dropped %d\n"
-                  % (n, time.time() - self.started, kind, self.state.dropped))
+        out.write("%d samples over %.1f s (%s), dropped %d, stuck %d\n"
+                  % (n, time.time() - self.started, kind, self.state.dropped, self.state.stuck))
         out.write("%-24s %8s %10s %12s\n" % ("vm", "samples", "mean W", "energy J"))
         out.write("%-24s %8d %10.2f %12.1f\n" % ("host", n, sw / n if n else 0.0, j))
         for vm in sorted(self.summary, key=lambda v: (v == UNATTRIBUTED, v)):
@@ -592,9 +737,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=["sysfs", "perf"], default=env("RLSCHED_POWER_SOURCE", "sysfs"),
                    help="where package energy comes from [RLSCHED_POWER_SOURCE] (default: %(default)s)")
     p.add_argument("--perf", default=env("RLSCHED_PERF", "perf"), help="perf executable [RLSCHED_PERF]")
-    p.add_argument("--interval", type=_positive, default=_positive(env("RLSCHED_POWER_INTERVAL", "1.0")),
+    # string defaults from the environment go through `type` like the command line: a bad variable is one line
+    p.add_argument("--interval", type=_positive, default=env("RLSCHED_POWER_INTERVAL", "1.0"),
                    help="seconds between samples [RLSCHED_POWER_INTERVAL] (default: %(default)s)")
-    p.add_argument("--duration", type=_positive, default=_opt_positive(env("RLSCHED_POWER_DURATION")),
+    p.add_argument("--duration", type=_positive, default=env("RLSCHED_POWER_DURATION") or None,
                    help="stop after this many seconds (default: until SIGINT/SIGTERM) [RLSCHED_POWER_DURATION]")
     p.add_argument("--match", type=_regex, default=env("RLSCHED_POWER_MATCH", DEFAULT_MATCH),
                    help="regex on the program name of VM processes [RLSCHED_POWER_MATCH] (default: %(default)s)")
@@ -603,11 +749,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics on HOST:PORT at /metrics [RLSCHED_POWER_LISTEN]")
     p.add_argument("--textfile", default=env("RLSCHED_POWER_TEXTFILE"),
                    help="write a node-exporter textfile (atomically) [RLSCHED_POWER_TEXTFILE]")
-    p.add_argument("--estimate-tdp", type=_positive, default=_opt_positive(env("RLSCHED_ESTIMATE_TDP")),
+    p.add_argument("--estimate-tdp", type=_positive, default=env("RLSCHED_ESTIMATE_TDP") or None,
                    metavar="WATTS", help="only when RAPL is unavailable: estimate package watts as WATTS x CPU "
                                          "utilization, and mark rows estimated [RLSCHED_ESTIMATE_TDP]")
-    p.add_argument("--max-watts", type=_positive, default=_positive(env("RLSCHED_MAX_WATTS", "5000")),
-                   help="readings implying more package watts than this are dropped (default: %(default)s)")
+    p.add_argument("--max-watts", type=_positive, default=env("RLSCHED_MAX_WATTS", "1000"),
+                   help="readings implying more watts than this on one package (socket), wraps included, are "
+                        "dropped [RLSCHED_MAX_WATTS] (default: %(default)s)")
     p.add_argument("--proc-root", default=env("RLSCHED_PROC_ROOT", "/proc"), help=argparse.SUPPRESS)
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return p
@@ -621,10 +768,6 @@ def _positive(text: str) -> float:
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError("expected a positive number, got %r" % text)
     return value
-
-
-def _opt_positive(text: Optional[str]) -> Optional[float]:
-    return None if text in (None, "") else _positive(text)
 
 
 def _regex(text: str) -> str:

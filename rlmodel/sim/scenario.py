@@ -23,6 +23,14 @@ else:  # pragma: no cover
 
 MAX_NODES = 100_000
 MAX_PODS = 1_000_000
+# Upper bounds of numbers (far above any real cluster): beyond them a float sum such as an episode's energy
+# could overflow to inf, which would then be printed as a result.
+MAX_SECONDS = 1e7       # any time in a scenario, s (115 days)
+MAX_WATTS = 1e5         # any power, W
+MAX_CORES = 1e5         # cores of one node or request
+MAX_GIB = 1e7           # GiB of one node or request
+MAX_PENALTY_J = 1e12    # any reward weight, J
+MIN_FITTING_SHARE = 0.5  # a workload whose requests mostly fit no node is refused
 
 
 @dataclass(frozen=True)
@@ -184,19 +192,22 @@ class _Reader:
             if key not in allowed:
                 raise self.fail(key, f"unknown key (expected one of: {', '.join(sorted(allowed))})")
 
-    def number(self, key: str, default: float | None = None, *, low: float = 0.0, positive: bool = False) -> float:
+    def number(self, key: str, default: float | None = None, *, low: float = 0.0, positive: bool = False,
+               high: float = math.inf) -> float:
         if key not in self.table:
             if default is None:
                 raise self.fail(key, "missing")
             return default
-        value = self.table[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(key, f"expected a number, got {value!r}")
+        value = _finite(self.table[key])
+        if value is None:
+            raise self.fail(key, f"expected a number, got {_show(self.table[key])}")
         if positive and value <= 0:
-            raise self.fail(key, f"must be > 0, got {value!r}")
+            raise self.fail(key, f"must be > 0, got {value:g}")
         if value < low:
-            raise self.fail(key, f"must be >= {low:g}, got {value!r}")
-        return float(value)
+            raise self.fail(key, f"must be >= {low:g}, got {value:g}")
+        if value > high:
+            raise self.fail(key, f"must be at most {high:g}, got {value:g}")
+        return value
 
     def integer(self, key: str, default: int | None = None, *, low: int = 1, high: int) -> int:
         if key not in self.table:
@@ -210,26 +221,43 @@ class _Reader:
             raise self.fail(key, f"must be between {low} and {high}, got {value}")
         return value
 
-    def range_(self, key: str, default: tuple[float, float], *, positive: bool = True) -> tuple[float, float]:
+    def range_(self, key: str, default: tuple[float, float], *, positive: bool = True,
+               high: float = math.inf) -> tuple[float, float]:
         if key not in self.table:
             return default
         value = self.table[key]
-        ok = (
-            isinstance(value, list) and len(value) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        )
-        if not ok:
-            raise self.fail(key, f"expected [low, high] (two numbers), got {value!r}")
-        low, high = float(value[0]), float(value[1])
-        if (positive and low <= 0) or low < 0 or high < low:
-            raise self.fail(key, f"expected 0 {'<' if positive else '<='} low <= high, got {value!r}")
-        return (low, high)
+        numbers = [_finite(v) for v in value] if isinstance(value, list) and len(value) == 2 else [None]
+        if any(v is None for v in numbers):
+            raise self.fail(key, f"expected [low, high] (two numbers), got {_show(value)}")
+        lo, hi = float(numbers[0]), float(numbers[1])  # type: ignore[arg-type]
+        if (positive and lo <= 0) or lo < 0 or hi < lo:
+            raise self.fail(key, f"expected 0 {'<' if positive else '<='} low <= high, got {_show(value)}")
+        if hi > high:
+            raise self.fail(key, f"must be at most {high:g}, got {hi:g}")
+        return (lo, hi)
 
     def string(self, key: str) -> str:
         value = self.table.get(key)
         if not isinstance(value, str) or not value:
             raise self.fail(key, f"expected a non-empty string, got {value!r}")
         return value
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a finite float, or None (not a number, NaN, inf, or an integer too large for a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _show(value: Any) -> str:
+    """A short repr of a user's value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
@@ -249,18 +277,19 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
             f"missing: '{name}' is not a built-in node type ({', '.join(BUILTIN_NODE_TYPES)}), "
             "so cpu_cores, memory_gib and watts are required",
         )
-    cpu = r.number("cpu_cores", base.cpu_cores if base else None, positive=True)
-    mem = r.number("memory_gib", base.memory_gib if base else None, positive=True)
+    cpu = r.number("cpu_cores", base.cpu_cores if base else None, positive=True, high=MAX_CORES)
+    mem = r.number("memory_gib", base.memory_gib if base else None, positive=True, high=MAX_GIB)
     if "watts" in table:
         watts = table["watts"]
-        if (
-            not isinstance(watts, list) or len(watts) != CURVE_POINTS
-            or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-                       for w in watts)
-        ):
-            raise r.fail("watts", f"expected {CURVE_POINTS} non-negative numbers (W at 0, 10, ..., 100 % CPU), "
-                                  f"got {watts!r}")
-        curve = tuple(float(w) for w in watts)
+        numbers = [_finite(w) for w in watts] if isinstance(watts, list) and len(watts) == CURVE_POINTS else [None]
+        if any(w is None or not 0 <= w <= MAX_WATTS for w in numbers):
+            raise r.fail("watts", f"expected {CURVE_POINTS} numbers from 0 to {MAX_WATTS:g} (W at 0, 10, ..., 100 % "
+                                  f"CPU), got {_show(watts)}")
+        curve = tuple(float(w) for w in numbers)  # type: ignore[arg-type]
+        falls = next((k for k in range(1, CURVE_POINTS) if curve[k] < curve[k - 1]), None)
+        if falls is not None:
+            raise r.fail("watts", f"power must not fall as utilization rises: {curve[falls]:g} W at {10 * falls} % "
+                                  f"is below {curve[falls - 1]:g} W at {10 * (falls - 1)} %")
     else:
         assert base is not None
         curve = base.watts
@@ -276,12 +305,45 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
     return NodeGroup(node_type=node_type, count=count, background_cpu_cores=bg_cpu, background_memory_gib=bg_mem)
 
 
+def fitting_share(groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> float:
+    """Share of the workload's pods (uniform CPU and memory requests) whose requests fit some empty node."""
+    def at_most(limit: float, low: float, high: float) -> float:  # P(uniform request on [low, high] <= limit)
+        if high <= low:
+            return 1.0 if low <= limit else 0.0
+        return min(max((limit - low) / (high - low), 0.0), 1.0)
+
+    (cl, ch), (ml, mh) = workload.cpu_request_cores, workload.memory_request_gib
+    # a pod fits when some node has both its cores and its GiB: a union of rectangles [0, cpu] x [0, mem].
+    # From the most cores down, each node shape adds the memory band above what larger shapes covered.
+    share, covered_mem = 0.0, 0.0
+    for cpu, mem in sorted({(g.node_type.cpu_cores, g.node_type.memory_gib) for g in groups}, reverse=True):
+        if mem > covered_mem:
+            share += at_most(cpu, cl, ch) * (at_most(mem, ml, mh) - at_most(covered_mem, ml, mh))
+            covered_mem = mem
+    return share
+
+
+def _check_requests_fit(w: _Reader, groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> None:
+    max_cpu = max(g.node_type.cpu_cores for g in groups)
+    max_mem = max(g.node_type.memory_gib for g in groups)
+    if workload.cpu_request_cores[0] > max_cpu:
+        raise w.fail("cpu_request_cores", f"every request exceeds the largest node ({max_cpu:g} cores)")
+    if workload.memory_request_gib[0] > max_mem:
+        raise w.fail("memory_request_gib", f"every request exceeds the largest node ({max_mem:g} GiB)")
+    share = fitting_share(groups, workload)
+    if share < MIN_FITTING_SHARE:
+        raise w.fail("cpu_request_cores", f"only {share:.0%} of the pods' requests (CPU and memory) fit on any "
+                                          f"node: the benchmark would measure pods left out, not placements")
+
+
 def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
     """Parse scenario TOML text. `source` is used in error messages (a path or "built-in:NAME")."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{source}: invalid TOML: {exc}") from exc
+        raise ScenarioError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: invalid TOML: nested too deeply") from None
     top = _Reader(source, data, "")
     top.check_keys({"cluster", "node_types", "workload", "reward", "description"})
 
@@ -290,9 +352,9 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
         raise top.fail("cluster", "expected a table")
     c = _Reader(source, cluster, "cluster.")
     c.check_keys({"idle_sleep_after_s", "sleep_watts", "wake_s"})
-    idle_after = c.number("idle_sleep_after_s", 0.0)
-    sleep_watts = c.number("sleep_watts", 0.0)
-    wake_s = c.number("wake_s", 0.0)
+    idle_after = c.number("idle_sleep_after_s", 0.0, high=MAX_SECONDS)
+    sleep_watts = c.number("sleep_watts", 0.0, high=MAX_WATTS)
+    wake_s = c.number("wake_s", 0.0, high=MAX_SECONDS)
 
     groups_raw = data.get("node_types")
     if not isinstance(groups_raw, list) or not groups_raw:
@@ -310,11 +372,11 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
     d = WorkloadSpec()
     workload = WorkloadSpec(
         pods_per_episode=w.integer("pods_per_episode", d.pods_per_episode, high=MAX_PODS),
-        mean_interarrival_s=w.number("mean_interarrival_s", d.mean_interarrival_s, positive=True),
-        cpu_request_cores=w.range_("cpu_request_cores", d.cpu_request_cores),
-        memory_request_gib=w.range_("memory_request_gib", d.memory_request_gib),
-        usage_of_request=w.range_("usage_of_request", d.usage_of_request, positive=False),
-        duration_s=w.range_("duration_s", d.duration_s),
+        mean_interarrival_s=w.number("mean_interarrival_s", d.mean_interarrival_s, positive=True, high=MAX_SECONDS),
+        cpu_request_cores=w.range_("cpu_request_cores", d.cpu_request_cores, high=MAX_CORES),
+        memory_request_gib=w.range_("memory_request_gib", d.memory_request_gib, high=MAX_GIB),
+        usage_of_request=w.range_("usage_of_request", d.usage_of_request, positive=False, high=1000.0),
+        duration_s=w.range_("duration_s", d.duration_s, high=MAX_SECONDS),
     )
 
     rw_raw = data.get("reward", {})
@@ -324,13 +386,12 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
     rw.check_keys({"energy_scale_j", "overload_penalty_j_per_pod_s", "unschedulable_penalty_j"})
     dr = RewardSpec()
     reward = RewardSpec(
-        energy_scale_j=rw.number("energy_scale_j", dr.energy_scale_j, positive=True),
-        overload_penalty_j_per_pod_s=rw.number("overload_penalty_j_per_pod_s", dr.overload_penalty_j_per_pod_s),
-        unschedulable_penalty_j=rw.number("unschedulable_penalty_j", dr.unschedulable_penalty_j),
+        energy_scale_j=rw.number("energy_scale_j", dr.energy_scale_j, positive=True, high=MAX_PENALTY_J),
+        overload_penalty_j_per_pod_s=rw.number("overload_penalty_j_per_pod_s", dr.overload_penalty_j_per_pod_s,
+                                               high=MAX_PENALTY_J),
+        unschedulable_penalty_j=rw.number("unschedulable_penalty_j", dr.unschedulable_penalty_j, high=MAX_PENALTY_J),
     )
 
-    max_cpu = max(g.node_type.cpu_cores for g in groups)
-    if workload.cpu_request_cores[0] > max_cpu:
-        raise w.fail("cpu_request_cores", f"every request exceeds the largest node ({max_cpu:g} cores)")
+    _check_requests_fit(w, groups, workload)
     return Scenario(name=name, groups=groups, idle_sleep_after_s=idle_after, sleep_watts=sleep_watts,
                     wake_s=wake_s, workload=workload, reward=reward, source=source)
