@@ -407,7 +407,7 @@ def test_a_stuck_counter_is_dropped_counted_and_warned(tmp_path, capsys):
     assert (df.host_watts > 0).all()  # no 0 W row written
     assert mon.counter.stuck >= 5 and mon.state.stuck == mon.counter.stuck
     assert "did not advance" in capsys.readouterr().err
-    assert "rlsched_stuck_samples_total %d" % mon.counter.stuck in mon.state.render()
+    assert f"rlsched_stuck_samples_total {mon.counter.stuck}" in mon.state.render()
 
 
 def test_the_duration_ends_the_run_when_every_read_fails(tmp_path):
