@@ -50,11 +50,12 @@ def scenarios(show_name: str | None) -> None:
 @click.option("--model", "-m", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="RLSCHED_MODEL", show_envvar=True,
               help="A trained DQN model file: adds the `dqn` policy (included by default when given).")
-@click.option("--reference", "-r", default="round-robin", show_default=True, envvar="RLSCHED_REFERENCE",
-              show_envvar=True, help="The policy every other is compared with, paired per episode.")
+@click.option("--reference", "-r", default=None, envvar="RLSCHED_REFERENCE", show_envvar=True,
+              help="The policy every other is compared with, paired per episode [default: round-robin when "
+                   "benchmarked, else the first policy].")
 @backend_options
 def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, scale: int, oracle: bool,
-              out: Path | None, model: Path | None, reference: str, backend: str, config_path: Path | None,
+              out: Path | None, model: Path | None, reference: str | None, backend: str, config_path: Path | None,
               testbed_set: tuple[str, ...]) -> None:
     """Run placement policies on identical episodes and rank them by cost (energy plus penalties).
 
@@ -94,6 +95,7 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         raise click.BadParameter("a policy is named twice", param_hint="--policies")
     if "dqn" in names and model is None:
         raise click.BadParameter("the dqn policy needs a model file (--model PATH)", param_hint="--policies")
+    reference = reference or ("round-robin" if "round-robin" in names else names[0])
     if reference not in names:
         raise click.BadParameter(f"{reference} is not among the policies ({', '.join(names)})",
                                  param_hint="--reference")
@@ -135,7 +137,7 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         Path(tmp).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     click.echo(f"scenario {sc.name} ({sc.num_nodes} nodes), {episodes} episodes from seed {seed}")
     click.echo(format_table(summary))
-    for line in unplaced_warnings(summary):
+    for line in unplaced_warnings(summary, sc.reward.unschedulable_penalty_j):
         click.secho(line, fg="yellow", err=True)
     if oracle:
         kinds = sorted(set(episodes_df.loc[episodes_df.policy == "oracle", "oracle_kind"]))

@@ -215,11 +215,11 @@ def _cost_columns(g: pd.DataFrame, ref: pd.DataFrame, reference: str) -> dict[st
     }
 
 
-def unplaced_warnings(summary: pd.DataFrame) -> list[str]:
-    """One line per policy that left pods unplaced: its energy covers fewer pods than the others'."""
-    out = []
-    for r in summary.itertuples(index=False):
-        if r.policy != "oracle" and r.unschedulable_mean > 0:
-            out.append(f"warning: {r.policy} left {r.unschedulable_mean:.2f} pods per episode unplaced: its energy "
-                       f"is for fewer pods (compare cost, which charges each, or energy per placed pod)")
-    return out
+def unplaced_warnings(summary: pd.DataFrame, penalty_j: float) -> list[str]:
+    """A warning naming every policy that left pods unplaced: its energy covers fewer pods than the others'."""
+    left = [f"{r.policy} {r.unschedulable_mean:.2f}" for r in summary.itertuples(index=False)
+            if r.policy != "oracle" and r.unschedulable_mean > 0]
+    if not left:
+        return []
+    return [f"warning: pods left unplaced per episode: {', '.join(left)}. Their energy covers fewer pods: the "
+            f"ranking uses cost, which charges {penalty_j / 1000:g} kJ per pod left out (see also J/pod)."]
