@@ -45,15 +45,22 @@ def power_summary(files: tuple[Path, ...], plot: Path | None, csv_out: Path | No
     from rlmodel.evaluation.report import write_csv_atomic
     from rlmodel.power.summary import plot_power, read_power_csv, summarize_power
 
-    frames = [read_power_csv(f) for f in files]
+    unique: dict[Path, Path] = {}
+    for f in files:
+        if f.resolve() in unique:
+            click.echo(f"{f}: given twice, read once", err=True)
+        unique.setdefault(f.resolve(), f)
+    frames = [read_power_csv(f) for f in unique.values()]
     if sum(len(f) for f in frames) == 0:
         raise click.ClickException(f"{', '.join(map(str, files))}: no samples (header only)")
     table = summarize_power(frames)
     est = " (estimated from CPU utilization, not RAPL)" if table["estimated"].any() else ""
-    click.echo(f"{'vm':<24} {'duration s':>10} {'samples':>8} {'mean W':>9} {'p95 W':>9} {'energy J':>12}")
+    click.echo(f"{'vm':<24} {'measured s':>10} {'span s':>9} {'samples':>8} {'mean W':>9} {'p95 W':>9} "
+               f"{'energy J':>12}")
     for r in table.itertuples(index=False):
-        click.echo(f"{r.vm:<24} {r.duration_s:>10.1f} {r.samples:>8d} {r.mean_watts:>9.2f} {r.p95_watts:>9.2f} "
-                   f"{r.energy_j:>12.1f}")
+        click.echo(f"{r.vm:<24} {r.duration_s:>10.1f} {r.span_s:>9.1f} {r.samples:>8d} {r.mean_watts:>9.2f} "
+                   f"{r.p95_watts:>9.2f} {r.energy_j:>12.1f}")
+    click.echo("mean W = energy / measured time (time-weighted); span includes gaps between samples or files")
     if est:
         click.echo("watts" + est)
     if csv_out:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,21 @@ def read_power_csv(path: str | Path) -> pd.DataFrame:
         bad = values.isna() & (df[col].str.lower() != "nan")
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise PowerCsvError(f"{path}: line {i + 2}: column {col}: not a number: {df[col].iloc[i]!r}")
+            raise PowerCsvError(f"{path}: line {i + 2}: column {col}: not a number: {df[col].iloc[i][:40]!r}")
+        # watts, joules, CPU seconds and intervals are finite and non-negative; an interval is positive
+        wrong = ~np.isfinite(values.to_numpy(dtype=float)) | (values.to_numpy(dtype=float) < 0)
+        if col == "interval_s":
+            wrong |= values.to_numpy(dtype=float) == 0
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            rule = "a positive number" if col == "interval_s" else "a finite number >= 0"
+            raise PowerCsvError(f"{path}: line {i + 2}: column {col}: {df[col].iloc[i][:40]!r} is not {rule}")
         df[col] = values
+    over = df["vm_watts"].to_numpy() > df["host_watts"].to_numpy() * (1 + 1e-6) + 1e-6
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise PowerCsvError(f"{path}: line {i + 2}: column vm_watts: {df['vm_watts'].iloc[i]:g} W is more than "
+                            f"the host's {df['host_watts'].iloc[i]:g} W")
     ts = pd.to_datetime(df["timestamp"], format="ISO8601", utc=True, errors="coerce")
     if ts.isna().any():
         i = int(np.flatnonzero(ts.isna().to_numpy())[0])
@@ -56,11 +70,35 @@ def read_power_csv(path: str | Path) -> pd.DataFrame:
                             f"{df['timestamp'].iloc[i]!r}")
     df["timestamp"] = ts
     df["source_file"] = str(path)
-    return df
+    df["line"] = np.arange(2, len(df) + 2)
+    return _merge_duplicates(df, path)
+
+
+def _merge_duplicates(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Rows repeated with the same (timestamp, vm) are merged when identical (said on stderr: the monitor
+    never writes one twice, so a copy-paste or a concatenated file did) and refused when they differ."""
+    key = ["timestamp", "vm"]
+    dup = df.duplicated(key, keep=False)
+    if not dup.any():
+        return df
+    values = [c for c in CSV_COLUMNS if c not in key]
+    for _, g in df[dup].groupby(key, sort=False):
+        if len(g[values].astype(str).drop_duplicates()) > 1:
+            lines = ", ".join(str(x) for x in g["line"].head(3))
+            raise PowerCsvError(f"{path}: lines {lines}: the same timestamp and vm with different values")
+    merged = int(dup.sum() - df[dup].drop_duplicates(key).shape[0])
+    print(f"{path}: {merged} repeated rows (same timestamp and vm, same values) counted once", file=sys.stderr)
+    return df.drop_duplicates(key).reset_index(drop=True)
 
 
 def summarize_power(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Per VM and for the host: duration_s, samples, mean_watts, p95_watts, energy_j, estimated."""
+    """Per VM and for the host: duration_s, span_s, samples, mean_watts, p95_watts, energy_j, estimated.
+
+    `energy_j` is the sum of the rows' joules; `duration_s` the sum of their intervals (time measured, gaps
+    between files or runs excluded); `mean_watts` = energy_j / duration_s, a time-weighted mean whatever the
+    sampling rates; `span_s` from the first sample's start to the last sample's end. The host's rows are
+    one per (file, timestamp).
+    """
     df = pd.concat(frames, ignore_index=True)
     rows = []
     host = df.drop_duplicates(subset=["source_file", "timestamp"])
@@ -68,13 +106,16 @@ def summarize_power(frames: list[pd.DataFrame]) -> pd.DataFrame:
     groups += [(vm, g, "vm_watts", "vm_joules") for vm, g in df.groupby("vm", sort=True)]
     for name, g, watts, joules in groups:
         start = (g["timestamp"] - pd.to_timedelta(g["interval_s"], unit="s")).min()
+        duration = float(g["interval_s"].sum())
+        energy = float(g[joules].sum())
         rows.append({
             "vm": name,
-            "duration_s": float((g["timestamp"].max() - start).total_seconds()),
+            "duration_s": duration,
+            "span_s": float((g["timestamp"].max() - start).total_seconds()),
             "samples": len(g),
-            "mean_watts": float(g[watts].mean()),
+            "mean_watts": energy / duration if duration > 0 else 0.0,
             "p95_watts": float(g[watts].quantile(0.95)),
-            "energy_j": float(g[joules].sum()),
+            "energy_j": energy,
             "estimated": bool(g["estimated"].any()),
         })
     out = pd.DataFrame(rows)
