@@ -62,3 +62,25 @@ def test_bad_calibration_input_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["calibrate", "--power", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 1 and "no such file" in r.output
     assert not (tmp_path / "o.toml").exists()
+
+
+@pytest.mark.parametrize("util,message", [("35", "cpu_util: 35 is outside 0..1 (percent?"),
+                                          ("-0.1", "cpu_util: -0.1 is outside 0..1"),
+                                          ("inf", "cpu_util: inf is outside 0..1")])
+def test_utilization_outside_0_1_is_refused_not_clipped(tmp_path, util, message):
+    bad = tmp_path / "pct.csv"
+    bad.write_text("node,watts,cpu_util\n" + "".join(f"n1,{10 + i},0.{i}\n" for i in range(1, 8))
+                   + f"n1,30,{util}\n")
+    r = CliRunner().invoke(main, ["calibrate", "--power", str(bad), "--out", str(tmp_path / "o.toml")])
+    assert r.exit_code == 1 and f"{bad}: line 9: {message}" in r.output and r.output.count("\n") == 1
+    assert not (tmp_path / "o.toml").exists()
+
+
+def test_a_monitor_csv_without_vms_is_one_line(tmp_path):
+    from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
+
+    p = tmp_path / "power.csv"
+    p.write_text(",".join(CSV_COLUMNS) + "\n2026-01-01T00:00:01.000Z,1,40,40,unattributed,,0,0,40,40,0\n")
+    r = CliRunner().invoke(main, ["calibrate", "--power", str(p), "--out", str(tmp_path / "o.toml"),
+                                  "--set", "prometheus.url=http://127.0.0.1:9"])
+    assert r.exit_code == 1 and "only `unattributed`" in r.output and "Traceback" not in r.output

@@ -24,9 +24,8 @@ import pandas as pd
 
 from rlmodel.atomic import atomic_path
 from rlmodel.errors import CalibrationError
+from rlmodel.sim.power import CURVE_POINTS, power_w
 from rlmodel.sim.scenario import Scenario
-
-CURVE_POINTS = 11
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,25 @@ def _numeric(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             line = int(np.flatnonzero(bad.to_numpy())[0]) + 2  # header is line 1
             raise CalibrationError(f"{path}: line {line}: {col}: not a number ({out[col].iloc[line - 2]!r})")
         out[col] = values
-    if (out["watts"] < 0).any():
-        line = int(np.flatnonzero((out["watts"] < 0).to_numpy())[0]) + 2
-        raise CalibrationError(f"{path}: line {line}: watts: negative")
+    watts = out["watts"].to_numpy(dtype=float)
+    wrong = (watts < 0) | np.isinf(watts)
+    if wrong.any():
+        line = int(np.flatnonzero(wrong)[0]) + 2
+        raise CalibrationError(f"{path}: line {line}: watts: {watts[line - 2]:g} is not a finite number >= 0")
+    _check_utilization(out["cpu_util"].to_numpy(dtype=float), path, lines=np.arange(2, len(out) + 2))
     out["node"] = out["node"].astype(str)
     return out
+
+
+def _check_utilization(util: np.ndarray, path: Path | str, lines: np.ndarray | None = None) -> None:
+    """cpu_util is a fraction of the node's cores, 0..1: a value outside (percent, a bad join) is refused,
+    never clipped into a flat curve."""
+    wrong = np.isinf(util) | (util < 0) | (util > 1)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        where = f"line {lines[i]}: " if lines is not None else ""
+        hint = " (percent? give a fraction of the cores, 0..1)" if 1 < util[i] <= 100 else ""
+        raise CalibrationError(f"{path}: {where}cpu_util: {util[i]:g} is outside 0..1{hint}")
 
 
 def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, step_s: float) -> pd.DataFrame:
@@ -91,6 +104,8 @@ def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, st
     from rlmodel.testbed.metrics import PrometheusReader
 
     df = df[df["vm"] != "unattributed"].copy()
+    if df.empty:
+        raise CalibrationError(f"{path}: no VM rows (only `unattributed`): the monitor saw no VM; nothing to fit")
     ts = pd.to_datetime(df["timestamp"], utc=True, errors="coerce")
     if ts.isna().any():
         line = int(np.flatnonzero(ts.isna().to_numpy())[0]) + 2
@@ -117,7 +132,11 @@ def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, st
         times, values = util[node]
         i = int(np.argmin(np.abs(times - t)))
         cpu.append(values[i] if abs(times[i] - t) <= 2 * step_s else math.nan)
-    df["cpu_util"] = cpu
+    # node-exporter's rate can stray a hair outside 0..1 at scrape boundaries; more than that is a bad join
+    util_arr = np.array(cpu, dtype=float)
+    _check_utilization(np.where(np.abs(util_arr - np.clip(util_arr, 0, 1)) <= 0.02, np.clip(util_arr, 0, 1),
+                                util_arr), f"Prometheus at {url} ({path})")
+    df["cpu_util"] = np.clip(util_arr, 0.0, 1.0)
     return df[["node", "watts", "cpu_util"]]
 
 
@@ -131,7 +150,7 @@ def fit_node(node: str, util: np.ndarray, watts: np.ndarray, *, seed: int = 0, h
     n_hold = max(1, int(round(holdout * n)))
     test, train = order[:n_hold], order[n_hold:]
     curve = _fit_curve(util[train], watts[train])
-    predicted = np.interp(np.clip(util[test], 0, 1), np.linspace(0, 1, CURVE_POINTS), curve)
+    predicted = power_w(np.tile(curve, (n_hold, 1)), util[test])  # the twin's own interpolation
     nonzero = watts[test] > 1e-9
     mape = float(np.mean(np.abs(predicted[nonzero] - watts[test][nonzero]) / watts[test][nonzero])) \
         if nonzero.any() else math.nan
@@ -141,7 +160,7 @@ def fit_node(node: str, util: np.ndarray, watts: np.ndarray, *, seed: int = 0, h
 
 
 def _fit_curve(util: np.ndarray, watts: np.ndarray) -> np.ndarray:
-    u = np.clip(util, 0.0, 1.0)
+    u = util  # checked to lie in 0..1 when read
     degree = 2 if u.size >= 12 and np.ptp(u) > 0.05 else (1 if np.ptp(u) > 1e-6 else 0)
     coef = np.polyfit(u, watts, degree)
     curve = np.polyval(coef, np.linspace(0, 1, CURVE_POINTS))
