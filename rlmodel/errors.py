@@ -42,3 +42,7 @@ class PowerCsvError(RlschedError):
 
 class CalibrationError(RlschedError):
     """Bad or insufficient calibration input."""
+
+
+class OutputError(RlschedError):
+    """An output file or folder cannot be written (under a file, read-only, a full disk); names the path."""

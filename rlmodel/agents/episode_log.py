@@ -6,10 +6,13 @@ is installed, TensorBoard event files in the same folder. The training loop call
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from rlmodel.errors import OutputError
 
 LOG_COLUMNS = ["step", "episode", "energy_j", "overload_pod_s", "return", "epsilon", "loss", "wall_s"]
 
@@ -40,21 +43,31 @@ class CsvSink:
     """`train.csv`: a header, then one row per episode, flushed (a crash loses nothing already logged)."""
 
     def __init__(self, path: Path, *, append: bool):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not append or not path.exists() or path.stat().st_size == 0
         self.path = path
-        self._fh = path.open("a" if append else "w", newline="", encoding="utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not append or not path.exists() or path.stat().st_size == 0
+            self._fh = path.open("a" if append else "w", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
         if new:
             csv.writer(self._fh).writerow(LOG_COLUMNS)
-            self._fh.flush()
+            self._flush()
 
     def write(self, log: EpisodeLog) -> None:
         csv.writer(self._fh).writerow([log.step, log.episode, f"{log.energy_j:.3f}", f"{log.overload_pod_s:.3f}",
                                        f"{log.ret:.4f}", f"{log.epsilon:.4f}", f"{log.loss:.6g}", f"{log.wall_s:.2f}"])
-        self._fh.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):  # a failed write was reported already
+            self._fh.close()
 
 
 class TensorBoardSink:

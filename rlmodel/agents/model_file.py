@@ -113,8 +113,11 @@ def read_training_state(data: dict[str, Any], path: Path, num_nodes: int) -> Tra
 
 def save_model(path: Path, data: dict[str, Any]) -> None:
     """Write `data` to `path` atomically (temp file in the same folder, then rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(data, tmp)
+    except RuntimeError as exc:  # torch's writer on a full disk: "PytorchStreamWriter failed writing file ..."
+        raise ModelError(f"{path}: cannot write the model file: {str(exc).splitlines()[0][:160]}") from None
 
 
 def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:

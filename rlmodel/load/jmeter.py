@@ -150,7 +150,10 @@ def run_load(target: str, out: Path, *, plan: Path = DEFAULT_PLAN, threads: int 
     exe = find_jmeter(jmeter)
     # JMeter runs in `out` (its working files land there): every path it gets must not depend on our cwd
     out, plan = out.resolve(), plan.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LoadError(f"--out {out}: cannot create the folder: {exc.strerror or exc}") from None
     jtl, log = out / "results.jtl", out / "jmeter.log"
     args = [
         "-n", "-t", str(plan), "-l", str(jtl), "-j", str(log),

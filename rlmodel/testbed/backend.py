@@ -64,9 +64,12 @@ class _RowLog:
     """Appends rows to a CSV with a header, one flush per row (a crash loses nothing already written)."""
 
     def __init__(self, path: Path, columns: list[str]):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        new = not path.exists() or path.stat().st_size == 0
-        self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = not path.exists() or path.stat().st_size == 0
+            self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise TestbedError(f"{path}: cannot write: {exc.strerror or exc}") from None
         self.writer = csv.DictWriter(self.fh, fieldnames=columns)
         if new:
             self.writer.writeheader()

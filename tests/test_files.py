@@ -1,0 +1,83 @@
+"""Files: written atomically with the umask's permissions, stale temp files cleaned, unwritable paths one line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rlmodel.atomic import atomic_path
+from rlmodel.cli import main
+from rlmodel.errors import OutputError
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_atomic_files_respect_the_umask(tmp_path, umask_022):
+    with atomic_path(tmp_path / "a.csv") as tmp:
+        Path(tmp).write_text("x\n")
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o644
+    os.umask(0o077)
+    with atomic_path(tmp_path / "b.csv") as tmp:
+        Path(tmp).write_text("x\n")
+    assert (tmp_path / "b.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_benchmark_outputs_get_the_umask_permissions(tmp_path, umask_022):
+    r = CliRunner().invoke(main, ["benchmark", "-s", "tiny", "-n", "1", "--policies", "round-robin",
+                                  "--no-oracle", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    for name in ("episodes.csv", "summary.csv", "benchmark.png", "run.json"):
+        assert (tmp_path / "b" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_a_killed_writers_temp_file_is_removed_at_the_next_write(tmp_path):
+    # a writer killed mid-write leaves its temp file (its pid in the name): the next write removes it
+    code = ("import os, sys, time\nfrom rlmodel.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n    open(tmp, 'w').write('half')\n"
+            "    os.kill(os.getpid(), 9)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.pth")], timeout=60)
+    assert r.returncode == -9
+    left = [p for p in tmp_path.iterdir() if p.name != "m.pth"]
+    assert len(left) == 1 and not (tmp_path / "m.pth").exists()
+    mine = tmp_path / f".m.pth.{os.getpid()}.keep.tmp.pth"  # a live writer's temp file is left alone
+    mine.write_text("in progress")
+    with atomic_path(tmp_path / "m.pth") as tmp:
+        Path(tmp).write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.pth", mine.name])
+
+
+@pytest.mark.parametrize("args", [
+    ["benchmark", "-s", "tiny", "-n", "1", "--policies", "random", "--out", "{file}/sub"],
+    ["power", "summary", "{csv}", "--csv", "{file}/s.csv"],
+    ["power", "summary", "{csv}", "--plot", "/proc/version/p.png"],
+    ["train", "-s", "tiny", "--steps", "10", "--model", "{tmp}/m.pth", "--log-dir", "{file}/log"],
+    ["calibrate", "--power", "{samples}", "--out", "{file}/c.toml"],
+])
+def test_unwritable_outputs_are_one_line(tmp_path, args):
+    from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
+
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "p.csv").write_text(",".join(CSV_COLUMNS) + "\n2026-01-01T00:00:01.000Z,1,2,2,vm,1,0.5,0.25,1,1,0\n")
+    (tmp_path / "s.csv").write_text("node,watts,cpu_util\n" + "".join(f"n,{10 + i},0.{i}\n" for i in range(8)))
+    subs = {"file": str(tmp_path / "file"), "csv": str(tmp_path / "p.csv"), "tmp": str(tmp_path),
+            "samples": str(tmp_path / "s.csv")}
+    r = CliRunner().invoke(main, [a.format(**subs) for a in args])
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and r.output.strip().splitlines()[-1].startswith("Error: ")
+    assert len([ln for ln in r.output.splitlines() if ln.startswith("Error")]) == 1
+
+
+def test_output_error_is_typed(tmp_path):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(OutputError, match="cannot write"), atomic_path(tmp_path / "f" / "x") as tmp:
+        Path(tmp).write_text("")
