@@ -175,11 +175,11 @@ def summarize(episodes: pd.DataFrame, reference: str | None = None) -> pd.DataFr
         energy = g["energy_j"].to_numpy()
         ratio = ratio_ci = gap = math.nan
         if rr is not None:
-            paired = g["energy_j"] / rr["energy_j"].reindex(g.index)
-            ratio = float(g["energy_j"].mean() / rr["energy_j"].reindex(g.index).mean())
-            ratio_ci = ci95_halfwidth(paired.to_numpy())
+            paired = _ratio(g["energy_j"].to_numpy(), rr["energy_j"].reindex(g.index).to_numpy())
+            ratio = float(_ratio(g["energy_j"].mean(), rr["energy_j"].reindex(g.index).mean()))
+            ratio_ci = ci95_halfwidth(paired)
         if oracle is not None and policy != "oracle":
-            gap = float(g["energy_j"].mean() / oracle["energy_j"].reindex(g.index).mean() - 1.0)
+            gap = float(_ratio(g["energy_j"].mean(), oracle["energy_j"].reindex(g.index).mean())) - 1.0
         rows.append({
             "scenario": g["scenario"].iloc[0], "policy": policy, "episodes": len(g),
             "energy_j_mean": float(energy.mean()), "energy_j_ci95": ci95_halfwidth(energy),
@@ -201,18 +201,24 @@ def _cost_columns(g: pd.DataFrame, ref: pd.DataFrame, reference: str) -> dict[st
     cost = g["cost_j"].to_numpy(dtype=np.float64)
     ref_cost = ref["cost_j"].reindex(g.index).to_numpy(dtype=np.float64)
     per_pod = g["energy_j_per_placed_pod"].to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = cost / ref_cost
+    ratios = _ratio(cost, ref_cost)
     diff = cost - ref_cost
     return {
         "cost_j_mean": float(cost.mean()), "cost_j_ci95": ci95_halfwidth(cost),
         "energy_j_per_placed_pod_mean": float(np.nanmean(per_pod)) if np.isfinite(per_pod).any() else math.nan,
         "reference": reference,
-        "cost_ratio_to_reference": float(cost.mean() / ref_cost.mean()),
+        "cost_ratio_to_reference": float(_ratio(cost.mean(), ref_cost.mean())),
         "cost_ratio_to_reference_ci95": ci95_halfwidth(ratios),
         "cost_diff_to_reference_j": float(diff.mean()), "cost_diff_to_reference_j_ci95": ci95_halfwidth(diff),
         "rank": math.nan,
     }
+
+
+def _ratio(a, b):
+    """a / b elementwise, NaN where b is 0 (no ratio to a reference that cost nothing)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
 
 
 def unplaced_warnings(summary: pd.DataFrame, penalty_j: float) -> list[str]:

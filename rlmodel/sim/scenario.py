@@ -31,6 +31,7 @@ MAX_CORES = 1e5         # cores of one node or request
 MAX_GIB = 1e7           # GiB of one node or request
 MAX_PENALTY_J = 1e12    # any reward weight, J
 MIN_FITTING_SHARE = 0.5  # a workload whose requests mostly fit no node is refused
+MAX_FILE_BYTES = 1 << 20  # a scenario file is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,14 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
             f"{text_name}: no such scenario file, and not a built-in scenario "
             f"(built-in: {', '.join(builtin_scenarios())})"
         )
+    if not path.is_file():  # a folder, a FIFO or a device would block or fail on read
+        raise ScenarioError(f"{path}: not a regular file")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise ScenarioError(f"{path}: {path.stat().st_size} bytes; a scenario file is at most {MAX_FILE_BYTES}")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from exc
+        raise ScenarioError(f"{path}: cannot read: {exc}") from None
     return parse_scenario(text, name=path.stem, source=str(path))
 
 
@@ -286,6 +291,8 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
             raise r.fail("watts", f"expected {CURVE_POINTS} numbers from 0 to {MAX_WATTS:g} (W at 0, 10, ..., 100 % "
                                   f"CPU), got {_show(watts)}")
         curve = tuple(float(w) for w in numbers)  # type: ignore[arg-type]
+        if curve[-1] <= 0:
+            raise r.fail("watts", "a node draws power at full load: the last value (100 % CPU) must be > 0")
         falls = next((k for k in range(1, CURVE_POINTS) if curve[k] < curve[k - 1]), None)
         if falls is not None:
             raise r.fail("watts", f"power must not fall as utilization rises: {curve[falls]:g} W at {10 * falls} % "
@@ -344,6 +351,8 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
         raise ScenarioError(f"{source}: invalid TOML: {exc}") from None
     except RecursionError:
         raise ScenarioError(f"{source}: invalid TOML: nested too deeply") from None
+    except ValueError as exc:  # an integer literal too long to convert
+        raise ScenarioError(f"{source}: invalid TOML: {str(exc)[:120]}") from None
     top = _Reader(source, data, "")
     top.check_keys({"cluster", "node_types", "workload", "reward", "description"})
 

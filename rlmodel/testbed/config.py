@@ -217,6 +217,8 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     explicit = path is not None
     path = path if path is not None else DEFAULT_CONFIG_FILE
     if path.exists() or explicit:
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -225,6 +227,10 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
             raise ConfigError(f"{path}: cannot read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
+        except ValueError as exc:  # an integer literal too long to convert
+            raise ConfigError(f"{path}: invalid TOML: {str(exc)[:120]}") from None
         for name, value in data.items():
             if name in SECTIONS:
                 if not isinstance(value, dict):
