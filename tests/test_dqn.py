@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def test_cli_train_test_benchmark_end_to_end(tmp_path):
     r = runner.invoke(main, ["benchmark", "--model", str(model), "--scenario", "tiny", "--episodes", "2",
                              "--out", str(tmp_path / "b")])
     assert r.exit_code == 0, r.output
-    assert "\ndqn " in r.output
+    assert re.search(r"\n *\d+ dqn ", r.output)
     r = runner.invoke(main, ["test", "--model", str(tmp_path / "nope.pth")])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "no such model file" in r.output
     r = runner.invoke(main, ["benchmark", "--policies", "dqn"])
@@ -194,7 +195,7 @@ def test_cli_hyperparameters_and_overrides(tmp_path):
             (["--set", "guide=fastest"], "unknown policy"), (["--set", "demonstrator=fastest"], "unknown policy"), \
             (["--set", "demo_batch_fraction=1.5"], "demo_batch_fraction = 1.5: must be between 0 and 1"), \
             (["--set", "batch_size=0"], "batch_size = 0: must be > 0"):
-        r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "tiny", "--steps", "10", *bad,
+        r = runner.invoke(main, ["train", "--model", str(model), "--force", "--scenario", "tiny", "--steps", "10", *bad,
                                  "--log-dir", str(tmp_path / "bad")])
         assert r.exit_code == 1 and msg in r.output and r.output.count("\n") == 1, r.output
 
@@ -287,3 +288,112 @@ def test_dqn_loss_on_a_hand_computed_batch():
     assert loss.item() == pytest.approx(1.25 + 4.6)
     loss.backward()
     assert q_net.mlp[0].weight.grad is not None and target_net.mlp[0].weight.grad is None
+
+
+def _mutations():
+    import math as m
+
+    def drop(key):
+        return lambda d: d.pop(key)
+
+    def put(key, value):
+        return lambda d: d.__setitem__(key, value)
+
+    return {
+        "feature_schema as a list": put("feature_schema", ["x"]),
+        "no scenario": drop("scenario"),
+        "scenario as text": put("scenario", "tiny"),
+        "no global_step": drop("global_step"),
+        "global_step as text": put("global_step", "600"),
+        "negative episodes": put("episodes", -1),
+        "no metrics": drop("metrics"),
+        "metrics with text": put("metrics", {"energy_j_mean": "lots"}),
+        "optimizer as a list": put("optimizer", [1, 2]),
+        "optimizer without groups": put("optimizer", {"state": {}}),
+        "rng as text": put("rng", "seeded"),
+        "rng without torch state": lambda d: d["rng"].pop("torch"),
+        "network hidden as text": lambda d: d["network"].__setitem__("hidden", "wide"),
+        "network of 10^9": lambda d: d["network"].__setitem__("hidden", 10**9),
+        "weights as a list": put("state_dict", [1, 2]),
+        "NaN weights": lambda d: d["state_dict"]["mlp.0.weight"].fill_(m.nan),
+        "wrong optimizer shape": lambda d: d["optimizer"]["param_groups"][0].__setitem__("params", [0]),
+        "hyperparameters as a list": put("hyperparameters", [1]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_mutations()))
+def test_malformed_model_files_are_one_line(tmp_path, trained, case):
+    data = torch.load(trained, weights_only=True)
+    _mutations()[case](data)
+    path = tmp_path / "bad.pth"
+    torch.save(data, path)
+    before = path.read_bytes()
+    runner = CliRunner()
+    commands = [["test", "--model", str(path), "--scenario", "tiny"],
+                ["train", "--model", str(path), "--resume", "--steps", "700", "--log-dir", str(tmp_path / "log")],
+                ["benchmark", "-s", "tiny", "-n", "1", "--model", str(path), "--out", str(tmp_path / "b")]]
+    refused = 0
+    for args in commands:
+        r = runner.invoke(main, args)
+        assert r.exit_code in (0, 1), (case, args, r.output)
+        if r.exit_code == 1:
+            refused += 1
+            assert r.output.count("\n") == 1 and str(path) in r.output and "Traceback" not in r.output, r.output
+            assert "file an issue" not in r.output
+    assert refused >= 1, case  # every damaged file is refused by what reads the damaged field
+    assert path.read_bytes() == before  # never rewritten
+    assert not (tmp_path / "log").exists()  # no log folder left by a refused start
+
+
+def test_resume_with_another_network_shape_is_refused(tmp_path, trained):
+    path = tmp_path / "r.pth"
+    path.write_bytes(trained.read_bytes())
+    r = CliRunner().invoke(main, ["train", "--model", str(path), "--resume", "--steps", "700", "--set", "hidden=16",
+                                  "--log-dir", str(tmp_path / "log")])
+    assert r.exit_code == 1 and "trained with hidden = 32" in r.output and r.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("override,message", [
+    ("device=tpu", "expected auto, cpu, cuda or cuda:N"), ("device=cuda:5", "no CUDA device"),
+    ("seed=-5", "seed = -5"), ("buffer_size=1e11", "expected a whole number"),
+    ("buffer_size=100000000000", "buffer_size = 100000000000: must be at most"),
+    ("demo_episodes=100000000000", "demo_episodes = 100000000000: must be at most"),
+    ("hidden=10000000", "hidden = 10000000: must be at most"),
+    ("buffer_size=90000000", "more than half of this machine's"),
+])
+def test_hyperparameters_are_checked_before_anything_is_written(tmp_path, override, message):
+    r = CliRunner().invoke(main, ["train", "--model", str(tmp_path / "m.pth"), "-s", "tiny", "--steps", "10",
+                                  "--set", override, "--log-dir", str(tmp_path / "log")])
+    assert r.exit_code == 1 and message in r.output and r.output.count("\n") == 1, r.output
+    assert not (tmp_path / "log").exists() and not (tmp_path / "m.pth").exists()
+
+
+def test_an_existing_model_is_not_overwritten_without_force(tmp_path, trained):
+    path = tmp_path / "m.pth"
+    path.write_bytes(trained.read_bytes())
+    r = CliRunner().invoke(main, ["train", "--model", str(path), "-s", "tiny", "--steps", "10"])
+    assert r.exit_code == 1 and "--resume" in r.output and "--force" in r.output
+    assert path.read_bytes() == trained.read_bytes()
+
+
+def test_a_diverging_training_stops_with_one_line(tmp_path, monkeypatch):
+    import rlmodel.agents.dqn as dqn
+
+    real, calls = dqn.dqn_loss, 0
+
+    def diverging(*args, **kwargs):  # the loss turns non-finite at the 150th gradient step
+        nonlocal calls
+        calls += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls >= 150 else loss
+
+    monkeypatch.setattr(dqn, "dqn_loss", diverging)
+    r = CliRunner().invoke(main, ["train", "--model", str(tmp_path / "m.pth"), "-s", "tiny", "--steps", "600",
+                                  "--set", "pretrain_steps=100", "--set", "demo_episodes=4",
+                                  "--set", "learning_starts=50", "--set", "checkpoint_every=100",
+                                  "--set", "validation_episodes=0", "--log-dir", str(tmp_path / "log")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert [ln for ln in r.output.splitlines() if ln.startswith("Error")] == [
+        ln for ln in r.output.splitlines() if "training diverged" in ln]
+    data = load_model(tmp_path / "m.pth").data  # the last checkpoint before it: finite, loadable
+    assert data["global_step"] < 150

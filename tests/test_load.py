@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import statistics
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,6 +14,8 @@ from click.testing import CliRunner
 from rlmodel.cli import main as cli
 from rlmodel.load.jmeter import LoadError, run_load, summarize_jtl
 from tests.services import Service, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +81,19 @@ def test_missing_jmeter_and_bad_target(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "not an executable JMeter" in r.output
     r = CliRunner().invoke(cli, ["load", "run", "--target", "ftp://x", "--out", str(tmp_path)])
     assert r.exit_code == 1 and "--target ftp://x" in r.output
+
+
+def test_a_dead_target_exits_1_and_relative_paths_work(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "jmeter" / "testapp.jmx", tmp_path / "plan.jmx")
+    # relative --out and --plan, as in the README: JMeter runs in the output folder, the paths still resolve
+    r = CliRunner().invoke(cli, ["load", "run", "--target", f"http://127.0.0.1:{port}/work", "--duration", "1",
+                                 "--threads", "1", "--plan", "plan.jmx", "--out", "results/dead"])
+    assert r.exit_code == 1, r.output
+    assert "100% of the requests" in r.output and "--max-error-rate" in r.output
+    assert (tmp_path / "results" / "dead" / "summary.csv").is_file()  # the results are kept

@@ -347,16 +347,28 @@ def train(
     best_score = math.inf
     validation_env = PodPlacementEnv(scenario)
     if resume:
-        prev = read_training_state(load_model(model_path, device=str(device)).data, model_path, env.num_nodes)
-        q_net.load_state_dict(prev.last_state_dict)
-        learner.target_net.load_state_dict(prev.target_state_dict)
-        best_state, best_score = prev.best_state_dict, prev.best_score
-        if prev.optimizer is not None:
-            learner.optimizer.load_state_dict(prev.optimizer)
-        start_step, episode = prev.global_step, prev.episodes
-        if prev.rng is not None:
-            rng.bit_generator.state = prev.rng["numpy"]
-            torch.set_rng_state(prev.rng["torch"])
+        loaded = load_model(model_path, device=str(device)).data
+        shape = (loaded["network"]["hidden"], loaded["network"]["layers"])
+        if shape != (cfg.hidden, cfg.layers):
+            raise ModelError(f"{model_path}: trained with hidden = {shape[0]}, layers = {shape[1]}; --resume "
+                             f"cannot continue it with hidden = {cfg.hidden}, layers = {cfg.layers}")
+        prev = read_training_state(loaded, model_path, env.num_nodes)
+        part = "weights"
+        try:
+            q_net.load_state_dict(prev.last_state_dict)
+            learner.target_net.load_state_dict(prev.target_state_dict)
+            best_state, best_score = prev.best_state_dict, prev.best_score
+            part = "optimizer state"
+            if prev.optimizer is not None:
+                learner.optimizer.load_state_dict(prev.optimizer)
+            start_step, episode = prev.global_step, prev.episodes
+            part = "random-generator states"
+            if prev.rng is not None:
+                rng.bit_generator.state = prev.rng["numpy"]
+                torch.set_rng_state(prev.rng["torch"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+            raise ModelError(f"{model_path}: cannot resume from its {part}: {first}") from None
     rb = ReplayBuffer(cfg.buffer_size, env.num_nodes, NUM_FEATURES, rng)
     learning_starts = cfg.learning_starts if not resume else start_step + max(cfg.batch_size, cfg.learning_starts // 4)
     recent: list[EpisodeLog] = []

@@ -120,6 +120,60 @@ def save_model(path: Path, data: dict[str, Any]) -> None:
         raise ModelError(f"{path}: cannot write the model file: {str(exc).splitlines()[0][:160]}") from None
 
 
+def _reason(exc: BaseException) -> str:
+    """Why torch could not read a file, in words (not torch's advice to file an issue, not a bare errno)."""
+    if isinstance(exc, zipfile.BadZipFile):
+        return "not a zip archive, as files written by torch.save are (truncated or another format)"
+    if isinstance(exc, EOFError):
+        return "the file ends early (truncated)"
+    if isinstance(exc, OSError):
+        return f"cannot read it: {exc.strerror or type(exc).__name__}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    refused = next((ln for ln in lines if "WeightsUnpickler error" in ln), None)
+    if refused is not None or isinstance(exc, pickle.UnpicklingError):
+        detail = (refused or "").split("WeightsUnpickler error:", 1)[-1].strip()
+        return ("it holds objects other than tensors and plain data, which are never loaded (weights_only)"
+                + (f": {detail[:120]}" if detail else ""))
+    if any("central directory" in ln or "zip archive" in ln for ln in lines):
+        return "not a complete zip archive (truncated or corrupt)"
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
+def _expect(path: Path, data: dict[str, Any], key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise ModelError(f"{path}: field {key}: expected {what} (the file is damaged or not written by rlsched)")
+    return value
+
+
+def _check_fields(path: Path, data: dict[str, Any]) -> None:
+    """Every field the loader, `rlsched test` and `--resume` read, with the type they need."""
+    _expect(path, data, "hyperparameters", dict, "a table of hyperparameters")
+    scenario = _expect(path, data, "scenario", dict, "a table with name, source and num_nodes")
+    if not (isinstance(scenario.get("name"), str) and isinstance(scenario.get("source"), str)
+            and isinstance(scenario.get("num_nodes"), int) and scenario["num_nodes"] >= 1):
+        raise ModelError(f"{path}: field scenario: expected name, source (text) and num_nodes (>= 1)")
+    for key in ("seed", "global_step", "episodes"):
+        if _expect(path, data, key, int, "a whole number >= 0") < 0:
+            raise ModelError(f"{path}: field {key}: expected a whole number >= 0")
+    metrics = _expect(path, data, "metrics", dict, "a table of numbers")
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in metrics.items()):
+        raise ModelError(f"{path}: field metrics: expected a table of numbers")
+    for key in ("state_dict", "last_state_dict", "target_state_dict"):
+        if key in data or key == "state_dict":
+            sd = _expect(path, data, key, dict, "network weights (a table of tensors)")
+            if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+                raise ModelError(f"{path}: field {key}: expected network weights (a table of tensors)")
+    if "optimizer" in data:
+        opt = _expect(path, data, "optimizer", dict, "an optimizer state")
+        if not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+            raise ModelError(f"{path}: field optimizer: expected an optimizer state (state, param_groups)")
+    if "rng" in data:
+        rng = _expect(path, data, "rng", dict, "random-generator states")
+        if not isinstance(rng.get("numpy"), dict) or not isinstance(rng.get("torch"), torch.Tensor):
+            raise ModelError(f"{path}: field rng: expected numpy and torch random-generator states")
+
+
 def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     """Load and validate a model file. Raises ModelError with a one-line reason."""
     path = Path(path)
@@ -128,30 +182,36 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     try:
         data = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
-            KeyError, IndexError) as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-        # torch's weights-only refusal puts the actual reason on a later line
-        reason = next((ln for ln in lines if "WeightsUnpickler error" in ln), lines[0])
-        raise ModelError(f"{path}: not a readable rlsched model file (corrupt or not saved by rlsched): "
-                         f"{reason[:200]}") from None
+            KeyError, IndexError, TypeError, AttributeError, MemoryError, OverflowError, RecursionError) as exc:
+        raise ModelError(f"{path}: not a readable rlsched model file: {_reason(exc)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelError(f"{path}: not an rlsched DQN model (no '{FORMAT}' format marker)")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        raise ModelError(f"{path}: model format version {version}, this rlsched reads version {FORMAT_VERSION}")
-    schema = data.get("feature_schema", {})
-    if schema.get("version") != FEATURE_SCHEMA_VERSION or tuple(schema.get("features", ())) != FEATURES:
+        raise ModelError(f"{path}: model format version {version!r:.40}, this rlsched reads version "
+                         f"{FORMAT_VERSION}")
+    schema = data.get("feature_schema")
+    if not isinstance(schema, dict) or not isinstance(schema.get("features"), (list, tuple)):
+        raise ModelError(f"{path}: field feature_schema: expected a table with version and features")
+    if schema.get("version") != FEATURE_SCHEMA_VERSION or tuple(schema["features"]) != FEATURES:
         raise ModelError(
-            f"{path}: the model expects feature schema v{schema.get('version')} with "
-            f"{len(schema.get('features', ()))} features, this rlsched computes v{FEATURE_SCHEMA_VERSION} "
+            f"{path}: the model expects feature schema v{schema.get('version')!r:.20} with "
+            f"{len(schema['features'])} features, this rlsched computes v{FEATURE_SCHEMA_VERSION} "
             f"with {NUM_FEATURES}: retrain the model"
         )
-    net_cfg = data.get("network", {})
+    _check_fields(path, data)
+    net_cfg = data.get("network")
+    if not isinstance(net_cfg, dict) or not all(isinstance(net_cfg.get(k), int) and not isinstance(net_cfg[k], bool)
+                                               for k in ("hidden", "layers")):
+        raise ModelError(f"{path}: field network: expected whole numbers hidden and layers")
+    if not (1 <= net_cfg["hidden"] <= 65_536 and 0 <= net_cfg["layers"] <= 64):
+        raise ModelError(f"{path}: field network: hidden = {net_cfg['hidden']}, layers = {net_cfg['layers']} are "
+                         "out of range")
     try:
-        network = NodeScorer(NUM_FEATURES, hidden=int(net_cfg["hidden"]), layers=int(net_cfg["layers"]))
+        network = NodeScorer(NUM_FEATURES, hidden=net_cfg["hidden"], layers=net_cfg["layers"])
         network.load_state_dict(data["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: the network weights do not match the stored network shape: {first}") from None
     bad = next((k for k, v in data["state_dict"].items() if not torch.isfinite(v).all()), None)
     if bad is not None:

@@ -31,9 +31,15 @@ def load() -> None:
               help="Output folder [default: results/load-<timestamp>].")
 @click.option("--jmeter", default=None, envvar="RLSCHED_JMETER", show_envvar=True,
               help="JMeter executable [default: jmeter on PATH].")
+@click.option("--max-error-rate", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+              envvar="RLSCHED_LOAD_MAX_ERROR_RATE", show_envvar=True,
+              help="Exit 1 when more than this share of requests failed (a dead or wrong target).")
 def load_run(target: str, plan: Path | None, threads: int, duration: int, ramp_up: int, mode: str, intensity: int,
-             out: Path | None, jmeter: str | None) -> None:
+             out: Path | None, jmeter: str | None, max_error_rate: float) -> None:
     """Run JMeter non-GUI against the test app; write results.jtl and summary.csv.
+
+    The results are written whatever the error rate; the exit status is 1 when more than
+    --max-error-rate of the requests failed.
 
     \b
     Example:
@@ -48,6 +54,9 @@ def load_run(target: str, plan: Path | None, threads: int, duration: int, ramp_u
                f"latency mean {s.latency_mean_ms:.1f} ms, p50 {s.latency_p50_ms:.0f}, p95 {s.latency_p95_ms:.0f}, "
                f"p99 {s.latency_p99_ms:.0f} ms")
     click.echo(f"wrote {out / 'results.jtl'} and {out / 'summary.csv'}")
+    if s.error_rate > max_error_rate:
+        raise click.ClickException(f"{s.error_rate:.0%} of the requests to {target} failed (more than "
+                                   f"--max-error-rate {max_error_rate:.0%}): is the test app running there?")
 
 
 COMMANDS = [load]
