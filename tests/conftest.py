@@ -18,6 +18,9 @@ count = 1
 cpu_cores = 1
 memory_gib = 4
 watts = [100, 110, 120, 130, 140, 150, 160, 170, 180, 190, 200]
+
+[workload]
+cpu_request_cores = [0.1, 1.0]  # what fits the node (a scenario whose pods mostly fit nowhere is refused)
 """
 
 

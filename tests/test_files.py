@@ -81,3 +81,17 @@ def test_output_error_is_typed(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(OutputError, match="cannot write"), atomic_path(tmp_path / "f" / "x") as tmp:
         Path(tmp).write_text("")
+
+
+@pytest.mark.parametrize("text,message", [("apiVersion: v1\nclusters: [ {\n  bad\n", "not valid YAML"),
+                                          ("- a list\n", "not a kubeconfig"), ("", "kubeconfig")])
+def test_a_broken_kubeconfig_is_one_line(tmp_path, text, message):
+    from rlmodel.errors import TestbedError
+    from rlmodel.testbed.config import load_config
+    from rlmodel.testbed.kube import Kube
+
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    with pytest.raises(TestbedError, match=message) as info:
+        Kube(load_config(None, env={}, overrides=[f"kubernetes.kubeconfig={path}"]))
+    assert "\n" not in str(info.value) and str(path) in str(info.value)

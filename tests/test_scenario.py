@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from rlmodel.cli import main
 from rlmodel.errors import ScenarioError
 from rlmodel.sim import builtin_scenarios, load_scenario
 
@@ -103,3 +105,32 @@ def test_scaled_keeps_load_per_node():
     assert big.num_nodes == 4 * sc.num_nodes
     assert big.workload.pods_per_episode == 4 * sc.workload.pods_per_episode
     assert big.workload.mean_interarrival_s == pytest.approx(sc.workload.mean_interarrival_s / 4)
+
+
+@pytest.mark.parametrize("extra,message", [
+    ('[[node_types]]\nname = "n"\ncount = 1\ncpu_cores = 4\nmemory_gib = 4\n'
+     'watts = [50, 60, 70, 65, 90, 100, 110, 120, 130, 140, 150]\n', "power must not fall"),
+    ('[[node_types]]\nname = "n"\ncount = 1\ncpu_cores = 4\nmemory_gib = 1\nwatts = [1,1,1,1,1,1,1,1,1,1,1]\n'
+     '[workload]\nmemory_request_gib = [2, 3]\n', "every request exceeds the largest node (1 GiB)"),
+    ('[[node_types]]\nname = "n"\ncount = 1\ncpu_cores = 1\nmemory_gib = 8\nwatts = [1,1,1,1,1,1,1,1,1,1,1]\n'
+     '[workload]\ncpu_request_cores = [0.5, 20]\n', "only 3% of the pods"),
+    ('[[node_types]]\nname = "x3550"\ncount = 1\n[workload]\nmean_interarrival_s = 1e308\n', "must be at most"),
+    ('[[node_types]]\nname = "x3550"\ncount = 1\n[workload]\nmean_interarrival_s = 1' + "0" * 400 + "\n",
+     "expected a number"),
+    ('[[node_types]]\nname = "n"\ncount = 1\ncpu_cores = 4\nmemory_gib = 4\nwatts = [0,0,0,0,0,0,0,0,0,0,0]\n',
+     "must be > 0"),
+])
+def test_scenarios_that_would_mislead_are_refused(tmp_path, extra, message):
+    path = tmp_path / "s.toml"
+    path.write_text(extra)
+    r = CliRunner().invoke(main, ["scenarios", "--show", str(path)])
+    assert r.exit_code == 1 and message in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_show_refuses_what_is_not_a_regular_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    r = CliRunner().invoke(main, ["scenarios", "--show", str(fifo)])  # would block forever on read
+    assert r.exit_code == 1 and "not a regular file" in r.output

@@ -109,17 +109,17 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     if backend != "sim":
         oracle = False  # the offline optimum is a property of the twin
     env = make_env(backend, sc, config_path, testbed_set, out if backend != "sim" else None)
-    total = episodes * (len(chosen) + (1 if oracle else 0))
-    with tqdm(total=total, desc=f"benchmark {sc.name}", unit="ep", file=sys.stderr, leave=False,
-              disable=None) as bar:  # no bar when stderr is not a terminal
+    # progress in pods, so that an episode of a million pods moves the bar too
+    total = episodes * len(chosen) * sc.workload.pods_per_episode
+    with tqdm(total=total, desc=f"benchmark {sc.name}", unit="pod", file=sys.stderr, leave=False,
+              disable=None, unit_scale=True) as bar:  # no bar when stderr is not a terminal
         def tick(policy: str, episode: int) -> None:
-            bar.set_postfix_str(policy)
-            bar.update()
+            bar.set_postfix_str(f"{policy} episode {episode + 1}/{episodes}")
 
         rows: list[dict] = []
         try:
             episodes_df = run_benchmark(sc, chosen, episodes=episodes, seed=seed, with_oracle=oracle,
-                                        on_episode=tick, env=env, rows=rows)
+                                        on_episode=tick, env=env, rows=rows, on_decisions=bar.update)
         except KeyboardInterrupt:
             # keep what finished: the episodes so far, summarized over the episodes every policy completed
             bar.close()

@@ -47,18 +47,26 @@ class EpisodeResult:
     actions: tuple[int, ...]
 
 
-def run_episode(env: PodPlacementEnv, policy: Policy, seed: int) -> EpisodeResult:
-    """One episode of `policy` on the trace drawn from `seed`."""
+def run_episode(env: PodPlacementEnv, policy: Policy, seed: int,
+                on_decisions: Callable[[int], None] | None = None) -> EpisodeResult:
+    """One episode of `policy` on the trace drawn from `seed`. `on_decisions(n)` is called every 1,000
+    decisions and at the end with the decisions since its last call (progress on very large episodes)."""
     obs, info = env.reset(seed=seed)
     policy.reset(seed=seed)
     total = 0.0
     actions = []
     terminated = bool(not info["action_mask"].any())
+    reported = 0
     while not terminated:
         action = policy.predict(obs, info["action_mask"])
         actions.append(action)
         obs, reward, terminated, _, info = env.step(action)
         total += reward
+        if on_decisions is not None and len(actions) - reported >= 1000:
+            on_decisions(len(actions) - reported)
+            reported = len(actions)
+    if on_decisions is not None and len(actions) > reported:
+        on_decisions(len(actions) - reported)
     m = env.episode_metrics()
     return EpisodeResult(m["energy_j"], m["overload_pod_s"], m["unschedulable"], m["mean_watts"],
                          m["wake_delay_pod_s"], m["wakeups"], m["makespan_s"], total, tuple(actions))
@@ -96,6 +104,7 @@ def run_benchmark(
     on_episode: Callable[[str, int], None] | None = None,
     env: PodPlacementEnv | None = None,
     rows: list[dict] | None = None,
+    on_decisions: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     """Every policy on the same episode seeds; one row per (policy, episode), columns EPISODE_COLUMNS.
 
@@ -118,7 +127,7 @@ def run_benchmark(
     for policy in policies:
         env.sim.label_run(policy.name)  # labels the testbed's per-window records
         for ep, s in enumerate(seeds):
-            r = run_episode(env, policy, s)
+            r = run_episode(env, policy, s, on_decisions)
             rows.append({
                 "scenario": scenario.name, "policy": policy.name, "episode": ep, "seed": s,
                 "energy_j": r.energy_j, "overload_pod_s": r.overload_pod_s, "unschedulable": r.unschedulable,

@@ -93,12 +93,23 @@ class Kube:
         self.namespace = cfg.kubernetes.namespace
         self.timeout = cfg.kubernetes.request_timeout_s
         self.retries = cfg.kubernetes.retries
+        import yaml
+
+        where = cfg.kubernetes.kubeconfig or "~/.kube/config"
         try:
             api = config.new_client_from_config(config_file=cfg.kubernetes.kubeconfig or None, context=cfg.context)
         except (ConfigException, OSError) as exc:
-            where = cfg.kubernetes.kubeconfig or "~/.kube/config"
-            raise TestbedError(f"kubeconfig {where}, context {cfg.context!r}: {exc} "
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise TestbedError(f"kubeconfig {where}, context {cfg.context!r}: {first} "
                                "(run `rlsched cluster up` first, or set kubernetes.kubeconfig/context)") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}:" if mark is not None else ""
+            raise TestbedError(f"kubeconfig {where}:{line} not valid YAML "
+                               f"({getattr(exc, 'problem', None) or type(exc).__name__})") from None
+        except (TypeError, AttributeError, KeyError, ValueError) as exc:  # YAML that is not a kubeconfig
+            raise TestbedError(f"kubeconfig {where}: not a kubeconfig ({type(exc).__name__}: "
+                               f"{str(exc)[:120]})") from None
         # typed as Any: the generated models mark every field Optional, and the harness checks what it reads
         self.api: Any = api
         self.core: Any = client.CoreV1Api(api)
