@@ -14,7 +14,8 @@ from tests.services import Service
 
 @pytest.fixture
 def blocker():
-    svc = Service("containers/resource_blocker/app.py", env={"MAX_MEMORY_MB": "512"})
+    # the peers of these tests live on loopback, which the blocker refuses unless named
+    svc = Service("containers/resource_blocker/app.py", env={"MAX_MEMORY_MB": "512", "ALLOWED_PEERS": "127.0.0.1"})
     yield svc
     svc.stop()
 
@@ -172,3 +173,49 @@ def test_cpu_workers_never_outlive_the_blocker():
     svc.proc.wait()
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive, alive
+
+
+@pytest.mark.parametrize("peer,allowed", [
+    ("http://169.254.169.254/latest/meta-data", None),  # a cloud metadata service
+    ("http://127.0.0.1:9/sink", None),  # loopback: not in the default private ranges' spirit
+    ("http://[::1]:9/sink", None),
+    ("http://8.8.8.8/sink", None),  # a public address
+    ("http://10.1.2.3:8081/sink", "192.168.0.0/16"),  # private, but not in this allow-list
+    ("http://169.254.169.254/", "0.0.0.0/0"),  # a wide range does not admit link-local
+])
+def test_blocker_refuses_peers_that_are_not_allowed(peer, allowed, monkeypatch):
+    from containers.resource_blocker.app import allowed_peers, check_peer
+
+    if allowed is None:
+        monkeypatch.delenv("ALLOWED_PEERS", raising=False)
+    else:
+        monkeypatch.setenv("ALLOWED_PEERS", allowed)
+    with pytest.raises(ValueError, match="network_peer"):
+        check_peer(peer, allowed_peers())
+
+
+def test_blocker_admits_node_addresses_and_named_loopback(monkeypatch):
+    from containers.resource_blocker.app import allowed_peers, check_peer
+
+    monkeypatch.delenv("ALLOWED_PEERS", raising=False)
+    check_peer("http://192.168.39.12:8081/sink", allowed_peers())  # a minikube node
+    monkeypatch.setenv("ALLOWED_PEERS", "127.0.0.2,10.0.0.0/8")
+    check_peer("http://127.0.0.2:8081/sink", allowed_peers())
+
+
+def test_blocker_over_http_refuses_metadata_peer_and_needs_its_token():
+    svc = Service("containers/resource_blocker/app.py", env={"BLOCKER_TOKEN": "s3cret"})
+    try:
+        body = {"network_mbps": 1, "network_peer": "http://169.254.169.254/latest"}
+        r = requests.put(svc.url + "/load", json=body, timeout=10)
+        assert r.status_code == 401  # no token
+        auth = {"Authorization": "Bearer s3cret"}
+        r = requests.put(svc.url + "/load", json=body, headers=auth, timeout=10)
+        assert r.status_code == 400 and "network_peer" in r.json()["error"]
+        assert requests.put(svc.url + "/load", json={"memory_mb": 1}, headers=auth, timeout=10).status_code == 200
+        wrong = {"Authorization": "Bearer wrong"}
+        assert requests.delete(svc.url + "/load", headers=wrong, timeout=10).status_code == 401
+        assert requests.get(svc.url + "/load", timeout=10).status_code == 200  # reads stay open
+        assert requests.delete(svc.url + "/load", headers=auth, timeout=10).status_code == 200
+    finally:
+        svc.stop()

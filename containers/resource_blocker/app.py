@@ -11,6 +11,14 @@ Every field is optional (missing means 0). Negative, non-numeric or unknown fiel
 the cores this process may use, memory above MAX_MEMORY_MB, and so on give 400 with a JSON error
 naming the field, and change nothing. Units: cores, MiB, MB/s (disk), Mbit/s (network).
 
+The blocker listens on a host port, so it guards what it can be made to do:
+* `network_peer` must resolve only to addresses in ALLOWED_PEERS (comma-separated CIDRs or addresses;
+  default: the private ranges cluster nodes use, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fd00::/8).
+  Loopback and link-local addresses (169.254.169.254 is a cloud metadata service) are refused unless
+  ALLOWED_PEERS names them explicitly; the blocker never streams to an address a client picked freely.
+* With BLOCKER_TOKEN set, PUT/DELETE /load and POST /sink need `Authorization: Bearer <token>` (401
+  otherwise); the harness sends RLSCHED_BLOCKER_TOKEN when it is set.
+
 Run locally: python containers/resource_blocker/app.py --host 127.0.0.1 --port 8081
 (the image runs the same app under gunicorn, one worker, several threads).
 """
@@ -18,15 +26,19 @@ Run locally: python containers/resource_blocker/app.py --host 127.0.0.1 --port 8
 from __future__ import annotations
 
 import argparse
+import hmac
+import ipaddress
 import math
 import multiprocessing as mp
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -182,7 +194,11 @@ class LoadController:
     def _net_send(self, n: int) -> int:
         if not self.peer:
             return 0
-        requests.post(self.peer, data=b"\0" * n, timeout=5).raise_for_status()
+        token = os.environ.get("BLOCKER_TOKEN", "")  # the peer blocker shares it
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # no redirects: a peer must not bounce the stream to an address that was never checked
+        requests.post(self.peer, data=b"\0" * n, timeout=5, headers=headers,
+                      allow_redirects=False).raise_for_status()
         return n
 
     # -- measure
@@ -235,7 +251,43 @@ def validate(body: Any, limits: dict[str, float]) -> tuple[dict[str, float], str
     if peer is not None and (not isinstance(peer, str) or not peer.startswith(("http://", "https://"))
                              or len(peer) > 512):
         raise ValueError("network_peer: expected an http(s) URL")
+    if peer is not None:
+        check_peer(peer, allowed_peers())
     return target, peer
+
+
+DEFAULT_ALLOWED = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fd00::/8"
+
+
+def allowed_peers() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """ALLOWED_PEERS as networks (an address alone is a /32 or /128)."""
+    out = []
+    for item in os.environ.get("ALLOWED_PEERS", DEFAULT_ALLOWED).split(","):
+        if item.strip():
+            out.append(ipaddress.ip_network(item.strip(), strict=False))
+    return out
+
+
+def check_peer(url: str, allowed: list) -> None:
+    """ValueError unless every address `url`'s host resolves to lies in `allowed`; loopback and link-local
+    addresses must be named in `allowed` themselves (a default private range does not admit them)."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise ValueError("network_peer: expected an http(s) URL with a host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        raise ValueError(f"network_peer: {host} does not resolve") from None
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        special = addr.is_loopback or addr.is_link_local or addr.is_multicast or addr.is_unspecified
+        ok = any(addr in net and (not special or net.prefixlen == net.max_prefixlen or
+                                  net.network_address.is_loopback or net.network_address.is_link_local)
+                 for net in allowed)
+        if not ok:
+            raise ValueError(f"network_peer: {host} ({addr}) is not an allowed peer (ALLOWED_PEERS)")
 
 
 def create_app(scratch_dir: str | None = None) -> Flask:
@@ -257,6 +309,16 @@ def create_app(scratch_dir: str | None = None) -> Flask:
 
     def state() -> dict[str, Any]:
         return {"target": dict(ctl.target), "measured": dict(ctl.measured), "limits": limits}
+
+    token = os.environ.get("BLOCKER_TOKEN", "")
+
+    @app.before_request
+    def authorize():
+        if token and request.method in ("PUT", "DELETE", "POST"):
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return jsonify(error="Authorization: a bearer token is required (BLOCKER_TOKEN)"), 401
+        return None
 
     @app.put("/load")
     def put_load():

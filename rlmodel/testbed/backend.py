@@ -29,6 +29,7 @@ import contextlib
 import copy
 import csv
 import math
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -262,7 +263,9 @@ class MinikubeCluster:
             url = self._blocker(i) + "/load"
             body = {"cpu_cores": cpu[i], "memory_mb": mem[i] * 1024}
             try:
-                r = requests.put(url, json=body, timeout=self.cfg.measurement.node_timeout_s)
+                token = os.environ.get("RLSCHED_BLOCKER_TOKEN", "")  # when the blockers run with BLOCKER_TOKEN
+                r = requests.put(url, json=body, timeout=self.cfg.measurement.node_timeout_s,
+                                 headers={"Authorization": f"Bearer {token}"} if token else None)
             except requests.RequestException as exc:
                 timeout = self.cfg.measurement.node_timeout_s
                 raise TestbedError(f"node {nd.name}: the resource blocker at {url} does not answer "
