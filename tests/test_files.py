@@ -95,3 +95,31 @@ def test_a_broken_kubeconfig_is_one_line(tmp_path, text, message):
     with pytest.raises(TestbedError, match=message) as info:
         Kube(load_config(None, env={}, overrides=[f"kubernetes.kubeconfig={path}"]))
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_cluster_down_never_signals_a_process_it_did_not_start(tmp_path):
+    from rlmodel.testbed.cluster import stop_prometheus, state_dir
+    from rlmodel.testbed.config import load_config
+
+    cfg = load_config(None, env={}, overrides=[f"state_dir={tmp_path}"])
+    folder = state_dir(cfg)
+    folder.mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        for text in (f"{bystander.pid}\n",  # the old format: a bare pid
+                     f"{bystander.pid} 1 {folder / 'prometheus.yml'}\n",  # a reused pid: another start time
+                     f"{bystander.pid} {_start_ticks(bystander.pid)} {folder / 'prometheus.yml'}\n"):  # not ours
+            (folder / "prometheus.pid").write_text(text)
+            assert stop_prometheus(cfg) is None
+            assert bystander.poll() is None, "a process rlsched did not start was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def _start_ticks(pid: int) -> int:
+    from rlmodel.testbed.cluster import _start_ticks as ticks
+
+    value = ticks(pid)
+    assert value is not None
+    return value

@@ -79,3 +79,97 @@ def test_the_round_trip_catches_a_misspelt_field():
     back = _strip_nones(client.sanitize_for_serialization(client.deserialize(json.dumps(doc), "V1DaemonSet",
                                                                                "application/json")))
     assert _normalize(back) != _normalize(doc)
+
+
+# ---------------------------------------------------------------- Pod Security Standards (kubernetes.io/docs/
+# concepts/security/pod-security-standards/), the rules of the levels our namespaces use, as admission checks them
+BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                 "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+
+
+def pss_violations(spec: dict, level: str) -> list[str]:
+    """What a pod spec does that the Pod Security level forbids (empty: admitted)."""
+    if level == "privileged":
+        return []
+    out = []
+    containers = spec.get("containers", []) + spec.get("initContainers", [])
+    pod_sc = spec.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            out.append(key)
+    out += [f"hostPath volume {v['name']}" for v in spec.get("volumes", []) if "hostPath" in v]
+    for c in containers:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            out.append(f"{c['name']}: privileged")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            out.append(f"{c['name']}: hostPort")
+        extra = set(sc.get("capabilities", {}).get("add", [])) - BASELINE_CAPS
+        if extra:
+            out.append(f"{c['name']}: capabilities {sorted(extra)}")
+        for s in (sc, pod_sc):
+            if s.get("seccompProfile", {}).get("type") == "Unconfined":
+                out.append(f"{c['name']}: seccomp Unconfined")
+    if level == "baseline":
+        return out
+    out += [f"volume {v['name']}" for v in spec.get("volumes", [])
+            if not set(v) - {"name"} <= RESTRICTED_VOLUMES]
+    for c in containers:
+        sc = c.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation")
+        if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+            out.append(f"{c['name']}: runAsNonRoot")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []) or set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{c['name']}: capabilities")
+    return out
+
+
+def _all_docs():
+    return [d.values[0] for d in _docs()]
+
+
+def test_every_workload_passes_its_namespaces_pod_security_level():
+    docs = _all_docs()
+    levels = {d["metadata"]["name"]: d["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+              for d in docs if d["kind"] == "Namespace"}
+    assert levels == {"rlsched-system": "privileged", "rlsched": "restricted"}
+    workloads = [d for d in docs if d["kind"] in ("DaemonSet", "Pod", "Deployment")]
+    assert workloads
+    for d in workloads:
+        spec = d["spec"]["template"]["spec"] if "template" in d["spec"] else d["spec"]
+        level = levels[d["metadata"]["namespace"]]
+        assert pss_violations(spec, level) == [], (d["metadata"]["name"], level)
+    # the node agents need privileged: under baseline (the old label) they would be rejected
+    agents = [d for d in workloads if d["metadata"]["namespace"] == "rlsched-system"]
+    assert {d["metadata"]["name"] for d in agents} == {"node-exporter", "resource-blocker"}
+    for d in agents:
+        assert pss_violations(d["spec"]["template"]["spec"], "baseline"), d["metadata"]["name"]
+
+
+def test_the_checker_catches_what_restricted_forbids():
+    ok = {"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}, "containers": [{"name": "c",
+          "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                              "capabilities": {"drop": ["ALL"]}}}], "volumes": [{"name": "t", "emptyDir": {}}]}
+    assert pss_violations(ok, "restricted") == []
+    no_seccomp = json.loads(json.dumps(ok))
+    del no_seccomp["securityContext"]
+    assert pss_violations(no_seccomp, "restricted") == ["c: seccompProfile"]
+    host = json.loads(json.dumps(ok))
+    host["volumes"].append({"name": "h", "hostPath": {"path": "/"}})
+    assert "hostPath volume h" in pss_violations(host, "baseline")
+
+
+def test_base_images_are_pinned_by_digest():
+    for dockerfile in (ROOT / "containers" / "resource_blocker" / "Dockerfile", ROOT / "testapp" / "Dockerfile",
+                       ROOT / "jmeter" / "Dockerfile"):
+        froms = [ln.split()[1] for ln in dockerfile.read_text().splitlines() if ln.startswith("FROM ")]
+        assert froms and all("@sha256:" in f and len(f.split("@sha256:")[1]) == 64 for f in froms), dockerfile

@@ -84,7 +84,10 @@ def test_cluster_up_runs_minikube_applies_manifests_and_reports_everything_up(bo
     assert not any("image" in c for c in box.minikube.calls)  # --skip-images
     ns = box.kube.core.read_namespace("rlsched")
     assert ns.metadata.name == "rlsched"
-    assert {d.metadata.name for d in box.kube.apps.list_namespaced_daemon_set("rlsched").items} == \
+    assert box.kube.core.read_namespace("rlsched-system").metadata.labels[
+        "pod-security.kubernetes.io/enforce"] == "privileged"
+    assert ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert {d.metadata.name for d in box.kube.apps.list_namespaced_daemon_set("rlsched-system").items} == \
         {"node-exporter", "resource-blocker"}
     svc = box.kube.core.read_namespaced_service("testapp", "rlsched")
     assert svc.spec.ports[0].node_port == 30080
@@ -209,7 +212,7 @@ def test_cluster_down_removes_what_up_created(box, up):
     result = make("cluster-down", box)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ["-p", "rlsched", "delete"] in box.minikube.calls
-    assert box.kube.apps.list_namespaced_daemon_set("rlsched").items == []
+    assert box.kube.apps.list_namespaced_daemon_set("rlsched-system").items == []
     assert box.kube.core.list_namespaced_service("rlsched").items == []
     assert "Prometheus (pid" in result.stdout
     cfg = load_config(box.config)

@@ -228,8 +228,9 @@ class Kubelets:
     """Plays kubelets and the DaemonSet controller for the nodes in `kube` (see the module docstring)."""
 
     def __init__(self, kube: KubeApi, nodes: dict[str, str], namespace: str, ports: dict[str, int],
-                 work_dir: Path, proxy: KubeProxy, never_ready: bool = False):
+                 work_dir: Path, proxy: KubeProxy, never_ready: bool = False, agents_namespace: str = "rlsched-system"):
         self.kube, self.nodes, self.namespace, self.ports = kube, nodes, namespace, ports
+        self.agents_namespace = agents_namespace
         self.work_dir, self.proxy = work_dir, proxy
         self.never_ready = never_ready
         self.agents: dict[tuple[str, str], subprocess.Popen] = {}  # (daemonset, node) -> process
@@ -258,7 +259,7 @@ class Kubelets:
                 self.errors.append(repr(exc))
 
     def _sync(self) -> None:
-        dss = {d.metadata.name for d in self.kube.apps.list_namespaced_daemon_set(self.namespace).items}
+        dss = {d.metadata.name for d in self.kube.apps.list_namespaced_daemon_set(self.agents_namespace).items}
         for ds in dss:
             for node, address in self.nodes.items():
                 if (ds, node) not in self.agents:

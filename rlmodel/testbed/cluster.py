@@ -27,6 +27,7 @@ from pathlib import Path
 import requests
 
 from rlmodel.assets import asset_path
+from rlmodel.atomic import atomic_path
 from rlmodel.testbed.config import TestbedConfig
 from rlmodel.testbed.kube import Kube, NodeInfo, TestbedError, load_manifests
 from rlmodel.testbed.prometheus import render_config, write_config
@@ -160,12 +161,42 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_pid(path: Path) -> int | None:
+def _start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/PID/stat field 22), or None."""
     try:
-        pid = int(path.read_text().strip())
-    except (OSError, ValueError):
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if _pid_alive(pid) else None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _write_pid(path: Path, pid: int, config_path: Path) -> None:
+    """pid, start time and config: what identifies the Prometheus we started, whatever reuses the pid later."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(f"{pid} {_start_ticks(pid)} {config_path.resolve()}\n", encoding="utf-8")
+
+
+def _read_pid(path: Path) -> int | None:
+    """The pid of the Prometheus that `up` started, if it still runs: the process must have the recorded
+    start time and our --config.file. Anything else (a stale file, a reused pid) is never signalled."""
+    try:
+        fields = path.read_text().split()
+        pid, started, config = int(fields[0]), int(fields[1]), fields[2]
+    except (OSError, ValueError, IndexError):
+        return None
+    if not _pid_alive(pid) or _start_ticks(pid) != started:
+        return None
+    if f"--config.file={config}" not in _cmdline(pid):
+        return None
+    return pid
 
 
 def start_prometheus(cfg: TestbedConfig, nodes: list[NodeInfo], say: Say) -> int:
@@ -188,13 +219,13 @@ def start_prometheus(cfg: TestbedConfig, nodes: list[NodeInfo], say: Say) -> int
         try:
             proc = subprocess.Popen(
                 [exe, f"--config.file={config_path.resolve()}", f"--storage.tsdb.path={(folder / 'data').resolve()}",
-                 f"--web.listen-address={cfg.prometheus.listen}", "--web.enable-lifecycle"],
+                 f"--web.listen-address={cfg.prometheus.listen}"],  # no --web.enable-lifecycle: reload by SIGHUP
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
         pid = proc.pid
         _CHILDREN[pid] = proc
-        pid_file.write_text(f"{pid}\n")
+        _write_pid(pid_file, pid, config_path)
         say(f"Prometheus started (pid {pid}) on {cfg.prometheus.listen}, config {config_path}")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -320,7 +351,8 @@ def cluster_status(cfg: TestbedConfig) -> list[Check]:
         for doc in load_manifests():
             if doc["kind"] == "Pod":
                 continue
-            checks.append(Check(f"{doc['kind']} {doc['metadata']['name']}", cfg.kubernetes.namespace,
+            checks.append(Check(f"{doc['kind']} {doc['metadata']['name']}",
+                                kube.namespace_of(doc["metadata"].get("namespace", doc["metadata"]["name"])),
                                 kube.exists(doc)))
         checks += agent_checks(cfg, nodes)
     except TestbedError as exc:

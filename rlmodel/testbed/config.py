@@ -61,7 +61,10 @@ class KubernetesConfig:
     context: str = ""
     """kubeconfig context ("" = the Minikube profile)"""
     namespace: str = "rlsched"
-    """namespace of the test app and the node agents"""
+    """namespace of the test app (Pod Security level restricted)"""
+    agents_namespace: str = "rlsched-system"
+    """namespace of the node agents, node-exporter and the resource blocker (Pod Security level privileged:
+    they need the host's network, PIDs and files)"""
     request_timeout_s: float = 10.0
     """timeout of every API call"""
     retries: int = 3

@@ -23,6 +23,7 @@ T = TypeVar("T")
 MANIFEST_DIR = asset_path("manifests")  # package data (minikube/manifests in the source tree)
 PART_OF = {"app.kubernetes.io/part-of": "rlsched"}
 TESTAPP_LABELS = {"app.kubernetes.io/name": "testapp"}
+MANIFEST_AGENTS_NAMESPACE = "rlsched-system"  # the node agents' namespace as the manifests name it
 SCHEDULER_NAME = "rlsched"
 
 
@@ -91,6 +92,7 @@ class Kube:
 
         self.cfg = cfg
         self.namespace = cfg.kubernetes.namespace
+        self.agents_namespace = cfg.kubernetes.agents_namespace
         self.timeout = cfg.kubernetes.request_timeout_s
         self.retries = cfg.kubernetes.retries
         import yaml
@@ -169,12 +171,19 @@ class Kube:
             raise TestbedError(f"manifest {doc['metadata'].get('name')}: kind {kind} is not supported by the harness")
         group, name, namespaced = self._KINDS[kind]
         fn = getattr(getattr(self, group), f"{verb}_namespaced_{name}" if namespaced else f"{verb}_{name}")
-        return fn, (self.namespace,) if namespaced else ()
+        return fn, (doc["metadata"].get("namespace") or self.namespace,) if namespaced else ()
+
+    def namespace_of(self, manifest_namespace: str) -> str:
+        """The configured namespace for one named in the manifests (`rlsched` or `rlsched-system`)."""
+        return self.agents_namespace if manifest_namespace == MANIFEST_AGENTS_NAMESPACE else self.namespace
 
     def _with_namespace(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The manifest's object in the configured namespaces (the manifests name `rlsched` for the test app
+        and `rlsched-system` for the node agents)."""
+        meta = doc["metadata"]
         if doc["kind"] == "Namespace":
-            return {**doc, "metadata": {**doc["metadata"], "name": self.namespace}}
-        return {**doc, "metadata": {**doc["metadata"], "namespace": self.namespace}}
+            return {**doc, "metadata": {**meta, "name": self.namespace_of(meta["name"])}}
+        return {**doc, "metadata": {**meta, "namespace": self.namespace_of(meta.get("namespace", ""))}}
 
     def apply(self, docs: Iterable[dict[str, Any]]) -> list[tuple[str, str, str]]:
         """Create each object, or update it when it exists (idempotent). Returns (kind, name, action)."""
