@@ -98,7 +98,7 @@ def test_a_broken_kubeconfig_is_one_line(tmp_path, text, message):
 
 
 def test_cluster_down_never_signals_a_process_it_did_not_start(tmp_path):
-    from rlmodel.testbed.cluster import stop_prometheus, state_dir
+    from rlmodel.testbed.cluster import state_dir, stop_prometheus
     from rlmodel.testbed.config import load_config
 
     cfg = load_config(None, env={}, overrides=[f"state_dir={tmp_path}"])
