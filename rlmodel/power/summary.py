@@ -13,6 +13,9 @@ from rlmodel.atomic import save_figure_atomic
 from rlmodel.errors import PowerCsvError
 from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
 
+# far above any real sample: an hour-long interval of a 1 MW host is 3.6e9 J
+_UPPER = {"interval_s": 1e6, "host_joules": 1e12, "host_watts": 1e6, "vm_cpu_s": 1e9, "vm_cpu_share": 1.0 + 1e-6,
+          "vm_watts": 1e6, "vm_joules": 1e12, "estimated": 1.0}
 NUMERIC = ["interval_s", "host_joules", "host_watts", "vm_cpu_s", "vm_cpu_share", "vm_watts", "vm_joules"]
 
 
@@ -49,14 +52,18 @@ def read_power_csv(path: str | Path) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise PowerCsvError(f"{path}: line {i + 2}: column {col}: not a number: {df[col].iloc[i][:40]!r}")
-        # watts, joules, CPU seconds and intervals are finite and non-negative; an interval is positive
-        wrong = ~np.isfinite(values.to_numpy(dtype=float)) | (values.to_numpy(dtype=float) < 0)
+        # watts, joules, CPU seconds and intervals are finite, non-negative and physically plausible (a sum of
+        # them must not overflow); an interval is positive
+        v = values.to_numpy(dtype=float)
+        high = _UPPER.get(col, np.inf)
+        wrong = ~np.isfinite(v) | (v < 0) | (v > high)
         if col == "interval_s":
-            wrong |= values.to_numpy(dtype=float) == 0
+            wrong |= v == 0
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
             rule = "a positive number" if col == "interval_s" else "a finite number >= 0"
-            raise PowerCsvError(f"{path}: line {i + 2}: column {col}: {df[col].iloc[i][:40]!r} is not {rule}")
+            raise PowerCsvError(f"{path}: line {i + 2}: column {col}: {df[col].iloc[i][:40]!r} is not {rule}"
+                                + (f" up to {high:g}" if np.isfinite(high) else ""))
         df[col] = values
     over = df["vm_watts"].to_numpy() > df["host_watts"].to_numpy() * (1 + 1e-6) + 1e-6
     if over.any():
