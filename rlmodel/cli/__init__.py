@@ -21,7 +21,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except RlschedError as exc:
             raise click.ClickException(str(exc)) from None
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under `rlsched` (rlmodel.cli.entry): exit 130, not 1
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM under `rlsched` (rlmodel.console): exit 130, not 1
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(130) from None
 

@@ -1,3 +1,3 @@
-from rlmodel.cli.entry import run
+from rlmodel.console import run
 
 run()
