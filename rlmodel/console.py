@@ -1,5 +1,6 @@
-"""The `rlsched` console script (outside `rlmodel.cli`, whose import is the slow part): Ctrl-C or SIGTERM at any moment, even while the CLI's modules are still
-being imported, ends with one line and exit 130, never a traceback."""
+"""The `rlsched` console script, outside `rlmodel.cli` (whose import is the slow part): Ctrl-C or SIGTERM
+at any moment, even while the CLI's modules are still being imported, ends with one line and exit 130,
+never a traceback."""
 
 from __future__ import annotations
 

@@ -462,8 +462,11 @@ def test_the_csv_is_checked_before_appending(tmp_path):
 
 
 def test_bad_environment_values_are_one_line(tmp_path):
-    r = run_monitor("--duration", "0.1", env={"RLSCHED_POWER_INTERVAL": "fast"})
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "--interval" in r.stderr
+    for var, value in (("RLSCHED_POWER_INTERVAL", "fast"), ("RLSCHED_MAX_WATTS", "-1"),
+                       ("RLSCHED_POWER_DURATION", "inf"), ("RLSCHED_POWER_SOURCE", "rapl")):
+        r = run_monitor("--duration", "0.1", env={var: value})
+        assert r.returncode == 1 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert f"{var}={value}" in r.stderr
 
 
 def test_metrics_on_ipv6_loopback_and_idle_clients_are_dropped(tmp_path):

@@ -111,8 +111,13 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
     env = make_env(backend, sc, config_path, testbed_set, out if backend != "sim" else None)
     # progress in pods, so that an episode of a million pods moves the bar too
     total = episodes * len(chosen) * sc.workload.pods_per_episode
+    # no bar when stderr is not a terminal, unless episodes are so large that silence would look like a hang:
+    # then a line every 10 s
+    large = sc.workload.pods_per_episode >= 100_000
+    tty = sys.stderr.isatty()
     with tqdm(total=total, desc=f"benchmark {sc.name}", unit="pod", file=sys.stderr, leave=False,
-              disable=None, unit_scale=True) as bar:  # no bar when stderr is not a terminal
+              disable=False if large else None, unit_scale=True, mininterval=0.1 if tty else 10.0,
+              ascii=not tty) as bar:
         def tick(policy: str, episode: int) -> None:
             bar.set_postfix_str(f"{policy} episode {episode + 1}/{episodes}")
 

@@ -778,7 +778,31 @@ def _regex(text: str) -> str:
     return text
 
 
+_NUMERIC_ENV = {"RLSCHED_POWER_INTERVAL": "--interval", "RLSCHED_POWER_DURATION": "--duration",
+                "RLSCHED_ESTIMATE_TDP": "--estimate-tdp", "RLSCHED_MAX_WATTS": "--max-watts"}
+
+
+def check_environment() -> Optional[str]:
+    """The first RLSCHED_* variable with a value its option would refuse, as one line (None: all fine)."""
+    for var, option in sorted(_NUMERIC_ENV.items()):
+        value = os.environ.get(var)
+        if value in (None, ""):
+            continue
+        try:
+            _positive(value)
+        except argparse.ArgumentTypeError as exc:
+            return "%s=%s (%s): %s" % (var, value[:40], option, exc)
+    source = os.environ.get("RLSCHED_POWER_SOURCE")
+    if source not in (None, "", "sysfs", "perf"):
+        return "RLSCHED_POWER_SOURCE=%s (--source): expected sysfs or perf" % source[:40]
+    return None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    problem = check_environment()
+    if problem:
+        print("kvm_power_monitor: error: %s" % problem, file=sys.stderr)
+        return 1
     args = build_parser().parse_args(argv)
     try:
         monitor = Monitor(args)
