@@ -397,3 +397,46 @@ def test_a_diverging_training_stops_with_one_line(tmp_path, monkeypatch):
         ln for ln in r.output.splitlines() if "training diverged" in ln]
     data = load_model(tmp_path / "m.pth").data  # the last checkpoint before it: finite, loadable
     assert data["global_step"] < 150
+
+
+def _fields():
+    from hypothesis import strategies as st
+
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.just(torch.zeros(2)), st.just(torch.full((3,), float("nan"))))
+    return st.dictionaries(st.sampled_from(["format", "format_version", "feature_schema", "network", "hyperparameters",
+                                            "scenario", "seed", "global_step", "episodes", "metrics", "state_dict",
+                                            "optimizer", "rng", "last_state_dict"]),
+                           st.one_of(leaf, st.lists(leaf, max_size=3), st.dictionaries(st.text(max_size=6), leaf,
+                                                                                         max_size=3)), max_size=8)
+
+
+def test_any_model_file_content_loads_or_is_one_line(tmp_path, trained):
+    """Property-based: a model file whose fields are replaced by anything torch.save can store either loads or
+    is refused with one ModelError line; it never raises anything else."""
+    from hypothesis import HealthCheck, given, settings
+
+    base = torch.load(trained, weights_only=True)
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_fields())
+    def check(changes):
+        data = {**base, **changes}
+        path = tmp_path / "h.pth"
+        torch.save(data, path)
+        try:
+            load_model(path)
+        except ModelError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc)
+
+    check()
+
+
+def test_a_full_disk_stops_the_power_monitor_with_one_line(tmp_path):
+    from tests.fakes import FakeRapl
+    from tests.test_power_monitor import run_monitor
+
+    with FakeRapl(tmp_path / "pc", watts=[20.0], range_uj=[2**32]):
+        r = run_monitor("--rapl-root", str(tmp_path / "pc"), "--duration", "0.5", "--interval", "0.1",
+                        "--csv", "/dev/full")  # every write fails with ENOSPC
+    assert r.returncode == 1 and "No space left" in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -184,18 +184,20 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
             KeyError, IndexError, TypeError, AttributeError, MemoryError, OverflowError, RecursionError) as exc:
         raise ModelError(f"{path}: not a readable rlsched model file: {_reason(exc)}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    # compare only values of the expected type: a tensor stored where a number belongs has no truth value
+    if not isinstance(data, dict) or not isinstance(data.get("format"), str) or data["format"] != FORMAT:
         raise ModelError(f"{path}: not an rlsched DQN model (no '{FORMAT}' format marker)")
     version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ModelError(f"{path}: model format version {version!r:.40}, this rlsched reads version "
+    if not isinstance(version, int) or isinstance(version, bool) or version != FORMAT_VERSION:
+        raise ModelError(f"{path}: model format version {str(version)[:40]}, this rlsched reads version "
                          f"{FORMAT_VERSION}")
     schema = data.get("feature_schema")
-    if not isinstance(schema, dict) or not isinstance(schema.get("features"), (list, tuple)):
+    if not isinstance(schema, dict) or not isinstance(schema.get("features"), (list, tuple)) \
+            or not all(isinstance(f, str) for f in schema["features"]) or not isinstance(schema.get("version"), int):
         raise ModelError(f"{path}: field feature_schema: expected a table with version and features")
-    if schema.get("version") != FEATURE_SCHEMA_VERSION or tuple(schema["features"]) != FEATURES:
+    if schema["version"] != FEATURE_SCHEMA_VERSION or tuple(schema["features"]) != FEATURES:
         raise ModelError(
-            f"{path}: the model expects feature schema v{schema.get('version')!r:.20} with "
+            f"{path}: the model expects feature schema v{schema['version']} with "
             f"{len(schema['features'])} features, this rlsched computes v{FEATURE_SCHEMA_VERSION} "
             f"with {NUM_FEATURES}: retrain the model"
         )
