@@ -318,6 +318,7 @@ def _mutations():
         "NaN weights": lambda d: d["state_dict"]["mlp.0.weight"].fill_(m.nan),
         "wrong optimizer shape": lambda d: d["optimizer"]["param_groups"][0].__setitem__("params", [0]),
         "hyperparameters as a list": put("hyperparameters", [1]),
+        "a hyperparameter of the wrong type": lambda d: d["hyperparameters"].__setitem__("hidden", "wide"),
     }
 
 

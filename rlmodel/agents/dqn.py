@@ -347,8 +347,8 @@ def train(
     best_score = math.inf
     validation_env = PodPlacementEnv(scenario)
     if resume:
-        loaded = load_model(model_path, device=str(device)).data
-        shape = (loaded["network"]["hidden"], loaded["network"]["layers"])
+        model = load_model(model_path, device=str(device))
+        loaded, shape = model.data, model.network_shape
         if shape != (cfg.hidden, cfg.layers):
             raise ModelError(f"{model_path}: trained with hidden = {shape[0]}, layers = {shape[1]}; --resume "
                              f"cannot continue it with hidden = {cfg.hidden}, layers = {cfg.layers}")
@@ -479,15 +479,22 @@ def config_for_resume(model_path: Path, steps: int | None) -> tuple[DQNConfig, s
     """(hyperparameters stored in `model_path` with `total_steps` = `steps` when given, the training scenario's
     source, the steps already trained), to continue with `train(..., resume=True)`. ModelError when the model
     has already trained for the requested steps."""
-    stored = load_model(model_path).data
-    fields = {f.name for f in dataclasses.fields(DQNConfig)}
-    cfg = DQNConfig(**{k: v for k, v in stored["hyperparameters"].items() if k in fields})
+    stored = load_model(model_path)
+    defaults = DQNConfig()
+    values = {}
+    for f in dataclasses.fields(DQNConfig):
+        if f.name in stored.hyperparameters:
+            try:  # typed like the field, as from a config file: a damaged value is one line, not a crash later
+                values[f.name] = coerce(getattr(defaults, f.name), stored.hyperparameters[f.name], from_text=False)
+            except CoercionError as exc:
+                raise ModelError(f"{model_path}: stored hyperparameter {f.name}: {exc}") from None
+    cfg = dataclasses.replace(defaults, **values)
     if steps is not None:
         cfg.total_steps = steps
-    done = int(stored["global_step"])
+    done = stored.global_step
     if cfg.total_steps <= done:
         raise ModelError(f"{model_path}: already trained for {done} steps; pass --steps above that to continue")
-    return cfg, str(stored["scenario"]["source"]).removeprefix("built-in:"), done
+    return cfg, stored.scenario_source, done
 
 
 def config_help() -> dict[str, str]:

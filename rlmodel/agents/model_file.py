@@ -46,6 +46,21 @@ class LoadedModel:
     def hyperparameters(self) -> dict[str, Any]:
         return self.data["hyperparameters"]
 
+    @property
+    def global_step(self) -> int:
+        """Environment steps trained."""
+        return int(self.data["global_step"])
+
+    @property
+    def network_shape(self) -> tuple[int, int]:
+        """(hidden, layers) of the node-scoring MLP."""
+        return int(self.data["network"]["hidden"]), int(self.data["network"]["layers"])
+
+    @property
+    def scenario_source(self) -> str:
+        """The training scenario as `load_scenario` takes it (a built-in name or a path)."""
+        return str(self.data["scenario"]["source"]).removeprefix("built-in:")
+
 
 def model_data(*, hyperparameters: dict[str, Any], scenario: Scenario, num_nodes: int, global_step: int,
                episodes: int, recent: Sequence[EpisodeLog], train_wall_s: float, validation_cost_kj: float,

@@ -336,7 +336,7 @@ def test_cmd(model: Path, scenario: str | None, episodes: int, seed: int, bids: 
     from rlmodel.sim.scenario import load_scenario
 
     loaded = load_model(model)
-    src = scenario or loaded.data["scenario"]["source"].removeprefix("built-in:")
+    src = scenario or loaded.scenario_source
     sc = load_scenario(src)
     env = make_env(backend, sc, config_path, testbed_set, None, run="test")
     policy = DQNPolicy(loaded.network)
