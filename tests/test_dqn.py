@@ -203,8 +203,7 @@ def test_cli_hyperparameters_and_overrides(tmp_path):
 def test_fill_gap_feature_compares_nodes_of_the_same_type():
     from rlmodel.agents.features import FEATURES
     from rlmodel.envs import NODE_FEATURES
-
-    col = {n: i for i, n in enumerate(NODE_FEATURES)}
+    from rlmodel.envs.observation import NODE_COL as col
     nodes = np.zeros((4, len(NODE_FEATURES)), dtype=np.float32)
     nodes[:, col["cpu_cores"]] = [12, 12, 12, 2]
     nodes[:, col["memory_gib"]] = 12

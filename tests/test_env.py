@@ -8,6 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from rlmodel.envs import ENV_ID, NODE_FEATURES, PodPlacementEnv
+from rlmodel.envs.observation import NODE_COL, POD_COL, node_column
 from rlmodel.sim import load_scenario
 
 
@@ -30,11 +31,13 @@ def test_return_is_minus_energy_plus_penalty_and_mask_is_fits():
     rng = np.random.default_rng(0)
     while not done:
         mask = info["action_mask"]
-        assert np.array_equal(mask, obs["nodes"][:, NODE_FEATURES.index("fits")] > 0)
+        assert np.array_equal(mask, node_column(obs, "fits") > 0)
         # the mask is exactly where requests fit
-        free_cpu = obs["nodes"][:, 0] - obs["nodes"][:, 2]
-        free_mem = obs["nodes"][:, 1] - obs["nodes"][:, 3]
-        fits = (free_cpu + 1e-4 >= obs["pod"][0]) & (free_mem + 1e-4 >= obs["pod"][1])
+        free_cpu = node_column(obs, "cpu_cores") - node_column(obs, "cpu_requested_cores")
+        free_mem = node_column(obs, "memory_gib") - node_column(obs, "memory_requested_gib")
+        pod = obs["pod"]
+        fits = (free_cpu + 1e-4 >= pod[POD_COL["cpu_request_cores"]]) & \
+            (free_mem + 1e-4 >= pod[POD_COL["memory_request_gib"]])
         assert np.array_equal(mask, fits)
         obs, r, done, trunc, info = env.step(int(rng.choice(np.flatnonzero(mask))))
         assert not trunc
@@ -91,12 +94,12 @@ def test_same_network_shape_for_any_node_count():
 def test_idle_time_counts_only_for_empty_awake_nodes():
     env = PodPlacementEnv("hetero-sleep")
     obs, info = env.reset(seed=0)
-    col = NODE_FEATURES.index("idle_s")
+    col = NODE_COL["idle_s"]
     assert (obs["nodes"][:, col] == 0).all()  # t = 0
     obs, _, _, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))
     t = info["time_s"]
     nodes = obs["nodes"]
-    empty_awake = (nodes[:, NODE_FEATURES.index("pods")] == 0) & (nodes[:, NODE_FEATURES.index("asleep")] == 0)
+    empty_awake = (nodes[:, NODE_COL["pods"]] == 0) & (nodes[:, NODE_COL["asleep"]] == 0)
     assert np.allclose(nodes[empty_awake, col], min(t, 3600), rtol=1e-5)
     assert (nodes[~empty_awake, col] == 0).all()
-    assert (nodes[:, NODE_FEATURES.index("sleep_after_s")] == 120).all()
+    assert (nodes[:, NODE_COL["sleep_after_s"]] == 120).all()
