@@ -1,0 +1,209 @@
+"""kube-scheduler's Filter phase for the constraints rlsched evaluates, on Kubernetes objects (JSON form).
+
+Plugins, with upstream semantics (pkg/scheduler/framework/plugins):
+* NodeName: `spec.nodeName`, when set, is the only feasible node.
+* NodeUnschedulable: a node with `spec.unschedulable` only takes pods tolerating
+  `node.kubernetes.io/unschedulable:NoSchedule`.
+* TaintToleration: every NoSchedule or NoExecute taint of the node must be tolerated (PreferNoSchedule is a
+  score, not a filter).
+* NodeAffinity: `spec.nodeSelector` (every label equal) and the required node affinity
+  (`nodeSelectorTerms`: any term; within a term, every `matchExpressions` requirement on labels and every
+  `matchFields` requirement on `metadata.name`; operators In, NotIn, Exists, DoesNotExist, Gt, Lt).
+* NodeResourcesFit: the pod's effective requests (`podspec.pod_requests`) fit next to what the node's
+  pods request, and the node has room for one more pod (`allocatable.pods`).
+
+What rlsched does not evaluate is refused, never silently ignored: `unsupported(pod)` names the field
+(required inter-pod affinity or anti-affinity, topology spread constraints with DoNotSchedule). Preferred
+affinities and ScheduleAnyway spread constraints are preferences (kube-scheduler scores them); rlsched's
+score does not include them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rlmodel.live.podspec import Obj, ObjectError, as_list, as_map, as_text, resources
+
+EPS = 1e-9
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = ""
+
+
+@dataclass
+class NodeInfo:
+    """A node as the filter sees it: labels, taints, capacity (cores, GiB, pods) and what is bound to it."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[Taint] = field(default_factory=list)
+    unschedulable: bool = False
+    cpu_cores: float = 0.0
+    memory_gib: float = 0.0
+    max_pods: int = 110
+    cpu_requested: float = 0.0
+    memory_requested: float = 0.0
+    pods: int = 0
+
+
+def node_info(node: Obj, *, cpu_requested: float = 0.0, memory_requested: float = 0.0, pods: int = 0) -> NodeInfo:
+    """NodeInfo of a Node object (capacity from `status.allocatable`)."""
+    meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ObjectError("Node.metadata.name: missing")
+    alloc = status.get("allocatable") or {}
+    cpu, mem = resources(alloc, f"Node {name}: status.allocatable")
+    try:
+        max_pods = int(str(alloc.get("pods", 110)))
+    except ValueError:
+        raise ObjectError(f"Node {name}: status.allocatable.pods: not a whole number") from None
+    taints = [Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+              for t in spec.get("taints") or [] if isinstance(t, Mapping)]
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    return NodeInfo(name, labels, taints, bool(spec.get("unschedulable")), cpu, mem, max_pods, cpu_requested,
+                    memory_requested, pods)
+
+
+def tolerates(tolerations: Iterable[Obj], taint: Taint) -> bool:
+    """Whether some toleration matches the taint (upstream v1 Toleration.ToleratesTaint)."""
+    for i, t in enumerate(tolerations):
+        where = f"spec.tolerations[{i}]"
+        t = as_map(t, where)
+        effect = as_text(t.get("effect"), f"{where}.effect")
+        if effect and effect != taint.effect:
+            continue
+        operator = as_text(t.get("operator"), f"{where}.operator") or "Equal"
+        key = as_text(t.get("key"), f"{where}.key")
+        if operator == "Exists":
+            if not key or key == taint.key:
+                return True
+        elif operator == "Equal" and key == taint.key and as_text(t.get("value"), f"{where}.value") == taint.value:
+            return True
+    return False
+
+
+def unsupported(pod: Obj) -> str | None:
+    """The field of a constraint rlsched cannot evaluate, or None."""
+    spec = as_map(as_map(pod, "pod").get("spec"), "spec")
+    affinity = as_map(spec.get("affinity"), "spec.affinity")
+    for kind in ("podAffinity", "podAntiAffinity"):
+        if as_map(affinity.get(kind), f"spec.affinity.{kind}").get("requiredDuringSchedulingIgnoredDuringExecution"):
+            return f"spec.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution"
+    for i, c in enumerate(as_list(spec.get("topologySpreadConstraints"), "spec.topologySpreadConstraints")):
+        if as_map(c, f"spec.topologySpreadConstraints[{i}]").get("whenUnsatisfiable", "DoNotSchedule") \
+                == "DoNotSchedule":
+            return f"spec.topologySpreadConstraints[{i}]"
+    return None
+
+
+def _requirement(req: Obj, value: str | None, where: str) -> bool:
+    """A NodeSelectorRequirement against the node's value (None: the label is absent)."""
+    req = as_map(req, where)
+    op = req.get("operator")
+    values = [as_text(v, f"{where}.values") for v in as_list(req.get("values"), f"{where}.values")]
+    if op == "In":
+        return value is not None and value in values
+    if op == "NotIn":
+        return value is None or value not in values
+    if op == "Exists":
+        return value is not None
+    if op == "DoesNotExist":
+        return value is None
+    if op in ("Gt", "Lt"):
+        if len(values) != 1:
+            raise ObjectError(f"{where}: {op} takes exactly one value")
+        try:
+            bound = int(values[0])
+        except ValueError:
+            raise ObjectError(f"{where}: {op} takes an integer, got {values[0][:20]!r}") from None
+        try:
+            have = int(value) if value is not None else None
+        except ValueError:
+            return False
+        return have is not None and (have > bound if op == "Gt" else have < bound)
+    raise ObjectError(f"{where}: unknown operator {str(op)[:20]!r}")
+
+
+def _term_matches(term: Obj, node: NodeInfo, where: str) -> bool:
+    term = as_map(term, where)
+    exprs = as_list(term.get("matchExpressions"), f"{where}.matchExpressions")
+    fields = as_list(term.get("matchFields"), f"{where}.matchFields")
+    if not exprs and not fields:
+        return False  # an empty term matches no node
+    for i, req in enumerate(exprs):
+        at = f"{where}.matchExpressions[{i}]"
+        key = as_text(as_map(req, at).get("key"), f"{at}.key")
+        if not _requirement(req, node.labels.get(key), at):
+            return False
+    for i, req in enumerate(fields):
+        if as_map(req, f"{where}.matchFields[{i}]").get("key") != "metadata.name":
+            raise ObjectError(f"{where}.matchFields[{i}].key: only metadata.name is supported")
+        if not _requirement(req, node.name, f"{where}.matchFields[{i}]"):
+            return False
+    return True
+
+
+def filter_node(pod: Obj, request: tuple[float, float], node: NodeInfo) -> str | None:
+    """Why `node` cannot take `pod` (kube-scheduler's reason, one line), or None when it can.
+    `request`: the pod's effective (cores, GiB), `podspec.pod_requests(pod)`."""
+    spec = as_map(as_map(pod, "pod").get("spec"), "spec")
+    node_name = as_text(spec.get("nodeName"), "spec.nodeName")
+    if node_name and node_name != node.name:
+        return "node(s) didn't match the requested node name"
+    tolerations = as_list(spec.get("tolerations"), "spec.tolerations")
+    if node.unschedulable and not tolerates(tolerations, Taint(UNSCHEDULABLE_TAINT, "", "NoSchedule")):
+        return "node(s) were unschedulable"
+    for taint in node.taints:
+        if taint.effect in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
+            return f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"
+    selector = as_map(spec.get("nodeSelector"), "spec.nodeSelector")
+    if any(node.labels.get(k) != as_text(v, f"spec.nodeSelector.{k}") for k, v in selector.items()):
+        return "node(s) didn't match Pod's node affinity/selector"
+    affinity = as_map(spec.get("affinity"), "spec.affinity")
+    node_affinity = as_map(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is not None:
+        where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+        terms = as_list(as_map(required, where).get("nodeSelectorTerms"), where)
+        if not any(_term_matches(t, node, f"{where}[{i}]") for i, t in enumerate(terms)):
+            return "node(s) didn't match Pod's node affinity/selector"
+    if node.pods + 1 > node.max_pods:
+        return "Too many pods"
+    cpu, mem = request
+    if node.cpu_requested + cpu > node.cpu_cores + EPS:
+        return "Insufficient cpu"
+    if node.memory_requested + mem > node.memory_gib + EPS:
+        return "Insufficient memory"
+    return None
+
+
+def filter_nodes(pod: Obj, request: tuple[float, float], nodes: Sequence[NodeInfo]
+                 ) -> tuple[list[int], dict[str, str]]:
+    """(indices of the feasible nodes, {name: reason} for the others)."""
+    feasible, failed = [], {}
+    for i, node in enumerate(nodes):
+        reason = filter_node(pod, request, node)
+        if reason is None:
+            feasible.append(i)
+        else:
+            failed[node.name] = reason
+    return feasible, failed
+
+
+def describe(failed: Mapping[str, str], total: int) -> str:
+    """kube-scheduler's FailedScheduling summary: "0/3 nodes are available: 2 Insufficient cpu, 1 ..."."""
+    counts: dict[str, int] = {}
+    for reason in failed.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    parts = ", ".join(f"{n} {r}" for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"0/{total} nodes are available: {parts}." if parts else f"0/{total} nodes are available."
+
+
+__all__ = ["NodeInfo", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "tolerates", "unsupported"]
