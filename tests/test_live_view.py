@@ -1,0 +1,125 @@
+"""The live cluster view gives a model the observation the twin gives it for the same cluster state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlmodel.agents.features import node_features
+from rlmodel.envs import PodPlacementEnv
+from rlmodel.envs.observation import ObservationBuilder
+from rlmodel.live.filter import filter_nodes, node_info
+from rlmodel.live.podspec import pod_requests
+from rlmodel.live.view import ClusterView, CurveResolver, ViewError
+from rlmodel.policies import make_policy
+from rlmodel.sim.scenario import parse_scenario
+
+# requests are what pods use (the live view estimates CPU in use from requests), nodes always on
+SCENARIO = """
+[[node_types]]
+name = "x3550"
+count = 2
+[[node_types]]
+name = "ml110-g4"
+count = 2
+[[node_types]]
+name = "ml110-g5"
+count = 2
+[workload]
+pods_per_episode = 40
+mean_interarrival_s = 15
+usage_of_request = [1.0, 1.0]
+"""
+
+
+def node_object(name: str, type_name: str, cores: float, gib: float) -> dict:
+    return {"metadata": {"name": name, "labels": {"rlsched.io/node-type": type_name}}, "spec": {},
+            "status": {"allocatable": {"cpu": f"{round(cores * 1000)}m", "memory": f"{round(gib * 1024)}Mi",
+                                       "pods": "110"}}}
+
+
+def pod_object(i: int, cpu: float, gib: float, node: str | None = None) -> dict:
+    return {"metadata": {"name": f"p{i}", "namespace": "default"},
+            "spec": {"schedulerName": "rlsched", "nodeName": node, "containers": [{"name": "c", "resources": {
+                "requests": {"cpu": f"{round(cpu * 1000)}m", "memory": f"{round(gib * 1024)}Mi"}}}]},
+            "status": {"phase": "Running" if node else "Pending"}}
+
+
+@pytest.mark.parametrize("policy_name", ["efficient-first", "power-greedy", "least-allocated"])
+def test_the_live_observation_equals_the_twins_at_every_decision(policy_name):
+    sc = parse_scenario(SCENARIO, name="live", source="live.toml")
+    env = PodPlacementEnv(sc)
+    policy = make_policy(policy_name)
+    obs, info = env.reset(seed=7)
+    policy.reset(seed=7)
+    sim, trace = env.sim, env.trace
+    view = ClusterView()
+    names = [f"n{k:03d}" for k in range(sim.num_nodes)]  # sorted like the twin's node order
+    for name, t in zip(names, sc.node_types, strict=True):
+        view.upsert_node(node_object(name, t.name, t.cpu_cores, t.memory_gib), now_s=0.0)
+    decisions = 0
+    done = False
+    while not done:
+        i = env.pod_index
+        now = sim.now_s
+        # what finished in the twin since the last decision leaves the view at its finish time
+        for pod in range(i):
+            finished = sim.finish_s[pod]
+            if sim.node_of[pod] >= 0 and not np.isnan(finished) and ("default", f"p{pod}") in view.pods:
+                view.delete_pod("default", f"p{pod}", now_s=float(finished))
+        pending = pod_object(i, float(trace.cpu_request_cores[i]), float(trace.memory_request_gib[i]))
+        infos = view.node_infos()
+        feasible, _ = filter_nodes(pending, pod_requests(pending), infos)
+        mask = np.zeros(len(infos), dtype=bool)
+        mask[feasible] = True
+        assert np.array_equal(mask, info["action_mask"])  # the live filter = the twin's NodeResourcesFit
+        state = view.state(now, infos)
+        live = ObservationBuilder(state).build(state, (float(trace.cpu_request_cores[i]),
+                                                       float(trace.memory_request_gib[i]), i / len(trace)), mask)
+        # equal but for one twin detail: a twin pod's usage is the factor (1.0 here) times its request before
+        # the request was rounded to millicores, the live view counts the stored requests: < 0.5 millicore a pod
+        np.testing.assert_allclose(live["nodes"], obs["nodes"], rtol=5e-4, atol=1e-3)
+        np.testing.assert_array_equal(live["pod"], obs["pod"])
+        np.testing.assert_allclose(node_features(live), node_features(obs), rtol=5e-4, atol=1e-3)
+        action = policy.predict(obs, info["action_mask"])
+        # the policy scores the live observation as the twin's: its choice is among the live best (ties are
+        # broken at random by the policy, so compare the scores, not one draw)
+        twin_scores = np.where(mask, policy.scores(obs, mask), -np.inf)
+        live_scores = np.where(mask, policy.scores(live, mask), -np.inf)
+        np.testing.assert_allclose(live_scores, twin_scores, rtol=1e-3, atol=1e-2)
+        assert live_scores[action] >= live_scores.max() - 1e-2
+        obs, _, done, _, info = env.step(action)
+        if sim.node_of[i] >= 0:
+            view.upsert_pod(pod_object(i, float(trace.cpu_request_cores[i]), float(trace.memory_request_gib[i]),
+                                       names[action]), now_s=now)
+        decisions += 1
+    assert decisions > 30
+
+
+def test_nodes_without_a_known_type_get_the_default_curve_and_a_warning(caplog):
+    resolver = CurveResolver(patterns=[("^gpu-", "ml110-g5")], default="x3550")
+    view = ClusterView(resolver)
+    view.upsert_node(node_object("gpu-1", "unknown-type", 2, 4), 0.0)
+    n = node_object("plain", "x", 12, 12)
+    del n["metadata"]["labels"]["rlsched.io/node-type"]
+    view.upsert_node(n, 0.0)
+    state = view.state(10.0)
+    assert [t.name for t in state.node_types] == ["ml110-g5", "x3550"]
+    assert "plain" in caplog.text and "default curve x3550" in caplog.text
+    with pytest.raises(ViewError, match="unknown node type"):
+        CurveResolver(patterns=[(".*", "nope")])
+
+
+def test_an_autoscaler_taint_marks_a_node_asleep_and_assume_counts_at_once():
+    view = ClusterView()
+    node = node_object("a", "x3550", 12, 12)
+    node["spec"]["taints"] = [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]
+    view.upsert_node(node, 0.0)
+    view.upsert_node(node_object("b", "x3550", 12, 12), 0.0)
+    assert view.state(1.0).state == [1, 0]
+    view.upsert_pod(pod_object(1, 2.0, 1.0), 1.0)
+    view.assume("default", "p1", "b")
+    assert view.node_infos()[1].cpu_requested == pytest.approx(2.0)
+    view.forget("default", "p1")
+    assert view.node_infos()[1].cpu_requested == 0.0
+    assert node_info(node).taints[0].key == "ToBeDeletedByClusterAutoscaler"
