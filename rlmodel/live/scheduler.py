@@ -1,0 +1,407 @@
+"""`rlsched scheduler run`: a secondary scheduler (kube-scheduler's "multiple schedulers" pattern) that places
+pods with `spec.schedulerName: <name>` using a policy (the trained DQN or a baseline).
+
+Machinery: the official client's `watch.Watch` (list, then watch; on 410 Gone or a dropped connection,
+list again after a back-off). It fits a scheduler better than kopf, whose handlers are per-object
+reactions with their own retry semantics, while a scheduler needs one ordered queue and one cache.
+
+The cycle, as kube-scheduler's: queue (priority, then creation time) -> filter (`rlmodel.live.filter`) ->
+score (the policy on the observation `ClusterView` builds, the same as in the twin) -> assume (the pod
+counts on its node at once) -> bind (Binding subresource) -> forget the assumption if the bind fails. A
+409 means another actor bound it (done); a 404 that the pod is gone (dropped). Unschedulable pods wait in
+a back-off (1 s doubling to 60 s) and are retried early when a node is added or a pod is deleted. Events
+`Scheduled` (Normal) and `FailedScheduling` (Warning) carry `source.component` = the scheduler's name; the
+pod gets the annotation `rlsched.io/decision` (policy, model, top scores). If the policy raises, the
+fallback policy places the pod (Warning event `ScoringFailed`, metric `rlsched_scheduler_fallbacks_total`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rlmodel.envs.observation import ObservationBuilder
+from rlmodel.errors import RlschedError
+from rlmodel.live.filter import describe, filter_nodes, unsupported
+from rlmodel.live.podspec import Obj, ObjectError, pod_requests
+from rlmodel.live.view import ClusterView
+from rlmodel.policies.base import Policy
+
+log = logging.getLogger("rlsched.scheduler")
+DECISION_ANNOTATION = "rlsched.io/decision"
+
+
+@dataclass
+class SchedulerConfig:
+    """Settings of the live scheduler (times in s)."""
+
+    scheduler_name: str = "rlsched"
+    """pods with this spec.schedulerName are ours"""
+    namespaces: tuple[str, ...] = ()
+    """namespaces whose pods we schedule (empty: all)"""
+    backoff_initial_s: float = 1.0
+    """first wait of an unschedulable pod before it is tried again"""
+    backoff_max_s: float = 60.0
+    """longest wait (the back-off doubles up to it)"""
+    request_timeout_s: float = 10.0
+    """timeout of every API call"""
+    watch_timeout_s: float = 30.0
+    """a watch is re-established (after a fresh list) at least this often"""
+    fallback_policy: str = "efficient-first"
+    """the built-in policy that places a pod when the policy raises"""
+
+
+class SchedulerMetrics:
+    """`rlsched_scheduler_*` metrics in their own registry (served at /metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.attempts = Counter("rlsched_scheduler_attempts", "Scheduling attempts by result", ["result"],
+                                registry=self.registry)
+        self.e2e = Histogram("rlsched_scheduler_e2e_duration_seconds", "From pod seen to bound, s",
+                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry)
+        self.pending = Gauge("rlsched_scheduler_pending_pods", "Pods waiting to be scheduled", registry=self.registry)
+        self.fallbacks = Counter("rlsched_scheduler_fallbacks", "Pods placed by the fallback policy",
+                                 registry=self.registry)
+        self.model = Gauge("rlsched_scheduler_model_info", "The policy in use", ["policy", "model"],
+                           registry=self.registry)
+
+
+class Scheduler:
+    """Informers feed `view`; one loop thread schedules. `start()`, then `stop()` (finishes the bind in flight)."""
+
+    def __init__(self, core_api: Any, policy: Policy, cfg: SchedulerConfig | None = None, *,
+                 view: ClusterView | None = None, fallback: Policy | None = None, model_label: str = "",
+                 clock: Callable[[], float] = time.time):
+        from rlmodel.policies import make_policy
+
+        self.core, self.policy, self.cfg = core_api, policy, cfg or SchedulerConfig()
+        self.fallback = fallback or make_policy(self.cfg.fallback_policy)
+        self.view = view or ClusterView()
+        self.model_label, self.clock = model_label, clock
+        self.metrics = SchedulerMetrics()
+        self.metrics.model.labels(policy.name, model_label).set(1)
+        self.lock = threading.RLock()
+        self.wakeup = threading.Condition(self.lock)
+        self._stop = threading.Event()
+        self._queue: list[tuple[int, str, int, tuple[str, str]]] = []
+        self._queued: set[tuple[str, str]] = set()
+        self._backoff: dict[tuple[str, str], float] = {}  # key -> when it may be tried again
+        self._delay: dict[tuple[str, str], float] = {}  # key -> its last back-off, s (doubles per failure)
+        self._seen: dict[tuple[str, str], float] = {}
+        # pods whose attempt ended for good (bound by us, bound by another, deleted): not queued again until the
+        # cache shows them bound or gone, whatever a re-list or a replayed watch says meanwhile
+        self._finished: set[tuple[str, str]] = set()
+        self._seq = itertools.count()
+        self.synced = {"nodes": False, "pods": False}
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop")):
+            t = threading.Thread(target=target, name=f"rlsched-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop taking pods; the bind in flight finishes; returns when the threads have ended."""
+        self._stop.set()
+        with self.wakeup:
+            self.wakeup.notify_all()
+        for t in self._threads:
+            t.join(timeout_s)
+
+    @property
+    def ready(self) -> bool:
+        return all(self.synced.values())
+
+    # ------------------------------------------------------------------ informers
+    def _informer_nodes(self) -> None:
+        self._inform("nodes", self.core.list_node)
+
+    def _informer_pods(self) -> None:
+        self._inform("pods", self.core.list_pod_for_all_namespaces)
+
+    def _inform(self, kind: str, list_fn: Callable[..., Any]) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                resp = list_fn(_preload_content=False, _request_timeout=self.cfg.request_timeout_s)
+                data = json.loads(resp.data)
+                with self.lock:
+                    self._replace(kind, data.get("items") or [])
+                    self.synced[kind] = True
+                delay = 0.5
+                rv = (data.get("metadata") or {}).get("resourceVersion")
+                w = watch.Watch()
+                kwargs: dict[str, Any] = {"_request_timeout": self.cfg.watch_timeout_s, "deserialize": False}
+                if rv:
+                    kwargs["resource_version"] = rv
+                for event in w.stream(list_fn, **kwargs):
+                    if self._stop.is_set():
+                        w.stop()
+                        break
+                    obj = event.get("raw_object") or event.get("object")
+                    if isinstance(obj, dict):
+                        with self.lock:
+                            self._apply(kind, event.get("type", ""), obj)
+            except ApiException as exc:
+                if exc.status == 410:
+                    continue  # the watch expired: list again
+                log.warning("%s informer: HTTP %s %s; retrying in %.1f s", kind, exc.status, exc.reason, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+            except Exception as exc:  # noqa: BLE001 - a dropped connection, a timeout: list and watch again
+                if self._stop.is_set():
+                    break
+                log.info("%s informer: %s; reconnecting in %.1f s", kind, type(exc).__name__, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _replace(self, kind: str, items: list[Obj]) -> None:
+        now = self.clock()
+        if kind == "nodes":
+            names = {n["metadata"]["name"] for n in items}
+            for gone in set(self.view.nodes) - names:
+                self.view.delete_node(gone)
+            for n in items:
+                self._apply("nodes", "ADDED", n)
+        else:
+            keys = {(p["metadata"].get("namespace", ""), p["metadata"]["name"]) for p in items}
+            for ns, name in set(self.view.pods) - keys:
+                self.view.delete_pod(ns, name, now)
+            for p in items:
+                self._apply("pods", "ADDED", p)
+
+    def _apply(self, kind: str, etype: str, obj: Obj) -> None:
+        now = self.clock()
+        meta = obj.get("metadata") or {}
+        if kind == "nodes":
+            if etype == "DELETED":
+                self.view.delete_node(meta.get("name", ""))
+                return
+            new = meta.get("name") not in self.view.nodes
+            self.view.upsert_node(obj, now)
+            if new:
+                self._flush_backoff()  # a node was added: unschedulable pods may fit now
+            return
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if etype == "DELETED":
+            self.view.delete_pod(key[0], key[1], now)
+            self._seen.pop(key, None)
+            self._backoff.pop(key, None)
+            self._delay.pop(key, None)
+            self._finished.discard(key)
+            self._flush_backoff()  # room was freed
+            return
+        self.view.upsert_pod(obj, now)
+        if (obj.get("spec") or {}).get("nodeName"):
+            self._finished.discard(key)  # bound, as the cache now shows: nothing more to remember
+        if self._ours_pending(obj) and key not in self._finished:
+            self._seen.setdefault(key, now)
+            if key not in self._backoff:
+                self._enqueue(key, obj)
+
+    def _ours_pending(self, pod: Obj) -> bool:
+        spec, meta = pod.get("spec") or {}, pod.get("metadata") or {}
+        if spec.get("schedulerName") != self.cfg.scheduler_name or spec.get("nodeName"):
+            return False
+        if meta.get("deletionTimestamp"):
+            return False
+        if self.cfg.namespaces and meta.get("namespace") not in self.cfg.namespaces:
+            return False
+        return (pod.get("status") or {}).get("phase", "Pending") == "Pending"
+
+    # ------------------------------------------------------------------ queue
+    def _enqueue(self, key: tuple[str, str], pod: Obj) -> None:
+        if key in self._queued:
+            return
+        priority = (pod.get("spec") or {}).get("priority") or 0
+        created = str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+        heapq.heappush(self._queue, (-int(priority), created, next(self._seq), key))
+        self._queued.add(key)
+        self.metrics.pending.set(len(self._queued) + len(self._backoff))
+        self.wakeup.notify_all()
+
+    def _flush_backoff(self) -> None:
+        for key in list(self._backoff):
+            pod = self.view.pods.get(key)
+            del self._backoff[key]
+            if pod is not None and self._ours_pending(pod) and key not in self._finished:
+                self._enqueue(key, pod)
+
+    def _to_backoff(self, key: tuple[str, str]) -> None:
+        delay = min(self._delay.get(key, self.cfg.backoff_initial_s / 2) * 2, self.cfg.backoff_max_s)
+        self._delay[key] = delay
+        self._backoff[key] = self.clock() + delay
+
+    def _next(self) -> tuple[str, str] | None:
+        """The next pod to schedule (ready back-offs move to the queue first), or None when stopping."""
+        with self.wakeup:
+            while not self._stop.is_set():
+                now = self.clock()
+                for key, ready in list(self._backoff.items()):
+                    if ready <= now:
+                        del self._backoff[key]
+                        pod = self.view.pods.get(key)
+                        if pod is not None and self._ours_pending(pod):
+                            self._enqueue(key, pod)
+                if self._queue:
+                    _, _, _, key = heapq.heappop(self._queue)
+                    self._queued.discard(key)
+                    return key
+                soonest = min(self._backoff.values(), default=now + 1.0)
+                self.wakeup.wait(max(0.01, min(soonest - now, 1.0)))
+        return None
+
+    # ------------------------------------------------------------------ the cycle
+    def _loop(self) -> None:
+        while True:
+            key = self._next()
+            if key is None:
+                return
+            try:
+                self.schedule_one(key)
+            except Exception:  # noqa: BLE001 - one pod's failure never stops the scheduler
+                log.exception("scheduling %s/%s failed", *key)
+                with self.lock:
+                    self._to_backoff(key)
+            with self.lock:
+                self.metrics.pending.set(len(self._queued) + len(self._backoff))
+
+    def schedule_one(self, key: tuple[str, str]) -> str | None:
+        """One scheduling cycle for the pod `key`; the node it was bound to, or None."""
+        ns, name = key
+        with self.lock:
+            pod = self.view.pods.get(key)
+            if pod is None or not self._ours_pending(pod) or key in self._finished:
+                return None
+            field = unsupported(pod)
+            try:
+                request = pod_requests(pod)
+                infos = self.view.node_infos()
+                feasible, failed = filter_nodes(pod, request, infos) if field is None else ([], {})
+            except ObjectError as exc:
+                field, feasible, failed, infos = f"an invalid field ({exc})", [], {}, []
+            if field is not None:
+                self._fail(key, pod, f"rlsched does not evaluate {field}: the pod stays pending rather than "
+                                     "being placed while ignoring a constraint", "unsupported")
+                return None
+            if not feasible:
+                self._fail(key, pod, describe(failed, len(infos)), "unschedulable")
+                return None
+            now = self.clock()
+            state = self.view.state(now, infos)
+            mask = np.zeros(len(infos), dtype=bool)
+            mask[feasible] = True
+            # live, there is no episode: the pod is scored as at an episode's start
+            obs = ObservationBuilder(state).build(state, (request[0], request[1], 0.0), mask)
+            choice, scores, used = self._decide(obs, mask, pod)
+            node = infos[choice].name
+            self.view.assume(ns, name, node)
+        return self._bind(key, pod, node, scores, used, [i.name for i in infos], mask)
+
+    def _decide(self, obs: dict[str, np.ndarray], mask: np.ndarray, pod: Obj) -> tuple[int, np.ndarray | None, str]:
+        try:
+            choice = int(self.policy.predict(obs, mask))
+            if not (0 <= choice < len(mask)) or not mask[choice]:
+                raise RlschedError(f"policy {self.policy.name} chose infeasible node {choice}")
+            score_fn = getattr(self.policy, "scores", None)
+            scores = np.asarray(score_fn(obs, mask), dtype=np.float64) if score_fn else None
+            return choice, scores, self.policy.name
+        except Exception as exc:  # noqa: BLE001 - any failure of the model: the fallback places the pod
+            self.metrics.fallbacks.inc()
+            self._event(pod, "Warning", "ScoringFailed",
+                        f"policy {self.policy.name} failed ({type(exc).__name__}: {str(exc)[:120]}); placed by "
+                        f"{self.fallback.name}")
+            choice = int(self.fallback.predict(obs, mask))
+            score_fn = getattr(self.fallback, "scores", None)
+            return choice, (np.asarray(score_fn(obs, mask), dtype=np.float64) if score_fn else None), \
+                self.fallback.name
+
+    def _bind(self, key: tuple[str, str], pod: Obj, node: str, scores: np.ndarray | None, used: str,
+              names: list[str], mask: np.ndarray) -> str | None:
+        from kubernetes.client.exceptions import ApiException
+
+        ns, name = key
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        try:
+            # the client cannot deserialize the Status a Binding returns: do not let it try
+            self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False,
+                                                    _request_timeout=self.cfg.request_timeout_s)
+        except ApiException as exc:
+            with self.lock:
+                self.view.forget(ns, name)
+                if exc.status == 409:  # bound by someone else meanwhile: nothing to retry
+                    self.metrics.attempts.labels("conflict").inc()
+                    self._finished.add(key)
+                    return None
+                if exc.status == 404:  # deleted meanwhile
+                    self.metrics.attempts.labels("gone").inc()
+                    self._finished.add(key)
+                    return None
+                self.metrics.attempts.labels("error").inc()
+                self._to_backoff(key)
+            log.warning("bind %s/%s to %s: HTTP %s", ns, name, node, exc.status)
+            return None
+        except Exception:
+            with self.lock:
+                self.view.forget(ns, name)
+                self.metrics.attempts.labels("error").inc()
+                self._to_backoff(key)
+            raise
+        with self.lock:
+            seen = self._seen.pop(key, self.clock())
+            self._delay.pop(key, None)
+            self._finished.add(key)
+        self.metrics.attempts.labels("scheduled").inc()
+        self.metrics.e2e.observe(max(self.clock() - seen, 0.0))
+        top = []
+        if scores is not None:
+            order = [i for i in np.argsort(-np.where(mask, scores, -np.inf), kind="stable") if mask[i]][:3]
+            top = [{"node": names[i], "score": round(float(scores[i]), 4)} for i in order]
+        decision = {"policy": used, "model": self.model_label, "node": node, "top": top}
+        log.info("scheduled %s", json.dumps({"pod": f"{ns}/{name}", **decision}))
+        self._event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}")
+        try:
+            self.core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": {
+                DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}}},
+                _request_timeout=self.cfg.request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the pod is bound; the annotation is informative
+            log.warning("annotate %s/%s: %s", ns, name, type(exc).__name__)
+        return node
+
+    def _fail(self, key: tuple[str, str], pod: Obj, message: str, result: str) -> None:
+        self.metrics.attempts.labels(result).inc()
+        self._to_backoff(key)
+        self._event(pod, "Warning", "FailedScheduling", message)
+
+    def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
+        meta = pod.get("metadata") or {}
+        ns, name = meta.get("namespace", "default"), meta.get("name", "")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        body = {"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": ns},
+                "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns,
+                                   **({"uid": meta["uid"]} if meta.get("uid") else {})},
+                "reason": reason, "message": message[:1024], "type": etype,
+                "source": {"component": self.cfg.scheduler_name}, "reportingComponent": self.cfg.scheduler_name,
+                "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
+        try:
+            self.core.create_namespaced_event(ns, body, _request_timeout=self.cfg.request_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - events are best effort, as in kube-scheduler
+            log.debug("event %s for %s/%s: %s", reason, ns, name, type(exc).__name__)
