@@ -178,3 +178,74 @@ def test_a_failing_policy_falls_back_with_an_event_and_a_metric(api):
         assert decision["policy"] == "efficient-first"
     finally:
         s.stop()
+
+
+def test_rlsched_scheduler_run_serves_health_binds_and_stops_on_sigterm(api, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import requests
+
+    kubeconfig = tmp_path / "kubeconfig"
+    api.write_kubeconfig(kubeconfig, "kmock")
+    make_node(api, "n", cpu="4", memory="8Gi", labels={"rlsched.io/node-type": "x3550"})
+    make_pod(api, "p")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLSCHED_")}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("rlsched")), "scheduler", "run", "--policy",
+                             "power-greedy", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        def ready():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(ready, 60)
+        assert "CPU in use from requests" in requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).text
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).text == "ok\n"
+        wait_for(lambda: pods(api)["p"]["spec"].get("nodeName") == "n")
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert 'rlsched_scheduler_attempts_total{result="scheduled"} 1.0' in metrics
+        assert "rlsched_scheduler_e2e_duration_seconds_bucket" in metrics
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_new_model_file_is_picked_up_and_a_corrupt_one_refused(api, tmp_path):
+    from rlmodel.agents.dqn import DQNConfig, train
+    from rlmodel.agents.policy import DQNPolicy
+    from rlmodel.live.service import ModelReloader
+    from rlmodel.sim import load_scenario
+
+    path = tmp_path / "m.pth"
+    small = dict(total_steps=200, learning_starts=50, buffer_size=500, batch_size=16, hidden=16, demo_episodes=2,
+                 pretrain_steps=20, checkpoint_every=200, validation_episodes=0)
+    train(DQNConfig(seed=1, **small), load_scenario("tiny"), path)
+    s = Scheduler(api.core, DQNPolicy.load(path), SchedulerConfig())
+    first = s.policy
+    reloader = ModelReloader(path, s, DQNPolicy.load, poll_s=0.1)
+    reloader.start()
+    try:
+        train(DQNConfig(seed=2, **small), load_scenario("tiny"), tmp_path / "m2.pth")
+        (tmp_path / "m2.pth").replace(path)  # a new model arrives atomically
+        wait_for(lambda: reloader.reloads == 1, 10)
+        assert s.policy is not first
+        serving = s.policy
+        path.write_bytes(b"not a model")  # a corrupt file: refused, the previous model keeps serving
+        wait_for(lambda: reloader.refused == 1, 10)
+        assert s.policy is serving
+    finally:
+        reloader.stop()
