@@ -249,3 +249,52 @@ def test_a_new_model_file_is_picked_up_and_a_corrupt_one_refused(api, tmp_path):
         assert s.policy is serving
     finally:
         reloader.stop()
+
+
+class CountingBinds:
+    """The API client, counting Bindings per pod across replicas."""
+
+    def __init__(self, core, counts):
+        self._core, self.counts = core, counts
+
+    def create_namespaced_pod_binding(self, name, namespace, body, **kwargs):
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return self._core.create_namespaced_pod_binding(name, namespace, body, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+def test_two_replicas_with_leader_election_bind_every_pod_exactly_once(api):
+    from rlmodel.live.leader import LeaderElector
+
+    make_node(api, "n", cpu="16", memory="32Gi")
+    counts: dict[str, int] = {}
+
+    def replica():
+        elector = LeaderElector(api.coordination, "default", lease_duration_s=3, renew_every_s=0.3)
+        return Scheduler(CountingBinds(api.core, counts), make_policy("efficient-first"),
+                         SchedulerConfig(watch_timeout_s=5), leader=elector), elector
+
+    a, ea = replica()
+    a.start()
+    wait_for(lambda: ea.is_leader, 20)
+    b, eb = replica()
+    b.start()
+    try:
+        for i in range(8):
+            make_pod(api, f"first-{i}")
+        wait_for(lambda: all(pods(api)[f"first-{i}"]["spec"].get("nodeName") for i in range(8)))
+        assert not eb.is_leader
+        a.stop()  # the leader leaves and releases the lease: the other replica takes over
+        wait_for(lambda: eb.is_leader, 20)
+        for i in range(8):
+            make_pod(api, f"second-{i}")
+        wait_for(lambda: all(pods(api)[f"second-{i}"]["spec"].get("nodeName") for i in range(8)))
+        time.sleep(1.0)
+        assert counts == {name: 1 for name in counts} and len(counts) == 16  # every pod bound exactly once
+        lease = api.coordination.read_namespaced_lease("rlsched-scheduler", "default")
+        assert lease.spec.holder_identity == eb.identity and lease.spec.lease_transitions >= 1
+    finally:
+        a.stop()
+        b.stop()

@@ -78,7 +78,7 @@ def _patch_kmock_paths() -> None:
 class KubeApi:
     """kmock's Kubernetes emulator served on 127.0.0.1 from a background thread."""
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         import kmock
 
         _patch_kmock_paths()
@@ -97,12 +97,21 @@ class KubeApi:
             objects[key].patch({"spec": {"nodeName": request.data["target"]["name"]}})
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}
 
+        def replace(request):  # kmock answers PUT with 404: store the whole object, as an update does
+            key = (request.resource, request.namespace, request.name)
+            objects = self.emulator.objects
+            if key not in objects:
+                return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404}
+            objects[key] = request.data
+            return request.data
+
         async def main():
             emu = kmock.KubernetesEmulator()
             emu.resources.load_bundled()
             emu[kmock.resource("v1/pods"), kmock.subresource("binding"), "post"] << bind
+            emu[kmock.resource("coordination.k8s.io/v1/leases"), "put"] << replace
             self.emulator = emu
-            async with emu, kmock.Server(emu, port=0) as server:
+            async with emu, kmock.Server(emu, port=port) as server:
                 self.port = server.port
                 self._loop = asyncio.get_running_loop()
                 self._stop = asyncio.Event()
@@ -128,6 +137,7 @@ class KubeApi:
         self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)
         self.apps = client.AppsV1Api(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
 
     def add_node(self, name: str, address: str, cpu: str = "2", memory: str = "4Gi") -> None:
         self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},

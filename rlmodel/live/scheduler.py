@@ -82,13 +82,14 @@ class Scheduler:
 
     def __init__(self, core_api: Any, policy: Policy, cfg: SchedulerConfig | None = None, *,
                  view: ClusterView | None = None, fallback: Policy | None = None, model_label: str = "",
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, leader: Any = None):
         from rlmodel.policies import make_policy
 
         self.core, self.policy, self.cfg = core_api, policy, cfg or SchedulerConfig()
         self.fallback = fallback or make_policy(self.cfg.fallback_policy)
         self.view = view or ClusterView()
         self.model_label, self.clock = model_label, clock
+        self.leader = leader  # a LeaderElector: only its leader schedules (None: always)
         self.metrics = SchedulerMetrics()
         self.metrics.model.labels(policy.name, model_label).set(1)
         self.lock = threading.RLock()
@@ -108,6 +109,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        if self.leader is not None:
+            self.leader.start()
         for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop")):
             t = threading.Thread(target=target, name=f"rlsched-{name}", daemon=True)
             t.start()
@@ -120,6 +123,8 @@ class Scheduler:
             self.wakeup.notify_all()
         for t in self._threads:
             t.join(timeout_s)
+        if self.leader is not None:
+            self.leader.stop()  # after the last bind: release the lease for the next replica
 
     @property
     def ready(self) -> bool:
@@ -259,7 +264,7 @@ class Scheduler:
                         pod = self.view.pods.get(key)
                         if pod is not None and self._ours_pending(pod):
                             self._enqueue(key, pod)
-                if self._queue:
+                if self._queue and (self.leader is None or self.leader.is_leader):
                     _, _, _, key = heapq.heappop(self._queue)
                     self._queued.discard(key)
                     return key
