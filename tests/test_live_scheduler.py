@@ -45,11 +45,11 @@ def events(api):
     return json.loads(api.core.list_namespaced_event("default", _preload_content=False).data)["items"]
 
 
-def wait_for(predicate, timeout_s=60.0):
+def wait_for(predicate, timeout_s=60.0, every_s=0.2):
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
+        time.sleep(every_s)
 
 
 @pytest.fixture
@@ -89,6 +89,10 @@ def test_every_pod_of_ours_is_bound_where_it_fits_and_others_are_untouched(api, 
             assert filter_node(p, (0.0, 0.0), node_info(node)) is None or name != "gpu" or \
                 p["metadata"]["name"] == "tolerant"
     assert all(p["spec"]["nodeName"] != "gpu" for n, p in state.items() if n != "tolerant" and n in ours)
+    # events and annotations are written off the scheduling path: wait for the recorder
+    wait_for(lambda: scheduler.records_pending == 0 and len([e for e in events(api) if e["reason"] == "Scheduled"])
+             == len(ours))
+    state = pods(api)
     decision = json.loads(state["ours-0"]["metadata"]["annotations"][DECISION_ANNOTATION])
     assert decision["policy"] == "efficient-first" and decision["node"] == state["ours-0"]["spec"]["nodeName"]
     scheduled = [e for e in events(api) if e["reason"] == "Scheduled"]
@@ -172,6 +176,8 @@ def test_a_failing_policy_falls_back_with_an_event_and_a_metric(api):
     try:
         wait_for(lambda: pods(api)["p"]["spec"].get("nodeName") == "n")
         assert s.metrics.fallbacks._value.get() == 1
+        wait_for(lambda: s.records_pending == 0 and DECISION_ANNOTATION in (
+            pods(api)["p"]["metadata"].get("annotations") or {}))
         warn = [e for e in events(api) if e["reason"] == "ScoringFailed"]
         assert warn and "model exploded" in warn[0]["message"] and warn[0]["type"] == "Warning"
         decision = json.loads(pods(api)["p"]["metadata"]["annotations"][DECISION_ANNOTATION])
@@ -298,3 +304,79 @@ def test_two_replicas_with_leader_election_bind_every_pod_exactly_once(api):
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_api_server_restarting_mid_run_reconnects_relists_and_binds_nothing_twice():
+    first = KubeApi()
+    counts: dict[str, int] = {}
+    make_node(first, "n", cpu="16", memory="32Gi")
+    for i in range(3):
+        make_pod(first, f"before-{i}")
+    s = Scheduler(CountingBinds(first.core, counts), make_policy("efficient-first"),
+                  SchedulerConfig(watch_timeout_s=3, request_timeout_s=3))
+    s.start()
+    second = None
+    try:
+        wait_for(lambda: all(pods(first)[f"before-{i}"]["spec"].get("nodeName") for i in range(3)))
+        bound = {name: p["spec"]["nodeName"] for name, p in pods(first).items()}
+        first.stop()  # the API server goes away ...
+        time.sleep(2.0)
+        second = KubeApi(port=first.port)  # ... and comes back (on the same address, its state restored)
+        make_node(second, "n", cpu="16", memory="32Gi")
+        for name, node in bound.items():
+            make_pod(second, name, nodeName=node)
+        for i in range(3):
+            make_pod(second, f"after-{i}")
+        wait_for(lambda: all(pods(second)[f"after-{i}"]["spec"].get("nodeName") for i in range(3)), 90)
+        time.sleep(1.0)
+        assert counts == {**{f"before-{i}": 1 for i in range(3)}, **{f"after-{i}": 1 for i in range(3)}}
+    finally:
+        s.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_hundred_nodes_and_two_hundred_pods(api, scheduler):
+    """KWOK-style: nodes are objects only. Mixed sizes, labels and taints; pods with selectors, affinity and
+    tolerations, some for another scheduler. Every pod of ours that fits somewhere is bound where it fits."""
+    import random
+
+    rnd = random.Random(4)
+    types = [("x3550", "12", "12Gi"), ("ml110-g5", "2", "4Gi"), ("ml110-g4", "2", "4Gi")]
+    for i in range(100):
+        t, cpu, mem = types[i % 3]
+        taints = [{"key": "dedicated", "value": "batch", "effect": "NoSchedule"}] if i % 5 == 0 else []
+        make_node(api, f"node-{i:03d}", cpu=cpu, memory=mem, taints=taints,
+                  labels={"rlsched.io/node-type": t, "zone": "abc"[i % 3], "rank": str(i)})
+    ours = []
+    for i in range(200):
+        spec = {}
+        kind = i % 10
+        if kind == 0:
+            spec["nodeSelector"] = {"zone": "b"}
+        elif kind == 1:
+            spec["tolerations"] = [{"key": "dedicated", "operator": "Equal", "value": "batch"}]
+        elif kind == 2:
+            spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "rank", "operator": "Gt", "values": ["50"]}]}]}}}
+        scheduler_name = "default-scheduler" if kind == 9 else "rlsched"
+        make_pod(api, f"p{i:03d}", cpu=f"{rnd.choice([100, 250, 500, 1000])}m",
+                 memory=f"{rnd.choice([128, 256, 512])}Mi", scheduler=scheduler_name, **spec)
+        if scheduler_name == "rlsched":
+            ours.append(f"p{i:03d}")
+    scheduler.start()
+    # poll gently: kmock runs in this process, and every list of 200 pods competes with the scheduler for it
+    wait_for(lambda: scheduler.metrics.attempts.labels("scheduled")._value.get() >= len(ours), 300, every_s=1.0)
+    wait_for(lambda: all(pods(api)[n]["spec"].get("nodeName") for n in ours), 60, every_s=1.0)
+    state = pods(api)
+    nodes = {n["metadata"]["name"]: n for n in json.loads(api.core.list_node(_preload_content=False).data)["items"]}
+    assert all(not p["spec"].get("nodeName") for n, p in state.items() if n not in ours)
+    for name, node in nodes.items():
+        bound = [p for p in state.values() if p["spec"].get("nodeName") == name]
+        info = node_info(node)
+        assert sum(pod_requests(p)[0] for p in bound) <= info.cpu_cores + 1e-9
+        assert sum(pod_requests(p)[1] for p in bound) <= info.memory_gib + 1e-9
+        for p in bound:  # taints, node selector and required affinity (resources checked above)
+            assert filter_node(p, (0.0, 0.0), info) is None, (p["metadata"]["name"], name)
+    wait_for(lambda: scheduler.records_pending == 0, 300, every_s=1.0)
+    assert len([e for e in events(api) if e["reason"] == "Scheduled"]) == len(ours)

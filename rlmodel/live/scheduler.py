@@ -21,6 +21,7 @@ import heapq
 import itertools
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -106,12 +107,16 @@ class Scheduler:
         self._seq = itertools.count()
         self.synced = {"nodes": False, "pods": False}
         self._threads: list[threading.Thread] = []
+        # events and annotations are written off the scheduling path (kube-scheduler's event recorder does the
+        # same): a slow API server delays them, not the next bind. Bounded: when full, the oldest are dropped.
+        self._records: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(maxsize=10_000)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self.leader is not None:
             self.leader.start()
-        for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop")):
+        for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop"),
+                             (self._recorder, "recorder")):
             t = threading.Thread(target=target, name=f"rlsched-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -121,6 +126,7 @@ class Scheduler:
         self._stop.set()
         with self.wakeup:
             self.wakeup.notify_all()
+        self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
             t.join(timeout_s)
         if self.leader is not None:
@@ -382,18 +388,39 @@ class Scheduler:
         decision = {"policy": used, "model": self.model_label, "node": node, "top": top}
         log.info("scheduled %s", json.dumps({"pod": f"{ns}/{name}", **decision}))
         self._event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}")
-        try:
-            self.core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": {
-                DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}}},
-                _request_timeout=self.cfg.request_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - the pod is bound; the annotation is informative
-            log.warning("annotate %s/%s: %s", ns, name, type(exc).__name__)
+        self._record("annotate", name, ns, {"metadata": {"annotations": {
+            DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}}})
         return node
 
     def _fail(self, key: tuple[str, str], pod: Obj, message: str, result: str) -> None:
         self.metrics.attempts.labels(result).inc()
         self._to_backoff(key)
         self._event(pod, "Warning", "FailedScheduling", message)
+
+    def _record(self, kind: str, *args: Any) -> None:
+        try:
+            self._records.put_nowait((kind, args))
+        except queue.Full:
+            log.warning("event recorder full: %s for %s dropped", kind, args[0] if args else "")
+
+    def _recorder(self) -> None:
+        while True:
+            item = self._records.get()
+            if item is None:
+                return
+            kind, args = item
+            try:
+                if kind == "event":
+                    self.core.create_namespaced_event(*args, _request_timeout=self.cfg.request_timeout_s)
+                else:
+                    self.core.patch_namespaced_pod(*args, _request_timeout=self.cfg.request_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - events and annotations are best effort
+                log.debug("%s %s: %s", kind, args[0] if args else "", type(exc).__name__)
+
+    @property
+    def records_pending(self) -> int:
+        """Events and annotations not written yet."""
+        return self._records.qsize()
 
     def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
         meta = pod.get("metadata") or {}
@@ -406,7 +433,4 @@ class Scheduler:
                 "reason": reason, "message": message[:1024], "type": etype,
                 "source": {"component": self.cfg.scheduler_name}, "reportingComponent": self.cfg.scheduler_name,
                 "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
-        try:
-            self.core.create_namespaced_event(ns, body, _request_timeout=self.cfg.request_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - events are best effort, as in kube-scheduler
-            log.debug("event %s for %s/%s: %s", reason, ns, name, type(exc).__name__)
+        self._record("event", ns, body)

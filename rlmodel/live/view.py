@@ -25,7 +25,7 @@ import numpy as np
 
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import NodeInfo, node_info
-from rlmodel.live.podspec import Obj, is_terminated, pod_requests
+from rlmodel.live.podspec import Obj, ObjectError, is_terminated, pod_requests
 from rlmodel.sim.backend import ASLEEP, AWAKE, fits_mask
 from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType, PowerCurves
 
@@ -124,6 +124,7 @@ class ClusterView:
         self.pods: dict[tuple[str, str], Obj] = {}  # (namespace, name) -> pod
         self.assumed: dict[tuple[str, str], str] = {}  # pods assumed on a node before their bind returns
         self._empty_since: dict[str, float] = {}
+        self._requests: dict[tuple[str, str], tuple[float, float]] = {}  # parsed once per pod update
 
     # ------------------------------------------------------------------ feeding
     def upsert_node(self, node: Obj, now_s: float) -> None:
@@ -139,6 +140,11 @@ class ClusterView:
         key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
         before = self._node_of(key)
         self.pods[key] = pod
+        try:
+            self._requests[key] = pod_requests(pod)
+        except ObjectError as exc:  # a pod the API accepted but rlsched cannot read: counted as requesting nothing
+            log.warning("pod %s/%s: %s", key[0], key[1], exc)
+            self._requests[key] = (0.0, 0.0)
         if (pod.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)  # the bind is visible: no longer an assumption
         self._note_empty(before, now_s)
@@ -148,6 +154,7 @@ class ClusterView:
         before = self._node_of(key)
         self.pods.pop(key, None)
         self.assumed.pop(key, None)
+        self._requests.pop(key, None)
         self._note_empty(before, now_s)
 
     def assume(self, namespace: str, name: str, node: str) -> None:
@@ -178,7 +185,7 @@ class ClusterView:
         for key, pod in self.pods.items():
             node = self._node_of(key)
             if node in per_node and not is_terminated(pod):
-                cpu, mem = pod_requests(pod)
+                cpu, mem = self._requests.get(key, (0.0, 0.0))
                 acc = per_node[node]
                 acc[0] += cpu
                 acc[1] += mem
