@@ -108,8 +108,9 @@ def test_every_rlsched_line_parses(path, no, command, monkeypatch):
     for name in [k for k in __import__("os").environ if k.startswith("RLSCHED_")]:
         monkeypatch.delenv(name)
     args = shlex.split(command)[1:]
-    if args and args[-1] == "&":
-        args = args[:-1]
+    # the command ends where the shell takes over: a redirection, a pipe, a background or a next command
+    cut = next((i for i, a in enumerate(args) if a in (">", ">>", "|", "&&", ";", "&", "2>")), len(args))
+    args = args[:cut]
     try:
         _parse(args)
     except click.exceptions.Exit as exc:  # --help, --version

@@ -16,7 +16,9 @@ MANIFESTS = sorted((ROOT / "minikube" / "manifests").glob("*.yaml"))
 MODELS = {("v1", "Namespace"): "V1Namespace", ("apps/v1", "DaemonSet"): "V1DaemonSet",
           ("v1", "Service"): "V1Service", ("v1", "Pod"): "V1Pod", ("apps/v1", "Deployment"): "V1Deployment",
           ("v1", "ServiceAccount"): "V1ServiceAccount", ("rbac.authorization.k8s.io/v1", "Role"): "V1Role",
-          ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding"}
+          ("rbac.authorization.k8s.io/v1", "RoleBinding"): "V1RoleBinding",
+          ("rbac.authorization.k8s.io/v1", "ClusterRole"): "V1ClusterRole",
+          ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "V1ClusterRoleBinding"}
 
 
 def _docs():
@@ -170,6 +172,40 @@ def test_the_checker_catches_what_restricted_forbids():
 
 def test_base_images_are_pinned_by_digest():
     for dockerfile in (ROOT / "containers" / "resource_blocker" / "Dockerfile", ROOT / "testapp" / "Dockerfile",
-                       ROOT / "jmeter" / "Dockerfile"):
+                       ROOT / "jmeter" / "Dockerfile", ROOT / "containers" / "scheduler" / "Dockerfile"):
         froms = [ln.split()[1] for ln in dockerfile.read_text().splitlines() if ln.startswith("FROM ")]
         assert froms and all("@sha256:" in f and len(f.split("@sha256:")[1]) == 64 for f in froms), dockerfile
+
+
+SCHEDULER = ROOT / "minikube" / "scheduler" / "scheduler.yaml"
+
+
+def _scheduler_docs():
+    return [d for d in yaml.safe_load_all(SCHEDULER.read_text()) if d]
+
+
+@pytest.mark.parametrize("doc", _scheduler_docs(), ids=lambda d: d["kind"])
+def test_scheduler_manifests_are_valid_kubernetes_objects(doc):
+    test_manifest_is_a_valid_kubernetes_object(doc)
+
+
+def test_the_scheduler_has_exactly_the_rights_it_needs():
+    docs = {d["kind"]: d for d in _scheduler_docs()}
+    rules = {(g, r): set(rule["verbs"]) for rule in docs["ClusterRole"]["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules == {("", "pods"): {"get", "list", "watch", "patch"}, ("", "pods/binding"): {"create"},
+                     ("", "nodes"): {"get", "list", "watch"}, ("", "events"): {"create"}}
+    lease = docs["Role"]
+    assert lease["metadata"]["namespace"] == "rlsched-system"
+    assert [(r["apiGroups"], r["resources"], sorted(r["verbs"])) for r in lease["rules"]] == \
+        [(["coordination.k8s.io"], ["leases"], ["create", "get", "update"])]
+    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pss_violations(spec, "restricted") == []  # it needs nothing from the host
+    for c in spec["containers"]:
+        assert c["resources"]["requests"] and c["resources"]["limits"]
+    from click.testing import CliRunner
+
+    from rlmodel.cli import main
+
+    r = CliRunner().invoke(main, ["scheduler", "manifests"])
+    assert r.exit_code == 0 and r.output == SCHEDULER.read_text()

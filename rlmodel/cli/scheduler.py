@@ -36,9 +36,13 @@ def scheduler() -> None:
               help="Power curve of nodes whose name matches REGEX (repeatable; after the rlsched.io/node-type label).")
 @click.option("--default-node-type", default="x3550", show_default=True,
               help="Power curve of nodes with no label and no --node-type match (a warning says which).")
+@click.option("--leader-elect/--no-leader-elect", default=None,
+              help="Hold a coordination.k8s.io Lease so only one replica schedules [default: on in a cluster].")
+@click.option("--lease-namespace", default="rlsched-system", show_default=True,
+              help="Namespace of the leader-election Lease.")
 def run(model: Path | None, policy_name: str | None, scheduler_name: str, kubeconfig: Path | None,
         context: str | None, namespaces: tuple[str, ...], listen: str, fallback_policy: str,
-        node_types: tuple[str, ...], default_node_type: str) -> None:
+        node_types: tuple[str, ...], default_node_type: str, leader_elect: bool | None, lease_namespace: str) -> None:
     """Run the scheduler until SIGTERM or Ctrl-C (then it stops taking pods, finishes the bind in flight
     and exits 0).
 
@@ -70,11 +74,20 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str, kubeco
 
     policy = load(model) if model is not None else make_policy(policy_name or "")
     core = _core_api(kubeconfig, context)
+    if leader_elect is None:
+        leader_elect = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and kubeconfig is None
+    leader = None
+    if leader_elect:
+        from kubernetes import client
+
+        from rlmodel.live.leader import LeaderElector
+
+        leader = LeaderElector(client.CoordinationV1Api(core.api_client), lease_namespace)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
     sched = Scheduler(core, policy, SchedulerConfig(scheduler_name=scheduler_name, namespaces=namespaces,
                                                     fallback_policy=fallback_policy),
-                      view=ClusterView(resolver), model_label=str(model or ""))
+                      view=ClusterView(resolver), model_label=str(model or ""), leader=leader)
     server = serve_health(listen, sched)
     reloader = ModelReloader(model, sched, load) if model is not None else None
     if reloader is not None:
@@ -111,6 +124,19 @@ def _core_api(kubeconfig: Path | None, context: str | None):
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise RlschedError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {first}") from None
     return client.CoreV1Api(api)
+
+
+@scheduler.command("manifests")
+def manifests() -> None:
+    """Print the manifests that run the scheduler in a cluster: ServiceAccount, least-privilege RBAC, Deployment.
+
+    \b
+    Example:
+      rlsched scheduler manifests > scheduler.yaml
+    """
+    from rlmodel.assets import asset_path
+
+    click.echo(asset_path("scheduler", "scheduler.yaml").read_text(encoding="utf-8"), nl=False)
 
 
 COMMANDS = [scheduler]
