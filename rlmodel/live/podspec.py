@@ -50,7 +50,9 @@ def as_text(value: Any, field: str) -> str:
     return value
 
 
-def _quantity(value: Any, field: str) -> float:
+def quantity(value: Any, field: str) -> float:
+    """A Kubernetes quantity ("1500m", "4Gi", "3927800Ki") as a float in base units (cores, bytes), with
+    `kubernetes.utils.parse_quantity`; ObjectError naming `field` when it is not one."""
     from kubernetes.utils import parse_quantity
 
     try:
@@ -62,8 +64,8 @@ def _quantity(value: Any, field: str) -> float:
 def resources(values: Obj | None, field: str) -> tuple[float, float]:
     """(cores, GiB) of a `requests`/`limits`/`allocatable` map (missing entries are 0)."""
     values = as_map(values, field)
-    cpu = _quantity(values["cpu"], f"{field}.cpu") if "cpu" in values else 0.0
-    mem = _quantity(values["memory"], f"{field}.memory") / 2**30 if "memory" in values else 0.0
+    cpu = quantity(values["cpu"], f"{field}.cpu") if "cpu" in values else 0.0
+    mem = quantity(values["memory"], f"{field}.memory") / 2**30 if "memory" in values else 0.0
     if not (0 <= cpu < 1e9 and 0 <= mem < 1e12):  # also refuses NaN
         raise ObjectError(f"{field}: quantity out of range")
     return cpu, mem

@@ -573,7 +573,7 @@ class Monitor:
                 self.server.server_close()
             raise
         self.stop = threading.Event()
-        self._last_ok = self._restart = self._stuck_warned = False
+        self._stuck_warned = False
         self.summary = {}  # type: Dict[str, List[float]]
         self.host_summary = [0, 0.0, 0.0]
         self.started = time.time()
@@ -608,8 +608,10 @@ class Monitor:
                     self.counter.reset(snap.reading)  # type: ignore[union-attr]
                     base = snap
             else:
+                # after a row, and after a dropped or stuck reading too (the counter now holds snap's reading,
+                # the old baseline can no longer be trusted), snap is the next baseline
                 self._sample(base, snap)
-                base = snap if (self.estimated or self._last_ok or self._restart) else base
+                base = snap
             self._publish_counts()
             if deadline is not None and now >= deadline:
                 break
@@ -635,11 +637,9 @@ class Monitor:
         return _Snapshot(t, reading, procs, host)
 
     def _sample(self, base: "_Snapshot", snap: "_Snapshot") -> None:
-        """One row from two snapshots; sets `_last_ok` (row written) and `_restart` (take `snap` as the new
-        baseline although nothing was written: the old one can no longer be trusted)."""
+        """One row from two snapshots (none when the energy reading is dropped or stuck)."""
         a = self.args
         interval = snap.t - base.t
-        self._last_ok = self._restart = False
         if self.estimated:
             if base.host is None or snap.host is None:
                 raise MonitorError("%s/stat: unreadable: --estimate-tdp needs the host's CPU time" % a.proc_root)
@@ -648,8 +648,7 @@ class Monitor:
         else:
             # the counter's previous reading is base's: delta_joules compares against it
             joules = self.counter.delta_joules(snap.reading, interval)  # type: ignore[union-attr,arg-type]
-            if joules is None:
-                self._restart = True  # dropped or stuck: measure again from this reading
+            if joules is None:  # dropped or stuck: measure again from this reading
                 self._warn_stuck()
                 return
         cpu_s = {}  # type: Dict[str, float]
@@ -663,7 +662,6 @@ class Monitor:
         else:
             capacity = interval * self.ncpus
         self._record(interval, joules, cpu_s, pids, capacity, snap.wall)
-        self._last_ok = True
 
     def _warn_stuck(self) -> None:
         stuck = self.counter.stuck if self.counter else 0

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import requests
 
+from rlmodel.live.podspec import ObjectError, is_terminated, pod_requests
 from rlmodel.load.jmeter import DEFAULT_PLAN, LoadError, jtl_window, run_load
 from rlmodel.sim.backend import AWAKE, ClusterBackend, fits_mask
 from rlmodel.sim.power import PowerCurves
@@ -281,18 +282,20 @@ class MinikubeCluster:
         cpu, mem = np.zeros(self.num_nodes), np.zeros(self.num_nodes)
         index = {name: i for i, name in enumerate(self.names)}
         pods = self.kube.call("list pods", self.kube.core.list_pod_for_all_namespaces).items
-        for p in pods:
-            labels = p.metadata.labels or {}
+        for obj in pods:
+            p = self.kube.api.sanitize_for_serialization(obj)  # the JSON form the live filter reads
+            labels = (p.get("metadata") or {}).get("labels") or {}
             if all(labels.get(k) == v for k, v in TESTAPP_LABELS.items()):
                 continue
-            node = p.spec.node_name if p.spec else None
-            phase = p.status.phase if p.status else None
-            if node not in index or phase in ("Succeeded", "Failed"):
+            node = (p.get("spec") or {}).get("nodeName")
+            if node not in index or is_terminated(p):
                 continue
-            for c in p.spec.containers or []:
-                req = (c.resources.requests or {}) if c.resources else {}
-                cpu[index[node]] += cpu_cores(req.get("cpu", "0"))
-                mem[index[node]] += memory_gib(req.get("memory", "0"))
+            try:  # the effective requests, as kube-scheduler counts them (init containers, overhead)
+                pod_cpu, pod_mem = pod_requests(p)
+            except ObjectError as exc:
+                raise TestbedError(f"pod {p['metadata'].get('name')}: {exc}") from None
+            cpu[index[node]] += pod_cpu
+            mem[index[node]] += pod_mem
         return cpu, mem
 
     def _measure_window(self) -> None:

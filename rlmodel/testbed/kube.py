@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rlmodel.assets import asset_path
 from rlmodel.errors import TestbedError
+from rlmodel.live.podspec import ObjectError, quantity
 from rlmodel.testbed.config import TestbedConfig
 
 T = TypeVar("T")
@@ -37,23 +37,21 @@ class NodeInfo:
     memory_gib: float
 
 
-def cpu_cores(quantity: str | int | float) -> float:
-    """A Kubernetes CPU quantity ("2", "1500m") in cores (`kubernetes.utils.parse_quantity`)."""
-    return float(_quantity(quantity, "CPU"))
+def cpu_cores(value: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("2", "1500m") in cores."""
+    return _quantity(value, "CPU")
 
 
-def memory_gib(quantity: str | int | float) -> float:
+def memory_gib(value: str | int | float) -> float:
     """A Kubernetes memory quantity ("4Gi", "3927800Ki", "2G", "1073741824") in GiB."""
-    return float(_quantity(quantity, "memory")) / 2**30
+    return _quantity(value, "memory") / 2**30
 
 
-def _quantity(quantity: str | int | float, what: str) -> Decimal:
-    from kubernetes.utils import parse_quantity
-
+def _quantity(value: str | int | float, what: str) -> float:
     try:
-        return parse_quantity(quantity)
-    except (ValueError, TypeError, ArithmeticError):
-        raise TestbedError(f"invalid {what} quantity {str(quantity)[:50]!r}") from None
+        return quantity(value, what)
+    except ObjectError:
+        raise TestbedError(f"invalid {what} quantity {str(value)[:50]!r}") from None
 
 
 def load_manifests(folder: Path = MANIFEST_DIR) -> list[dict[str, Any]]:
