@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-_KIND_NAMES = {int: "a whole number", float: "a finite number", str: "a string", bool: "true or false"}
+_KIND_NAMES = {int: "a whole number", float: "a finite number", str: "a string", bool: "true or false",
+               dict: "a table of strings (from text: a JSON object)"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -23,7 +24,7 @@ def split_pair(pair: str) -> tuple[str, str]:
 
 
 def coerce(current: Any, value: Any, *, from_text: bool) -> Any:
-    """`value` converted to the type of `current` (bool, int, float or str).
+    """`value` converted to the type of `current` (bool, int, float, str, or a dict of strings).
 
     `from_text`: `value` comes from a command line or an environment variable (a string to parse);
     otherwise from TOML, where the type must already match (an int is accepted for a float).
@@ -32,6 +33,15 @@ def coerce(current: Any, value: Any, *, from_text: bool) -> Any:
     """
     kind = type(current)
     try:
+        if kind is dict:  # a table of names: from TOML a table, from text a JSON object
+            if from_text and isinstance(value, str):
+                import json
+
+                value = json.loads(value)
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                      for k, v in value.items()):
+                raise ValueError
+            return dict(value)
         if kind is bool:
             if from_text and isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
                 return value.strip().lower() in _TRUE

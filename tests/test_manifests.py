@@ -193,7 +193,7 @@ def test_the_scheduler_has_exactly_the_rights_it_needs():
     docs = {d["kind"]: d for d in _scheduler_docs()}
     rules = {(g, r): set(rule["verbs"]) for rule in docs["ClusterRole"]["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
-    assert rules == {("", "pods"): {"get", "list", "watch", "patch"}, ("", "pods/binding"): {"create"},
+    assert rules == {("", "pods"): {"get", "list", "watch"}, ("", "pods/binding"): {"create"},
                      ("", "nodes"): {"get", "list", "watch"}, ("", "events"): {"create"}}
     lease = docs["Role"]
     assert lease["metadata"]["namespace"] == "rlsched-system"

@@ -1,7 +1,7 @@
 """A testbed in a box, on loopback: what `rlsched cluster up` and `--backend minikube` talk to in the tests.
 
 * kmock serves the Kubernetes API (in a thread), with its gaps filled here: Namespace paths, the
-  pods/binding subresource (sets spec.nodeName). N nodes own the addresses 127.0.0.2, 127.0.0.3, ...
+  pods/binding subresource (sets spec.nodeName and copies the Binding's annotations, as the API server does). N nodes own the addresses 127.0.0.2, 127.0.0.3, ...
 * `StubMinikube`: a `minikube` executable that records its arguments (JSON lines) and answers `status`.
 * `Kubelets` plays the kubelets and the DaemonSet controller, as KWOK does: for every DaemonSet it
   starts the real program on every node's address (node-exporter, the resource blocker); for every
@@ -94,7 +94,12 @@ class KubeApi:
             objects = self.emulator.objects
             if key not in objects:
                 return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404}
-            objects[key].patch({"spec": {"nodeName": request.data["target"]["name"]}})
+            # as the API server's BindingREST: spec.nodeName and the Binding's annotations, in one update
+            change = {"spec": {"nodeName": request.data["target"]["name"]}}
+            annotations = (request.data.get("metadata") or {}).get("annotations")
+            if annotations:
+                change["metadata"] = {"annotations": annotations}
+            objects[key].patch(change)
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}
 
         def replace(request):  # kmock answers PUT with 404: store the whole object, as an update does
@@ -157,6 +162,50 @@ class KubeApi:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(timeout=10)
+
+
+class KubeApiProcess:
+    """The same kmock API server in a process of its own (`python -m tests.testbed --kmock`), as a real API
+    server is: its work does not share this process's GIL with the code under test. Same `core`, `url`,
+    `port`, `write_kubeconfig` and `stop()` as `KubeApi`, but no `emulator` to reach into."""
+
+    def __init__(self, port: int = 0):
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.testbed", "--kmock", str(port)], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            self.proc.kill()
+            raise RuntimeError(f"kmock process did not start: {line!r}")
+        self.port = int(line)
+        self.url = f"http://127.0.0.1:{self.port}"
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.url
+        self.api = client.ApiClient(cfg)
+        self.core = client.CoreV1Api(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
+
+    write_kubeconfig = KubeApi.write_kubeconfig
+
+    def stop(self) -> None:
+        """Ends the process this object started (closing its stdin is its signal to stop)."""
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _serve_kmock(port: int) -> None:
+    api = KubeApi(port=port)
+    print(api.port, flush=True)
+    sys.stdin.read()  # until the parent closes our stdin (or dies)
+    api.stop()
 
 
 # ------------------------------------------------------------------------------------------ minikube
@@ -415,3 +464,7 @@ latency_ms = 2000
             with contextlib.suppress(Exception):  # best-effort teardown
                 fn()
         self._cleanup = []
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--kmock"]:
+    _serve_kmock(int(sys.argv[2]))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from rlmodel.cli.options import config_options, testbed_config
+
 
 @click.group()
 def scheduler() -> None:
@@ -21,51 +23,62 @@ def scheduler() -> None:
               envvar="RLSCHED_MODEL", show_envvar=True, help="A trained DQN model file (hot-reloaded when it changes).")
 @click.option("--policy", "policy_name", default=None, envvar="RLSCHED_POLICY", show_envvar=True,
               help="A built-in policy instead of a model, e.g. efficient-first.")
-@click.option("--scheduler-name", default="rlsched", show_default=True, envvar="RLSCHED_SCHEDULER_NAME",
-              show_envvar=True, help="Pods with this spec.schedulerName are ours.")
+@click.option("--scheduler-name", default=None, help="Pods with this spec.schedulerName are ours "
+              "[default: scheduler.name, rlsched].")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="KUBECONFIG",
               help="kubeconfig [default: in-cluster when running in a pod, else ~/.kube/config].")
 @click.option("--context", default=None, help="kubeconfig context [default: the current one].")
 @click.option("--namespace", "namespaces", multiple=True, help="Schedule pods of this namespace (repeatable) "
-              "[default: all].")
-@click.option("--listen", default="127.0.0.1:10259", show_default=True, envvar="RLSCHED_SCHEDULER_LISTEN",
-              show_envvar=True, help="HOST:PORT of /healthz, /readyz and /metrics.")
-@click.option("--fallback-policy", default="efficient-first", show_default=True,
-              help="The built-in policy that places a pod when the model fails.")
+              "[default: scheduler.namespaces, all].")
+@click.option("--listen", default=None, help="HOST:PORT of /healthz, /readyz and /metrics "
+              "[default: scheduler.listen, 127.0.0.1:10259].")
+@click.option("--fallback-policy", default=None, help="The built-in policy that places a pod when the model fails "
+              "[default: scheduler.fallback_policy, efficient-first].")
 @click.option("--node-type", "node_types", multiple=True, metavar="REGEX=TYPE",
-              help="Power curve of nodes whose name matches REGEX (repeatable; after the rlsched.io/node-type label).")
-@click.option("--default-node-type", default="x3550", show_default=True,
-              help="Power curve of nodes with no label and no --node-type match (a warning says which).")
+              help="Power curve of nodes whose name matches REGEX (repeatable; tried after the rlsched.io/node-type "
+                   "label, before scheduler.node_types).")
+@click.option("--default-node-type", default=None, help="Power curve of nodes with no label and no match, with a "
+              "warning [default: scheduler.default_node_type, x3550].")
 @click.option("--leader-elect/--no-leader-elect", default=None,
               help="Hold a coordination.k8s.io Lease so only one replica schedules [default: on in a cluster].")
 @click.option("--lease-namespace", default="rlsched-system", show_default=True,
               help="Namespace of the leader-election Lease.")
-def run(model: Path | None, policy_name: str | None, scheduler_name: str, kubeconfig: Path | None,
-        context: str | None, namespaces: tuple[str, ...], listen: str, fallback_policy: str,
-        node_types: tuple[str, ...], default_node_type: str, leader_elect: bool | None, lease_namespace: str) -> None:
-    """Run the scheduler until SIGTERM or Ctrl-C (then it stops taking pods, finishes the bind in flight
-    and exits 0).
+@config_options
+def run(model: Path | None, policy_name: str | None, scheduler_name: str | None, kubeconfig: Path | None,
+        context: str | None, namespaces: tuple[str, ...], listen: str | None, fallback_policy: str | None,
+        node_types: tuple[str, ...], default_node_type: str | None, leader_elect: bool | None, lease_namespace: str,
+        config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
+    """Run the scheduler until SIGTERM or Ctrl-C (then it stops taking pods, finishes the binds already
+    decided and exits 0). Settings: the [scheduler] section of ./rlsched.toml (or --config, --set
+    scheduler.KEY=VALUE); the options here win over it.
 
     \b
     Example:
       rlsched scheduler run --model Dale.pth --kubeconfig ~/.kube/config --namespace default
       rlsched scheduler run --policy efficient-first --node-type '^minikube=minikube-vm'
+      rlsched scheduler run --policy efficient-first --set scheduler.cpu_in_use=prometheus
     """
     from rlmodel.live.scheduler import Scheduler, SchedulerConfig
     from rlmodel.live.service import ModelReloader, serve_health
-    from rlmodel.live.view import ClusterView, CurveResolver
+    from rlmodel.live.view import ClusterView
     from rlmodel.policies import make_policy
 
     if (model is None) == (policy_name is None):
         raise click.UsageError("give either --model PATH or --policy NAME")
+    cfg = testbed_config(config_path, testbed_set)
+    settings = cfg.scheduler
     patterns = []
     for item in node_types:
         pattern, sep, type_name = item.rpartition("=")
         if not sep or not pattern:
             raise click.BadParameter(f"{item}: expected REGEX=TYPE", param_hint="--node-type")
         patterns.append((pattern, type_name))
-    resolver = CurveResolver(patterns=patterns, default=default_node_type)
+    resolver = curve_resolver(settings, patterns, default_node_type)
+    fallback_policy = fallback_policy or settings.fallback_policy
     make_policy(fallback_policy)  # PolicyError: unknown name
+    scheduler_name = scheduler_name or settings.name
+    namespaces = namespaces or tuple(n.strip() for n in settings.namespaces.split(",") if n.strip())
+    listen = listen or settings.listen
 
     def load(path: Path):
         from rlmodel.agents.policy import DQNPolicy
@@ -83,11 +96,21 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str, kubeco
         from rlmodel.live.leader import LeaderElector
 
         leader = LeaderElector(client.CoordinationV1Api(core.api_client), lease_namespace)
+    usage = None
+    if settings.cpu_in_use == "prometheus":
+        from rlmodel.live.usage import PrometheusUsage
+
+        usage = PrometheusUsage(cfg.prometheus.url, window_s=settings.usage_window_s,
+                                timeout_s=cfg.prometheus.query_timeout_s)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
+    view = ClusterView(resolver, asleep_taints=_names(settings.asleep_taints),
+                       asleep_labels=_names(settings.asleep_labels),
+                       usage_max_age_s=max(3 * settings.usage_every_s, settings.usage_window_s))
     sched = Scheduler(core, policy, SchedulerConfig(scheduler_name=scheduler_name, namespaces=namespaces,
-                                                    fallback_policy=fallback_policy),
-                      view=ClusterView(resolver), model_label=str(model or ""), leader=leader)
+                                                    fallback_policy=fallback_policy,
+                                                    usage_every_s=settings.usage_every_s),
+                      view=view, model_label=str(model or ""), leader=leader, usage=usage)
     server = serve_health(listen, sched)
     reloader = ModelReloader(model, sched, load) if model is not None else None
     if reloader is not None:
@@ -95,8 +118,8 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str, kubeco
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reloader.reload())
     sched.start()
-    click.echo(f"rlsched scheduler {scheduler_name}: policy {policy.name}, /healthz /readyz /metrics on {listen}",
-               err=True)
+    click.echo(f"rlsched scheduler {scheduler_name}: policy {policy.name}, CPU in use from {sched.cpu_source}, "
+               f"/healthz /readyz /metrics on {listen}", err=True)
     try:
         signal.pause() if hasattr(signal, "pause") else sched._stop.wait()
     except KeyboardInterrupt:  # SIGTERM arrives as KeyboardInterrupt (rlmodel.console)
@@ -106,7 +129,26 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str, kubeco
         if reloader is not None:
             reloader.stop()
         server.shutdown()
+        server.server_close()
     click.echo("rlsched scheduler: stopped", err=True)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def curve_resolver(settings, patterns: list[tuple[str, str]], default_node_type: str | None):
+    """The CurveResolver of the [scheduler] settings: built-in types plus the scenario's, command-line patterns
+    first, then scheduler.node_types."""
+    from rlmodel.live.view import CurveResolver
+    from rlmodel.sim.power import BUILTIN_NODE_TYPES
+    from rlmodel.sim.scenario import load_scenario
+
+    types = dict(BUILTIN_NODE_TYPES)
+    if settings.scenario:
+        types.update({t.name: t for t in load_scenario(settings.scenario).node_types})
+    return CurveResolver(types=types, patterns=[*patterns, *settings.node_types.items()],
+                         default=default_node_type or settings.default_node_type)
 
 
 def _core_api(kubeconfig: Path | None, context: str | None):

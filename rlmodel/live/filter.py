@@ -150,46 +150,59 @@ def _term_matches(term: Obj, node: NodeInfo, where: str) -> bool:
     return True
 
 
+class PodFilter:
+    """The pod's side of the filter, read (and validated) once, then checked against any number of nodes."""
+
+    def __init__(self, pod: Obj, request: tuple[float, float]):
+        spec = as_map(as_map(pod, "pod").get("spec"), "spec")
+        self.node_name = as_text(spec.get("nodeName"), "spec.nodeName")
+        self.tolerations = as_list(spec.get("tolerations"), "spec.tolerations")
+        selector = as_map(spec.get("nodeSelector"), "spec.nodeSelector")
+        self.selector = {str(k): as_text(v, f"spec.nodeSelector.{k}") for k, v in selector.items()}
+        affinity = as_map(spec.get("affinity"), "spec.affinity")
+        node_affinity = as_map(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
+        required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        self.where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+        self.terms = None if required is None else as_list(as_map(required, self.where).get("nodeSelectorTerms"),
+                                                            self.where)
+        self.cpu, self.mem = request
+
+    def reason(self, node: NodeInfo) -> str | None:
+        """Why `node` cannot take the pod (kube-scheduler's reason, one line), or None when it can."""
+        if self.node_name and self.node_name != node.name:
+            return "node(s) didn't match the requested node name"
+        if node.unschedulable and not tolerates(self.tolerations, Taint(UNSCHEDULABLE_TAINT, "", "NoSchedule")):
+            return "node(s) were unschedulable"
+        for taint in node.taints:
+            if taint.effect in ("NoSchedule", "NoExecute") and not tolerates(self.tolerations, taint):
+                return f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"
+        if self.selector and any(node.labels.get(k) != v for k, v in self.selector.items()):
+            return "node(s) didn't match Pod's node affinity/selector"
+        if self.terms is not None and not any(_term_matches(t, node, f"{self.where}[{i}]")
+                                              for i, t in enumerate(self.terms)):
+            return "node(s) didn't match Pod's node affinity/selector"
+        if node.pods + 1 > node.max_pods:
+            return "Too many pods"
+        if node.cpu_requested + self.cpu > node.cpu_cores + EPS:
+            return "Insufficient cpu"
+        if node.memory_requested + self.mem > node.memory_gib + EPS:
+            return "Insufficient memory"
+        return None
+
+
 def filter_node(pod: Obj, request: tuple[float, float], node: NodeInfo) -> str | None:
     """Why `node` cannot take `pod` (kube-scheduler's reason, one line), or None when it can.
     `request`: the pod's effective (cores, GiB), `podspec.pod_requests(pod)`."""
-    spec = as_map(as_map(pod, "pod").get("spec"), "spec")
-    node_name = as_text(spec.get("nodeName"), "spec.nodeName")
-    if node_name and node_name != node.name:
-        return "node(s) didn't match the requested node name"
-    tolerations = as_list(spec.get("tolerations"), "spec.tolerations")
-    if node.unschedulable and not tolerates(tolerations, Taint(UNSCHEDULABLE_TAINT, "", "NoSchedule")):
-        return "node(s) were unschedulable"
-    for taint in node.taints:
-        if taint.effect in ("NoSchedule", "NoExecute") and not tolerates(tolerations, taint):
-            return f"node(s) had untolerated taint {{{taint.key}: {taint.value}}}"
-    selector = as_map(spec.get("nodeSelector"), "spec.nodeSelector")
-    if any(node.labels.get(k) != as_text(v, f"spec.nodeSelector.{k}") for k, v in selector.items()):
-        return "node(s) didn't match Pod's node affinity/selector"
-    affinity = as_map(spec.get("affinity"), "spec.affinity")
-    node_affinity = as_map(affinity.get("nodeAffinity"), "spec.affinity.nodeAffinity")
-    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-    if required is not None:
-        where = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
-        terms = as_list(as_map(required, where).get("nodeSelectorTerms"), where)
-        if not any(_term_matches(t, node, f"{where}[{i}]") for i, t in enumerate(terms)):
-            return "node(s) didn't match Pod's node affinity/selector"
-    if node.pods + 1 > node.max_pods:
-        return "Too many pods"
-    cpu, mem = request
-    if node.cpu_requested + cpu > node.cpu_cores + EPS:
-        return "Insufficient cpu"
-    if node.memory_requested + mem > node.memory_gib + EPS:
-        return "Insufficient memory"
-    return None
+    return PodFilter(pod, request).reason(node)
 
 
 def filter_nodes(pod: Obj, request: tuple[float, float], nodes: Sequence[NodeInfo]
                  ) -> tuple[list[int], dict[str, str]]:
     """(indices of the feasible nodes, {name: reason} for the others)."""
+    check = PodFilter(pod, request).reason
     feasible, failed = [], {}
     for i, node in enumerate(nodes):
-        reason = filter_node(pod, request, node)
+        reason = check(node)
         if reason is None:
             feasible.append(i)
         else:
@@ -206,4 +219,4 @@ def describe(failed: Mapping[str, str], total: int) -> str:
     return f"0/{total} nodes are available: {parts}." if parts else f"0/{total} nodes are available."
 
 
-__all__ = ["NodeInfo", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "tolerates", "unsupported"]
+__all__ = ["NodeInfo", "PodFilter", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "tolerates", "unsupported"]

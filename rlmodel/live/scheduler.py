@@ -13,6 +13,13 @@ a back-off (1 s doubling to 60 s) and are retried early when a node is added or 
 `Scheduled` (Normal) and `FailedScheduling` (Warning) carry `source.component` = the scheduler's name; the
 pod gets the annotation `rlsched.io/decision` (policy, model, top scores). If the policy raises, the
 fallback policy places the pod (Warning event `ScoringFailed`, metric `rlsched_scheduler_fallbacks_total`).
+
+Threads, as kube-scheduler's goroutines: two informers; the scheduling loop (filter, score, assume); one
+binder, so the next decision overlaps the bind in flight (the binding cycle is asynchronous upstream too);
+and the event recorder. The decision annotation rides on the Binding itself (the API server copies a
+Binding's `metadata.annotations` onto the pod, in the same write as `spec.nodeName`), so a placement costs
+one write. Events are best effort and yield to binds: while pods wait to be bound, an event waits too, at
+most `event_max_delay_s`.
 """
 
 from __future__ import annotations
@@ -60,6 +67,12 @@ class SchedulerConfig:
     """a watch is re-established (after a fresh list) at least this often"""
     fallback_policy: str = "efficient-first"
     """the built-in policy that places a pod when the policy raises"""
+    event_max_delay_s: float = 5.0
+    """longest an event waits for the binds queued before it (events yield to binds)"""
+    binds_ahead: int = 8
+    """decisions (assumed pods) that may wait for the binder"""
+    usage_every_s: float = 10.0
+    """how often CPU in use is read, when a `usage` source is given"""
 
 
 class SchedulerMetrics:
@@ -76,6 +89,8 @@ class SchedulerMetrics:
                                  registry=self.registry)
         self.model = Gauge("rlsched_scheduler_model_info", "The policy in use", ["policy", "model"],
                            registry=self.registry)
+        self.events_dropped = Counter("rlsched_scheduler_events_dropped", "Events not written (recorder full or "
+                                      "the API refused them)", registry=self.registry)
 
 
 class Scheduler:
@@ -83,7 +98,7 @@ class Scheduler:
 
     def __init__(self, core_api: Any, policy: Policy, cfg: SchedulerConfig | None = None, *,
                  view: ClusterView | None = None, fallback: Policy | None = None, model_label: str = "",
-                 clock: Callable[[], float] = time.time, leader: Any = None):
+                 clock: Callable[[], float] = time.time, leader: Any = None, usage: Any = None):
         from rlmodel.policies import make_policy
 
         self.core, self.policy, self.cfg = core_api, policy, cfg or SchedulerConfig()
@@ -91,6 +106,9 @@ class Scheduler:
         self.view = view or ClusterView()
         self.model_label, self.clock = model_label, clock
         self.leader = leader  # a LeaderElector: only its leader schedules (None: always)
+        self.usage = usage  # a PrometheusUsage (None: CPU in use is estimated from requests)
+        self.usage_error: str | None = None  # the last failure to read it (None: the last read worked)
+        self.usage_read_at: float | None = None
         self.metrics = SchedulerMetrics()
         self.metrics.model.labels(policy.name, model_label).set(1)
         self.lock = threading.RLock()
@@ -109,23 +127,33 @@ class Scheduler:
         self._threads: list[threading.Thread] = []
         # events and annotations are written off the scheduling path (kube-scheduler's event recorder does the
         # same): a slow API server delays them, not the next bind. Bounded: when full, the oldest are dropped.
-        self._records: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(maxsize=10_000)
+        self._records: queue.Queue[tuple[float, tuple[Any, ...]] | None] = queue.Queue(maxsize=10_000)
+        self._binds: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=max(1, self.cfg.binds_ahead))
+        self._loop_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         if self.leader is not None:
             self.leader.start()
-        for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop"),
-                             (self._recorder, "recorder")):
+        threads = [(self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop"),
+                   (self._binder, "binder"), (self._recorder, "recorder")]
+        if self.usage is not None:
+            threads.append((self._read_usage, "usage"))
+        for target, name in threads:
             t = threading.Thread(target=target, name=f"rlsched-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+            if name == "loop":
+                self._loop_thread = t
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop taking pods; the bind in flight finishes; returns when the threads have ended."""
+        """Stop taking pods; the binds already decided finish; returns when the threads have ended."""
         self._stop.set()
         with self.wakeup:
             self.wakeup.notify_all()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout_s)  # no new decisions after this
+        self._binds.put(None)  # the binder binds what was decided, then ends
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
             t.join(timeout_s)
@@ -134,7 +162,41 @@ class Scheduler:
 
     @property
     def ready(self) -> bool:
-        return all(self.synced.values())
+        """Caches synced and, when CPU in use is read from Prometheus, its last read worked."""
+        return all(self.synced.values()) and (self.usage is None or (
+            self.usage_read_at is not None and self.usage_error is None))
+
+    @property
+    def cpu_source(self) -> str:
+        """Where the observation's CPU in use comes from, in words (for /readyz and the log)."""
+        if self.usage is None:
+            return "requests (estimated: no Prometheus configured)"
+        if self.usage_error is not None:
+            return f"Prometheus {self.usage.url}, unreachable ({self.usage_error}); requests meanwhile"
+        if self.usage_read_at is None:
+            return f"Prometheus {self.usage.url} (not read yet)"
+        return f"Prometheus {self.usage.url} (read {max(self.clock() - self.usage_read_at, 0.0):.0f} s ago)"
+
+    def _read_usage(self) -> None:
+        while not self._stop.is_set():
+            if self.synced["nodes"]:
+                with self.lock:
+                    nodes = dict(self.view.nodes)
+                try:
+                    cores = self.usage.read(nodes)
+                except Exception as exc:  # noqa: BLE001 - one line; the requests stand in meanwhile
+                    if self.usage_error is None:
+                        log.warning("CPU in use: %s; estimating from requests meanwhile", exc)
+                    self.usage_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+                else:
+                    now = self.clock()
+                    with self.lock:
+                        self.view.set_cpu_used(cores, now)
+                    if self.usage_error is not None or self.usage_read_at is None:
+                        log.info("CPU in use: from Prometheus %s (%d of %d nodes have a reading)", self.usage.url,
+                                 len(cores), len(nodes))
+                    self.usage_error, self.usage_read_at = None, now
+            self._stop.wait(self.cfg.usage_every_s if self.synced["nodes"] else 0.2)
 
     # ------------------------------------------------------------------ informers
     def _informer_nodes(self) -> None:
@@ -285,21 +347,41 @@ class Scheduler:
             if key is None:
                 return
             try:
-                self.schedule_one(key)
+                plan = self._plan(key)
             except Exception:  # noqa: BLE001 - one pod's failure never stops the scheduler
                 log.exception("scheduling %s/%s failed", *key)
                 with self.lock:
                     self._to_backoff(key)
+                plan = None
+            if plan is not None:
+                self._binds.put(plan)  # waits when `binds_ahead` decisions are already queued
             with self.lock:
                 self.metrics.pending.set(len(self._queued) + len(self._backoff))
 
+    def _binder(self) -> None:
+        while True:
+            plan = self._binds.get()
+            try:
+                if plan is None:
+                    return
+                self._bind(*plan)
+            except Exception:  # noqa: BLE001 - logged; _bind already forgot the assumption and backed off
+                log.exception("binding %s/%s failed", *plan[0])  # type: ignore[index]
+            finally:
+                self._binds.task_done()
+
     def schedule_one(self, key: tuple[str, str]) -> str | None:
-        """One scheduling cycle for the pod `key`; the node it was bound to, or None."""
+        """One scheduling cycle for the pod `key`, bound before it returns; the node it was bound to, or None."""
+        plan = self._plan(key)
+        return self._bind(*plan) if plan is not None else None
+
+    def _plan(self, key: tuple[str, str]) -> tuple[Any, ...] | None:
+        """Filter, score and assume: the arguments of `_bind`, or None when the pod is not placed now."""
         ns, name = key
         with self.lock:
             pod = self.view.pods.get(key)
-            if pod is None or not self._ours_pending(pod) or key in self._finished:
-                return None
+            if pod is None or not self._ours_pending(pod) or key in self._finished or key in self.view.assumed:
+                return None  # gone, bound, or decided and waiting for the binder
             field = unsupported(pod)
             try:
                 request = pod_requests(pod)
@@ -323,7 +405,7 @@ class Scheduler:
             choice, scores, used = self._decide(obs, mask, pod)
             node = infos[choice].name
             self.view.assume(ns, name, node)
-        return self._bind(key, pod, node, scores, used, [i.name for i in infos], mask)
+            return key, pod, node, scores, used, [i.name for i in infos], mask
 
     def _decide(self, obs: dict[str, np.ndarray], mask: np.ndarray, pod: Obj) -> tuple[int, np.ndarray | None, str]:
         try:
@@ -348,7 +430,14 @@ class Scheduler:
         from kubernetes.client.exceptions import ApiException
 
         ns, name = key
-        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+        top = []
+        if scores is not None:
+            order = [i for i in np.argsort(-np.where(mask, scores, -np.inf), kind="stable") if mask[i]][:3]
+            top = [{"node": names[i], "score": round(float(scores[i]), 4)} for i in order]
+        decision = {"policy": used, "model": self.model_label, "node": node, "top": top}
+        # the API server copies a Binding's annotations onto the pod with spec.nodeName: one write
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns, "annotations": {
+            DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
             # the client cannot deserialize the Status a Binding returns: do not let it try
@@ -381,15 +470,8 @@ class Scheduler:
             self._finished.add(key)
         self.metrics.attempts.labels("scheduled").inc()
         self.metrics.e2e.observe(max(self.clock() - seen, 0.0))
-        top = []
-        if scores is not None:
-            order = [i for i in np.argsort(-np.where(mask, scores, -np.inf), kind="stable") if mask[i]][:3]
-            top = [{"node": names[i], "score": round(float(scores[i]), 4)} for i in order]
-        decision = {"policy": used, "model": self.model_label, "node": node, "top": top}
         log.info("scheduled %s", json.dumps({"pod": f"{ns}/{name}", **decision}))
         self._event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}")
-        self._record("annotate", name, ns, {"metadata": {"annotations": {
-            DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}}})
         return node
 
     def _fail(self, key: tuple[str, str], pod: Obj, message: str, result: str) -> None:
@@ -397,30 +479,38 @@ class Scheduler:
         self._to_backoff(key)
         self._event(pod, "Warning", "FailedScheduling", message)
 
-    def _record(self, kind: str, *args: Any) -> None:
+    def _record(self, *args: Any) -> None:
         try:
-            self._records.put_nowait((kind, args))
+            self._records.put_nowait((time.monotonic(), args))
         except queue.Full:
-            log.warning("event recorder full: %s for %s dropped", kind, args[0] if args else "")
+            self.metrics.events_dropped.inc()
+            log.warning("event recorder full: event for %s dropped", args[0] if args else "")
+
+    def _binds_waiting(self) -> bool:
+        return bool(self._queue) or self._binds.unfinished_tasks > 0
 
     def _recorder(self) -> None:
         while True:
             item = self._records.get()
             if item is None:
                 return
-            kind, args = item
+            made, args = item
+            # binds first: an event waits while pods wait to be bound, at most event_max_delay_s
+            while not self._stop.is_set() and self._binds_waiting() and \
+                    time.monotonic() - made < self.cfg.event_max_delay_s:
+                self._stop.wait(0.02)
             try:
-                if kind == "event":
-                    self.core.create_namespaced_event(*args, _request_timeout=self.cfg.request_timeout_s)
-                else:
-                    self.core.patch_namespaced_pod(*args, _request_timeout=self.cfg.request_timeout_s)
-            except Exception as exc:  # noqa: BLE001 - events and annotations are best effort
-                log.debug("%s %s: %s", kind, args[0] if args else "", type(exc).__name__)
+                self.core.create_namespaced_event(*args, _request_timeout=self.cfg.request_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - events are best effort
+                self.metrics.events_dropped.inc()
+                log.debug("event for %s: %s", args[0] if args else "", type(exc).__name__)
+            finally:
+                self._records.task_done()
 
     @property
     def records_pending(self) -> int:
-        """Events and annotations not written yet."""
-        return self._records.qsize()
+        """Events not written yet."""
+        return self._records.unfinished_tasks
 
     def _event(self, pod: Obj, etype: str, reason: str, message: str) -> None:
         meta = pod.get("metadata") or {}
@@ -433,4 +523,4 @@ class Scheduler:
                 "reason": reason, "message": message[:1024], "type": etype,
                 "source": {"component": self.cfg.scheduler_name}, "reportingComponent": self.cfg.scheduler_name,
                 "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}
-        self._record("event", ns, body)
+        self._record(ns, body)

@@ -13,7 +13,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rlmodel.errors import RlschedError
 from rlmodel.live.scheduler import Scheduler
-from rlmodel.live.view import CPU_SOURCE
 
 log = logging.getLogger("rlsched.scheduler")
 
@@ -80,7 +79,7 @@ def serve_health(listen: str, scheduler: Scheduler) -> http.server.ThreadingHTTP
                 ready = scheduler.ready
                 synced = {k: "synced" if v else "syncing" for k, v in scheduler.synced.items()}
                 body = (f"{'ready' if ready else 'not ready'}: nodes {synced['nodes']}, pods {synced['pods']}, "
-                        f"policy {scheduler.policy.name}, CPU in use from {CPU_SOURCE}\n").encode()
+                        f"policy {scheduler.policy.name}, CPU in use from {scheduler.cpu_source}\n").encode()
                 self._send(200 if ready else 503, body, "text/plain")
             elif path == "/metrics":
                 self._send(200, generate_latest(scheduler.metrics.registry), CONTENT_TYPE_LATEST)

@@ -3,7 +3,8 @@
 same units, as in the twin it was trained in.
 
 * capacity = `status.allocatable`; requested = the effective requests of the node's non-terminated pods;
-* CPU in use: estimated from the requests (no Prometheus reading yet: `CPU_SOURCE` says so);
+* CPU in use: the node's measured CPU (`set_cpu_used`, fed from Prometheus by `rlmodel.live.usage`) when
+  reading at most `usage_max_age_s` old exists, else estimated from the requests;
 * watts = the node's curve at that CPU; the curve comes from the node label `rlsched.io/node-type` (a built-in
   type or a type of the scenario given), else the first `node_types` pattern (regex on the node name) that
   matches, else the default type, with a warning: a node without a curve is never scored as free power;
@@ -31,7 +32,6 @@ from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType, PowerCurves
 
 log = logging.getLogger("rlsched.live")
 NODE_TYPE_LABEL = "rlsched.io/node-type"
-CPU_SOURCE = "requests"  # what `demand` is estimated from
 
 
 class ViewError(RlschedError):
@@ -76,27 +76,33 @@ class CurveResolver:
 
 
 class LiveState:
-    """A `ClusterState` of live nodes (fixed order: by name) at `now_s`, built by `ClusterView.state()`."""
+    """A `ClusterState` of live nodes (fixed order: by name) at `now_s`, built by `ClusterView.state()`.
+    `demand` is the measured CPU in use (cores) where `cpu_used` has a value, else the requests."""
 
     wake_s = 0.0  # waking is not modelled live: a sleeping node shows as asleep
 
     def __init__(self, nodes: Sequence[NodeInfo], types: Sequence[NodeType], asleep: Sequence[bool],
-                 empty_since: Sequence[float], now_s: float, sleep_after_s: float = 0.0):
+                 empty_since: Sequence[float], now_s: float, sleep_after_s: float = 0.0, *,
+                 cpu_used: Sequence[float | None] | None = None, curves: PowerCurves | None = None):
         self.infos = list(nodes)
         self.names = [n.name for n in nodes]
         self.num_nodes = len(nodes)
         self.node_types = list(types)
         self.cores = np.array([n.cpu_cores for n in nodes], dtype=np.float64)
         self.memory_gib = np.array([n.memory_gib for n in nodes], dtype=np.float64)
-        self.curves = np.array([t.watts for t in types], dtype=np.float64).reshape(len(nodes), -1)
-        self.idle_watts = self.curves[:, 0].copy() if len(nodes) else np.zeros(0)
-        self.peak_watts = self.curves[:, -1].copy() if len(nodes) else np.zeros(0)
-        self._power = PowerCurves(self.curves) if len(nodes) else None
+        if curves is None:
+            curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(nodes), -1)) \
+                if len(nodes) else None
+        self._power = curves
+        self.curves = curves.curves if curves is not None else np.zeros((0, 11))
+        self.idle_watts = self.curves[:, 0].copy()
+        self.peak_watts = self.curves[:, -1].copy()
         self.sleep_after_s = sleep_after_s
         self.now_s = now_s
         self.cpu_requested = [n.cpu_requested for n in nodes]
         self.mem_requested = [n.memory_requested for n in nodes]
-        self.demand = list(self.cpu_requested)  # CPU_SOURCE: estimated from requests
+        used = cpu_used if cpu_used is not None else [None] * len(nodes)
+        self.demand = [r if u is None else u for r, u in zip(self.cpu_requested, used, strict=True)]
         self.pods_on = [n.pods for n in nodes]
         self.state = [ASLEEP if a else AWAKE for a in asleep]
         self.empty_since = list(empty_since)
@@ -113,32 +119,63 @@ class LiveState:
 
 class ClusterView:
     """The nodes and pods of a cluster (kept up to date by whoever feeds it: the informers), and the
-    `LiveState` and filter inputs derived from them. Not thread-safe: feed and read from one thread or lock."""
+    `LiveState` and filter inputs derived from them. Not thread-safe: feed and read from one thread or lock.
+
+    Kept incrementally, so that a decision costs O(nodes) and not a re-parse of every object: each node's
+    `NodeInfo` (parsed once per node update) carries the current totals of its pods' requests, recomputed
+    (exactly, with `math.fsum`) from the pods on that node whenever one of them changes. The `NodeInfo`
+    objects `node_infos()` returns are the view's own and change with it: copy them to keep a snapshot."""
 
     def __init__(self, resolver: CurveResolver | None = None, *, asleep_taints: Iterable[str] = (
-                 "ToBeDeletedByClusterAutoscaler",), asleep_labels: Iterable[str] = (), sleep_after_s: float = 0.0):
+                 "ToBeDeletedByClusterAutoscaler",), asleep_labels: Iterable[str] = (), sleep_after_s: float = 0.0,
+                 usage_max_age_s: float = 120.0):
         self.resolver = resolver or CurveResolver()
         self.asleep_taints, self.asleep_labels = set(asleep_taints), set(asleep_labels)
         self.sleep_after_s = sleep_after_s
+        self.usage_max_age_s = usage_max_age_s
         self.nodes: dict[str, Obj] = {}
         self.pods: dict[tuple[str, str], Obj] = {}  # (namespace, name) -> pod
         self.assumed: dict[tuple[str, str], str] = {}  # pods assumed on a node before their bind returns
         self._empty_since: dict[str, float] = {}
         self._requests: dict[tuple[str, str], tuple[float, float]] = {}  # parsed once per pod update
+        self._infos: dict[str, NodeInfo] = {}  # per readable node, with its current totals
+        self._static: dict[str, tuple[NodeType, bool]] = {}  # per readable node: curve, asleep
+        self._on: dict[str, set[tuple[str, str]]] = {}  # node name -> non-terminated pods counted on it
+        self._counted: dict[tuple[str, str], str] = {}  # pod -> the node it is counted on
+        self._order: list[str] | None = None  # sorted readable node names (None: recompute)
+        self._curves: PowerCurves | None = None  # the curves in `_order` (None: recompute)
+        self._cpu_used: dict[str, tuple[float, float]] = {}  # node -> (cores in use, when read)
 
     # ------------------------------------------------------------------ feeding
     def upsert_node(self, node: Obj, now_s: float) -> None:
         name = node["metadata"]["name"]
         self.nodes[name] = node
         self._empty_since.setdefault(name, now_s)
+        try:
+            info = node_info(node)
+        except ObjectError as exc:  # a node rlsched cannot read is never a candidate
+            log.warning("node %s: %s; not considered", name, exc)
+            self._infos.pop(name, None)
+            self._static.pop(name, None)
+        else:
+            node_type = self.resolver.resolve(info.name, info.labels)[0]
+            asleep = any(t.key in self.asleep_taints for t in info.taints) \
+                or any(k in self.asleep_labels for k in info.labels)
+            self._infos[name] = info
+            self._static[name] = (node_type, asleep)
+            self._total(name)
+        self._order = self._curves = None
 
     def delete_node(self, name: str) -> None:
         self.nodes.pop(name, None)
         self._empty_since.pop(name, None)
+        self._infos.pop(name, None)
+        self._static.pop(name, None)
+        self._cpu_used.pop(name, None)
+        self._order = self._curves = None
 
     def upsert_pod(self, pod: Obj, now_s: float) -> None:
         key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
-        before = self._node_of(key)
         self.pods[key] = pod
         try:
             self._requests[key] = pod_requests(pod)
@@ -147,23 +184,31 @@ class ClusterView:
             self._requests[key] = (0.0, 0.0)
         if (pod.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)  # the bind is visible: no longer an assumption
-        self._note_empty(before, now_s)
+        self._recount(key, now_s)
 
     def delete_pod(self, namespace: str, name: str, now_s: float) -> None:
         key = (namespace, name)
-        before = self._node_of(key)
         self.pods.pop(key, None)
         self.assumed.pop(key, None)
         self._requests.pop(key, None)
-        self._note_empty(before, now_s)
+        self._recount(key, now_s)
 
     def assume(self, namespace: str, name: str, node: str) -> None:
         """kube-scheduler's assume: the pod counts on `node` at once, before the bind returns."""
         self.assumed[(namespace, name)] = node
+        self._recount((namespace, name), None)
 
     def forget(self, namespace: str, name: str) -> None:
         """Undo `assume` (the bind failed)."""
         self.assumed.pop((namespace, name), None)
+        self._recount((namespace, name), None)
+
+    def set_cpu_used(self, cores_by_node: Mapping[str, float], now_s: float) -> None:
+        """Measured CPU in use (cores) per node, read at `now_s`; a node's reading counts for
+        `usage_max_age_s`, after which its requests stand in again."""
+        for name, cores in cores_by_node.items():
+            if math.isfinite(cores) and cores >= 0:
+                self._cpu_used[name] = (float(cores), now_s)
 
     def _node_of(self, key: tuple[str, str]) -> str | None:
         if key in self.assumed:
@@ -171,34 +216,53 @@ class ClusterView:
         pod = self.pods.get(key)
         return ((pod or {}).get("spec") or {}).get("nodeName") or None
 
-    def _note_empty(self, node: str | None, now_s: float) -> None:
-        if node and node in self.nodes and not self._bound(node):
-            self._empty_since[node] = now_s
+    def _recount(self, key: tuple[str, str], now_s: float | None) -> None:
+        """Move the pod's contribution to where it counts now (its node, if not terminated) and refresh the
+        totals of the nodes involved; a node left with no pod is empty from `now_s`."""
+        before = self._counted.pop(key, None)
+        pod = self.pods.get(key)
+        after = self._node_of(key) if pod is not None and not is_terminated(pod) else None
+        if before is not None:
+            self._on.get(before, set()).discard(key)
+        if after is not None:
+            self._on.setdefault(after, set()).add(key)
+            self._counted[key] = after
+        for node in {before, after} - {None}:
+            assert node is not None
+            self._total(node)
+            if now_s is not None and node == before and node in self.nodes and not self._on.get(node):
+                self._empty_since[node] = now_s
 
-    def _bound(self, node: str) -> list[Obj]:
-        return [p for key, p in self.pods.items() if self._node_of(key) == node and not is_terminated(p)]
+    def _total(self, node: str) -> None:
+        info = self._infos.get(node)
+        if info is None:
+            return
+        keys = self._on.get(node, ())
+        info.cpu_requested = math.fsum(self._requests.get(k, (0.0, 0.0))[0] for k in keys)
+        info.memory_requested = math.fsum(self._requests.get(k, (0.0, 0.0))[1] for k in keys)
+        info.pods = len(keys)
 
     # ------------------------------------------------------------------ reading
     def node_infos(self) -> list[NodeInfo]:
-        """Every node (sorted by name) with what its non-terminated (or assumed) pods request."""
-        per_node: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n in self.nodes}
-        for key, pod in self.pods.items():
-            node = self._node_of(key)
-            if node in per_node and not is_terminated(pod):
-                cpu, mem = self._requests.get(key, (0.0, 0.0))
-                acc = per_node[node]
-                acc[0] += cpu
-                acc[1] += mem
-                acc[2] += 1
-        return [node_info(self.nodes[n], cpu_requested=per_node[n][0], memory_requested=per_node[n][1],
-                          pods=int(per_node[n][2])) for n in sorted(self.nodes)]
+        """Every readable node (sorted by name) with what its non-terminated (or assumed) pods request."""
+        if self._order is None:
+            self._order = sorted(self._infos)
+        return [self._infos[n] for n in self._order]
 
     def state(self, now_s: float, infos: Sequence[NodeInfo] | None = None) -> LiveState:
         infos = self.node_infos() if infos is None else infos
-        types, asleep = [], []
+        types, asleep, used = [], [], []
         for info in infos:
-            types.append(self.resolver.resolve(info.name, info.labels)[0])
-            asleep.append(any(t.key in self.asleep_taints for t in info.taints)
-                          or any(k in self.asleep_labels for k in info.labels))
+            node_type, sleeping = self._static.get(info.name) or (self.resolver.resolve(info.name, info.labels)[0],
+                                                                 False)
+            types.append(node_type)
+            asleep.append(sleeping)
+            reading = self._cpu_used.get(info.name)
+            used.append(reading[0] if reading is not None and now_s - reading[1] <= self.usage_max_age_s else None)
+        curves = None
+        if self._order is not None and [i.name for i in infos] == self._order:
+            if self._curves is None and infos:
+                self._curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64))
+            curves = self._curves
         empty = [self._empty_since.get(i.name, now_s) for i in infos]
-        return LiveState(infos, types, asleep, empty, now_s, self.sleep_after_s)
+        return LiveState(infos, types, asleep, empty, now_s, self.sleep_after_s, cpu_used=used, curves=curves)

@@ -144,6 +144,36 @@ class SloConfig:
 
 
 @dataclass
+class SchedulerSettings:
+    """`rlsched scheduler run` (command-line options win over these)."""
+
+    name: str = "rlsched"
+    """pods with this spec.schedulerName are the scheduler's"""
+    namespaces: str = ""
+    """namespaces whose pods it schedules, comma-separated ("" = all)"""
+    listen: str = "127.0.0.1:10259"
+    """HOST:PORT of /healthz, /readyz and /metrics"""
+    fallback_policy: str = "efficient-first"
+    """the built-in policy that places a pod when the model fails"""
+    node_types: dict = field(default_factory=dict)
+    """power curve by node name: a table REGEX = TYPE, tried in order after the rlsched.io/node-type label"""
+    default_node_type: str = "x3550"
+    """power curve of a node with no label and no node_types match (with a warning)"""
+    scenario: str = ""
+    """a scenario file (e.g. from `rlsched calibrate`) whose node types labels and node_types may name"""
+    asleep_taints: str = "ToBeDeletedByClusterAutoscaler"
+    """a node with one of these taint keys (comma-separated) counts as asleep"""
+    asleep_labels: str = ""
+    """a node with one of these label keys (comma-separated) counts as asleep"""
+    cpu_in_use: str = "requests"
+    """where a node's CPU in use comes from: requests (estimated) or prometheus (node-exporter, at prometheus.url)"""
+    usage_window_s: float = 60.0
+    """rate window of the Prometheus CPU reading, s"""
+    usage_every_s: float = 10.0
+    """how often CPU in use is read from Prometheus, s"""
+
+
+@dataclass
 class TestbedConfig:
     """The whole configuration. `source` records where the values came from, for messages."""
 
@@ -158,6 +188,7 @@ class TestbedConfig:
     jmeter: JMeterConfig = field(default_factory=JMeterConfig)
     measurement: MeasurementConfig = field(default_factory=MeasurementConfig)
     slo: SloConfig = field(default_factory=SloConfig)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     state_dir: str = ".rlsched"
     """where `cluster up` keeps what it started (Prometheus data, pid, rendered config)"""
     source: str = "defaults"
@@ -172,14 +203,15 @@ class TestbedConfig:
         return out
 
 
-SECTIONS = ("minikube", "kubernetes", "images", "ports", "prometheus", "power", "jmeter", "measurement", "slo")
+SECTIONS = ("minikube", "kubernetes", "images", "ports", "prometheus", "power", "jmeter", "measurement", "slo",
+            "scheduler")
 _TOP_KEYS = ("state_dir",)
 _POSITIVE = {"nodes", "cpus", "memory_mib", "retries", "threads", "intensity", "window_s", "ready_timeout_s",
              "request_timeout_s", "query_timeout_s", "node_timeout_s", "scrape_interval_s", "start_timeout_s",
-             "latency_ms", "node_exporter", "resource_blocker", "testapp_node_port"}
+             "latency_ms", "node_exporter", "resource_blocker", "testapp_node_port", "usage_window_s", "usage_every_s"}
 _BOUNDS = {"node_exporter": 65535, "resource_blocker": 65535, "testapp_node_port": 65535, "nodes": 100,
            "intensity": 20, "threads": 10_000, "retries": 20}
-_CHOICES = {"mode": ("cpu", "memory", "io", "mixed")}
+_CHOICES = {"mode": ("cpu", "memory", "io", "mixed"), "cpu_in_use": ("requests", "prometheus")}
 
 
 def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) -> Any:
@@ -283,6 +315,8 @@ def render_toml(cfg: TestbedConfig) -> str:
     def shown(value: Any) -> str:
         if isinstance(value, str):
             return json.dumps(value)
+        if isinstance(value, dict):  # an inline table; JSON strings are TOML basic strings
+            return "{" + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in value.items()) + "}"
         return str(value).lower() if isinstance(value, bool) else str(value)
 
     rows = describe()
