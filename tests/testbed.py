@@ -1,7 +1,8 @@
 """A testbed in a box, on loopback: what `rlsched cluster up` and `--backend minikube` talk to in the tests.
 
 * kmock serves the Kubernetes API (in a thread), with its gaps filled here: Namespace paths, the
-  pods/binding subresource (sets spec.nodeName and copies the Binding's annotations, as the API server does). N nodes own the addresses 127.0.0.2, 127.0.0.3, ...
+  pods/binding subresource (sets spec.nodeName and copies the Binding's annotations, as the API server
+  does). N nodes own the addresses 127.0.0.2, 127.0.0.3, ...
 * `StubMinikube`: a `minikube` executable that records its arguments (JSON lines) and answers `status`.
 * `Kubelets` plays the kubelets and the DaemonSet controller, as KWOK does: for every DaemonSet it
   starts the real program on every node's address (node-exporter, the resource blocker); for every

@@ -219,4 +219,5 @@ def describe(failed: Mapping[str, str], total: int) -> str:
     return f"0/{total} nodes are available: {parts}." if parts else f"0/{total} nodes are available."
 
 
-__all__ = ["NodeInfo", "PodFilter", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "tolerates", "unsupported"]
+__all__ = ["NodeInfo", "PodFilter", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "tolerates",
+           "unsupported"]

@@ -48,7 +48,9 @@ def match_nodes(result: list[dict], nodes: Mapping[str, Obj]) -> dict[str, float
             continue
         if not math.isfinite(cores):
             continue
-        name = labels.get("node") if labels.get("node") in nodes else by_address.get(_host(labels.get("instance", "")))
+        label = labels.get("node")
+        name = label if isinstance(label, str) and label in nodes else \
+            by_address.get(_host(str(labels.get("instance", ""))))
         if name is not None:
             out[name] = out.get(name, 0.0) + max(cores, 0.0)
     return out
