@@ -23,3 +23,7 @@ def run() -> None:
         sys.exit(130)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # `python -m rlmodel.console`, the scheduler image's entry point
+    run()

@@ -198,14 +198,25 @@ def test_rlsched_scheduler_run_serves_health_binds_and_stops_on_sigterm(api, tmp
 
     kubeconfig = tmp_path / "kubeconfig"
     api.write_kubeconfig(kubeconfig, "kmock")
-    make_node(api, "n", cpu="4", memory="8Gi", labels={"rlsched.io/node-type": "x3550"})
-    make_pod(api, "p")
+    make_node(api, "n", cpu="4", memory="8Gi")  # no label: its curve comes from [scheduler.node_types]
+    make_node(api, "m", cpu="4", memory="8Gi", taints=[{"key": "drain-me", "effect": "NoSchedule"}])
+    make_pod(api, "p", scheduler="green")
+    make_pod(api, "q")  # schedulerName rlsched: not ours under the configured name
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    config = tmp_path / "rlsched.toml"
+    config.write_text(f'''[scheduler]
+name = "green"
+listen = "127.0.0.1:{port}"
+default_node_type = "ml110-g4"
+asleep_taints = "drain-me"
+[scheduler.node_types]
+"^n$" = "ml110-g5"
+''')
     env = {k: v for k, v in os.environ.items() if not k.startswith("RLSCHED_")}
     proc = subprocess.Popen([str(Path(sys.executable).with_name("rlsched")), "scheduler", "run", "--policy",
-                             "power-greedy", "--kubeconfig", str(kubeconfig), "--listen", f"127.0.0.1:{port}"],
+                             "power-greedy", "--kubeconfig", str(kubeconfig), "--config", str(config)],
                             stderr=subprocess.PIPE, text=True, env=env)
     try:
         def ready():
@@ -221,9 +232,14 @@ def test_rlsched_scheduler_run_serves_health_binds_and_stops_on_sigterm(api, tmp
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         assert 'rlsched_scheduler_attempts_total{result="scheduled"} 1.0' in metrics
         assert "rlsched_scheduler_e2e_duration_seconds_bucket" in metrics
+        assert not pods(api)["q"]["spec"].get("nodeName")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err, err
+        assert "rlsched scheduler green" in err
+        # n's curve came from the mapping; m has none and gets the configured default, with a warning
+        assert "node m: no rlsched.io/node-type label" in err and "default curve ml110-g4" in err
+        assert "node n:" not in err
     finally:
         if proc.poll() is None:
             proc.kill()

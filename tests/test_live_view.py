@@ -123,3 +123,26 @@ def test_an_autoscaler_taint_marks_a_node_asleep_and_assume_counts_at_once():
     view.forget("default", "p1")
     assert view.node_infos()[1].cpu_requested == 0.0
     assert node_info(node).taints[0].key == "ToBeDeletedByClusterAutoscaler"
+
+
+def test_the_cached_arrays_give_the_same_state_as_the_node_by_node_path():
+    view = ClusterView(asleep_labels=["sleeping"])
+    for k, t in enumerate(["x3550", "ml110-g4", "ml110-g5", "x3550"]):
+        n = node_object(f"n{k}", t, 4 + k, 8)
+        if k == 2:
+            n["metadata"]["labels"]["sleeping"] = "yes"
+        view.upsert_node(n, now_s=float(k))
+    for i in range(7):
+        view.upsert_pod(pod_object(i, 0.25 * (i + 1), 0.5, node=f"n{i % 3}"), now_s=10.0 + i)
+    view.delete_pod("default", "p5", now_s=30.0)  # n2 keeps p2; n1 keeps p1 and p4
+    view.upsert_pod(pod_object(9, 1.0, 1.0), now_s=31.0)
+    view.assume("default", "p9", "n3")
+    view.set_cpu_used({"n0": 1.5, "n3": 0.2}, now_s=32.0)
+    fast = view.state(40.0)
+    slow = view._state_of(40.0, list(view.node_infos()))
+    for name in ("names", "cpu_requested", "mem_requested", "demand", "pods_on", "state", "empty_since", "watts"):
+        assert list(getattr(fast, name)) == pytest.approx(list(getattr(slow, name))), name
+    assert fast.demand[0] == 1.5 and fast.demand[1] == pytest.approx(0.5 + 1.25)  # measured, else requests
+    assert view.state(40.0 + view.usage_max_age_s + 1).demand[0] == pytest.approx(0.25 + 1.0 + 1.75)  # stale
+    for name in ("cores", "memory_gib", "idle_watts", "peak_watts", "curves"):
+        assert np.array_equal(getattr(fast, name), getattr(slow, name)), name

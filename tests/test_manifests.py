@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,58 @@ def test_the_scheduler_has_exactly_the_rights_it_needs():
 
     r = CliRunner().invoke(main, ["scheduler", "manifests"])
     assert r.exit_code == 0 and r.output == SCHEDULER.read_text()
+
+
+def test_the_scheduler_image_context_holds_the_package_and_its_dependencies(tmp_path):
+    from rlmodel.testbed.cluster import SCHEDULER_IMAGE, scheduler_image_context
+
+    ctx = scheduler_image_context(tmp_path / "ctx")
+    assert not [p for p in ctx.rglob("*") if p.is_symlink()]  # Docker cannot follow links out of a context
+    assert (ctx / "rlmodel" / "assets" / "scheduler" / "scheduler.yaml").is_file()
+    requirements = (ctx / "requirements.txt").read_text().splitlines()
+    names = {r.split("<")[0].split(">")[0].split(";")[0] for r in requirements}
+    assert {"numpy", "kubernetes", "prometheus-client", "prometheus-api-client"} <= names
+    assert not names & {"pytest", "hypothesis", "kmock", "ruff", "flask"}  # no test, dev or service extras
+    dockerfile = (ctx / "Dockerfile").read_text()
+    assert "COPY rlmodel" in dockerfile and "-r /opt/rlsched/requirements.txt" in dockerfile
+    deployment = next(d for d in _scheduler_docs() if d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == SCHEDULER_IMAGE
+    # the image's entry point runs from the context alone (its dependencies from this venv)
+    out = subprocess.run([sys.executable, "-m", "rlmodel.console", "scheduler", "manifests"], cwd=tmp_path,
+                         env={"PYTHONPATH": str(ctx), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "kind: Deployment" in out.stdout, out.stderr[-500:]
+
+
+def test_cluster_up_builds_the_scheduler_image_with_the_others(monkeypatch):
+    import docker
+
+    from rlmodel.testbed import cluster
+    from rlmodel.testbed.config import TestbedConfig
+
+    built, loaded = [], []
+
+    class Images:
+        def build(self, path, dockerfile, tag, rm):
+            assert (Path(path) / dockerfile).is_file()
+            built.append((tag, sorted(p.name for p in Path(path).iterdir())))
+
+    class Client:
+        images = Images()
+
+        def ping(self):
+            return True
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(cluster, "_unreachable", lambda host: "")
+    monkeypatch.setattr(docker, "from_env", lambda: Client())
+    monkeypatch.setattr(cluster, "minikube", lambda cfg, *args, **kw: loaded.append(args[-1]))
+    cluster.build_and_load_images(TestbedConfig(), say=lambda line: None)
+    tags = [t for t, _ in built]
+    assert tags == [*cluster.IMAGES, cluster.SCHEDULER_IMAGE] and loaded == tags
+    assert dict(built)[cluster.SCHEDULER_IMAGE] == ["Dockerfile", "requirements.txt", "rlmodel"]

@@ -122,3 +122,16 @@ def test_any_testbed_config_loads_or_is_one_line(tmp_path, doc):
         for value in vars(getattr(cfg, section)).values():
             if isinstance(value, float):
                 assert math.isfinite(value) and value >= 0
+
+
+@given(st.dictionaries(st.text(max_size=12), st.text(max_size=12), max_size=5) | st.text(max_size=30))
+def test_a_table_setting_from_text_is_a_json_object_of_strings_or_one_line_error(value):
+    """`--set scheduler.node_types=...` and RLSCHED_SCHEDULER_NODE_TYPES: a JSON object of strings, else refused."""
+    text = json.dumps(value) if isinstance(value, dict) else value
+    try:
+        cfg = load_config(None, env={"RLSCHED_SCHEDULER_NODE_TYPES": text})
+    except ConfigError as exc:
+        assert str(exc).startswith("RLSCHED_SCHEDULER_NODE_TYPES: scheduler.node_types: expected a table")
+        assert "\n" not in str(exc)
+    else:
+        assert cfg.scheduler.node_types == json.loads(text)

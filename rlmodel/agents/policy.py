@@ -36,5 +36,8 @@ class DQNPolicy:
             return self.network(feats).cpu().numpy()
 
     def predict(self, obs: dict[str, np.ndarray], action_mask: np.ndarray) -> int:
-        q = self.scores(obs, action_mask)
-        return int(np.argmax(np.where(action_mask, q, -np.inf)))
+        return self.choose(self.scores(obs, action_mask), action_mask)
+
+    def choose(self, scores: np.ndarray, action_mask: np.ndarray) -> int:
+        """The best feasible bid (the first of equal ones): `predict` given the scores it computed."""
+        return int(np.argmax(np.where(action_mask, scores, -np.inf)))

@@ -7,7 +7,9 @@ developers edit them; a wheel holds copies:
 * `jmeter/`: the JMeter plan `testapp.jmx`, the XStream launcher `launcher/RlschedJMeter.java`, and
   the Dockerfile of the JMeter image;
 * `resource_blocker/`, `testapp/`: the Docker build contexts of the testbed's other images
-  (`containers/resource_blocker`, `testapp`).
+  (`containers/resource_blocker`, `testapp`);
+* `scheduler/`: the live scheduler's manifests (`minikube/scheduler`); `scheduler_image/`: its image's
+  Dockerfile (`containers/scheduler`), whose context `rlsched scheduler image-context` assembles.
 """
 
 from __future__ import annotations

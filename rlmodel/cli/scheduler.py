@@ -182,3 +182,22 @@ def manifests() -> None:
 
 
 COMMANDS = [scheduler]
+
+
+@scheduler.command("image-context")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+def image_context(out: Path) -> None:
+    """Write the scheduler image's Docker build context into the folder OUT (the package, its dependencies as
+    requirements.txt, the Dockerfile). `rlsched cluster up` builds the image from the same context.
+
+    \b
+    Example:
+      rlsched scheduler image-context ctx && docker build -t rlsched/scheduler:latest ctx
+    """
+    from rlmodel.testbed.cluster import SCHEDULER_IMAGE, scheduler_image_context
+
+    try:
+        scheduler_image_context(out)
+    except OSError as exc:
+        raise click.ClickException(f"{out}: {exc.strerror or exc}") from None
+    click.echo(f"{out}: build context of {SCHEDULER_IMAGE} (docker build -t {SCHEDULER_IMAGE} {out})")

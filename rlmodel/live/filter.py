@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rlmodel.live.podspec import Obj, ObjectError, as_list, as_map, as_text, resources
 
 EPS = 1e-9
@@ -166,6 +168,31 @@ class PodFilter:
         self.terms = None if required is None else as_list(as_map(required, self.where).get("nodeSelectorTerms"),
                                                             self.where)
         self.cpu, self.mem = request
+
+    @property
+    def simple(self) -> bool:
+        """No nodeName, nodeSelector or required node affinity: only resources, taints and cordons matter."""
+        return not self.node_name and not self.selector and self.terms is None
+
+    def mask(self, nodes: Sequence[NodeInfo], fit: np.ndarray, hard: np.ndarray) -> np.ndarray:
+        """(N,) bool, the nodes that can take the pod: `reason(node) is None` for each, computed only where it is
+        needed. `fit`: NodeResourcesFit already evaluated for every node (vectorized: `resources_fit`); `hard`:
+        the nodes that are cordoned or carry a NoSchedule/NoExecute taint."""
+        if self.simple:
+            out = fit & ~hard
+            check = np.flatnonzero(fit & hard)
+        else:
+            out = np.zeros(len(nodes), dtype=bool)
+            check = np.flatnonzero(fit)
+        for i in check:
+            out[i] = self.reason(nodes[int(i)]) is None
+        return out
+
+    def resources_fit(self, cpu_requested: np.ndarray, memory_requested: np.ndarray, pods: np.ndarray,
+                      cpu_cores: np.ndarray, memory_gib: np.ndarray, max_pods: np.ndarray) -> np.ndarray:
+        """NodeResourcesFit for every node at once (the checks at the end of `reason`)."""
+        return (pods + 1 <= max_pods) & (cpu_requested + self.cpu <= cpu_cores + EPS) & \
+            (memory_requested + self.mem <= memory_gib + EPS)
 
     def reason(self, node: NodeInfo) -> str | None:
         """Why `node` cannot take the pod (kube-scheduler's reason, one line), or None when it can."""

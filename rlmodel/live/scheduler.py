@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rlmodel.envs.observation import ObservationBuilder
 from rlmodel.errors import RlschedError
-from rlmodel.live.filter import describe, filter_nodes, unsupported
+from rlmodel.live.filter import PodFilter, describe, filter_nodes, unsupported
 from rlmodel.live.podspec import Obj, ObjectError, pod_requests
 from rlmodel.live.view import ClusterView
 from rlmodel.policies.base import Policy
@@ -382,48 +382,57 @@ class Scheduler:
             pod = self.view.pods.get(key)
             if pod is None or not self._ours_pending(pod) or key in self._finished or key in self.view.assumed:
                 return None  # gone, bound, or decided and waiting for the binder
-            field = unsupported(pod)
             try:
+                field = unsupported(pod)
                 request = pod_requests(pod)
                 infos = self.view.node_infos()
-                feasible, failed = filter_nodes(pod, request, infos) if field is None else ([], {})
+                if field is None:
+                    check = PodFilter(pod, request)
+                    now = self.clock()
+                    state = self.view.state(now, infos)
+                    st = self.view.statics()
+                    fit = check.resources_fit(np.asarray(state.cpu_requested), np.asarray(state.mem_requested),
+                                              np.asarray(state.pods_on), st.cores, st.memory_gib, st.max_pods)
+                    mask = check.mask(infos, fit, st.hard)
+                    if not mask.any():
+                        _, failed = filter_nodes(pod, request, infos)  # every node's reason, for the message
+                        self._fail(key, pod, describe(failed, len(infos)), "unschedulable")
+                        return None
             except ObjectError as exc:
-                field, feasible, failed, infos = f"an invalid field ({exc})", [], {}, []
+                field = f"an invalid field ({exc})"
             if field is not None:
                 self._fail(key, pod, f"rlsched does not evaluate {field}: the pod stays pending rather than "
                                      "being placed while ignoring a constraint", "unsupported")
                 return None
-            if not feasible:
-                self._fail(key, pod, describe(failed, len(infos)), "unschedulable")
-                return None
-            now = self.clock()
-            state = self.view.state(now, infos)
-            mask = np.zeros(len(infos), dtype=bool)
-            mask[feasible] = True
             # live, there is no episode: the pod is scored as at an episode's start
             obs = ObservationBuilder(state).build(state, (request[0], request[1], 0.0), mask)
             choice, scores, used = self._decide(obs, mask, pod)
             node = infos[choice].name
             self.view.assume(ns, name, node)
-            return key, pod, node, scores, used, [i.name for i in infos], mask
+            return key, pod, node, scores, used, st.names, mask
 
     def _decide(self, obs: dict[str, np.ndarray], mask: np.ndarray, pod: Obj) -> tuple[int, np.ndarray | None, str]:
         try:
-            choice = int(self.policy.predict(obs, mask))
+            choice, scores = self._predict(self.policy, obs, mask)
             if not (0 <= choice < len(mask)) or not mask[choice]:
                 raise RlschedError(f"policy {self.policy.name} chose infeasible node {choice}")
-            score_fn = getattr(self.policy, "scores", None)
-            scores = np.asarray(score_fn(obs, mask), dtype=np.float64) if score_fn else None
             return choice, scores, self.policy.name
         except Exception as exc:  # noqa: BLE001 - any failure of the model: the fallback places the pod
             self.metrics.fallbacks.inc()
             self._event(pod, "Warning", "ScoringFailed",
                         f"policy {self.policy.name} failed ({type(exc).__name__}: {str(exc)[:120]}); placed by "
                         f"{self.fallback.name}")
-            choice = int(self.fallback.predict(obs, mask))
-            score_fn = getattr(self.fallback, "scores", None)
-            return choice, (np.asarray(score_fn(obs, mask), dtype=np.float64) if score_fn else None), \
-                self.fallback.name
+            choice, scores = self._predict(self.fallback, obs, mask)
+            return choice, scores, self.fallback.name
+
+    @staticmethod
+    def _predict(policy: Policy, obs: dict[str, np.ndarray], mask: np.ndarray) -> tuple[int, np.ndarray | None]:
+        """`policy.predict`, and the scores it chose from when the policy scores nodes (computed once)."""
+        score_fn, choose = getattr(policy, "scores", None), getattr(policy, "choose", None)
+        if score_fn is None or choose is None:
+            return int(policy.predict(obs, mask)), None
+        scores = np.asarray(score_fn(obs, mask), dtype=np.float64)
+        return int(choose(scores, mask)), scores
 
     def _bind(self, key: tuple[str, str], pod: Obj, node: str, scores: np.ndarray | None, used: str,
               names: list[str], mask: np.ndarray) -> str | None:

@@ -49,10 +49,10 @@ def match_nodes(result: list[dict], nodes: Mapping[str, Obj]) -> dict[str, float
         if not math.isfinite(cores):
             continue
         label = labels.get("node")
-        name = label if isinstance(label, str) and label in nodes else \
+        owner = label if isinstance(label, str) and label in nodes else \
             by_address.get(_host(str(labels.get("instance", ""))))
-        if name is not None:
-            out[name] = out.get(name, 0.0) + max(cores, 0.0)
+        if owner is not None:
+            out[owner] = out.get(owner, 0.0) + max(cores, 0.0)
     return out
 
 

@@ -75,6 +75,30 @@ class CurveResolver:
         return self.types[self.default], "default"
 
 
+@dataclass
+class NodeStatics:
+    """What stays fixed between node updates, per node in name order: cached by the view."""
+
+    infos: list[NodeInfo]
+    names: list[str]
+    types: list[NodeType]
+    asleep: np.ndarray
+    cores: np.ndarray
+    memory_gib: np.ndarray
+    max_pods: np.ndarray
+    hard: np.ndarray
+    """(N,) bool: cordoned or with a NoSchedule/NoExecute taint (the filter's Python checks run only there)"""
+    curves: PowerCurves
+    idle_watts: np.ndarray
+    peak_watts: np.ndarray
+    position: dict[str, int]
+    # kept current by the view as pods come and go (the NodeInfo totals, as arrays)
+    cpu_requested: np.ndarray
+    memory_requested: np.ndarray
+    pods: np.ndarray
+    empty_since: np.ndarray
+
+
 class LiveState:
     """A `ClusterState` of live nodes (fixed order: by name) at `now_s`, built by `ClusterView.state()`.
     `demand` is the measured CPU in use (cores) where `cpu_used` has a value, else the requests."""
@@ -109,6 +133,24 @@ class LiveState:
         self.wake_done = [math.inf] * len(nodes)
         self.watts = self.power_w(np.asarray(self.demand)).tolist() if len(nodes) else []
 
+    @classmethod
+    def of_arrays(cls, statics: NodeStatics, cpu_requested: np.ndarray, mem_requested: np.ndarray, pods: np.ndarray,
+                  demand: np.ndarray, empty_since: np.ndarray, now_s: float, sleep_after_s: float) -> LiveState:
+        """The same state as the constructor's, from the view's cached per-node arrays (no per-node Python)."""
+        self = cls.__new__(cls)
+        self.infos, self.names, self.num_nodes = statics.infos, statics.names, len(statics.names)
+        self.node_types, self.cores, self.memory_gib = statics.types, statics.cores, statics.memory_gib
+        self._power, self.curves = statics.curves, statics.curves.curves
+        self.idle_watts, self.peak_watts = statics.idle_watts, statics.peak_watts
+        self.sleep_after_s, self.now_s = sleep_after_s, now_s
+        self.cpu_requested, self.mem_requested = cpu_requested.tolist(), mem_requested.tolist()
+        self.demand, self.pods_on = demand.tolist(), pods.astype(np.int64).tolist()
+        self.state = np.where(statics.asleep, ASLEEP, AWAKE).tolist()
+        self.empty_since = empty_since.tolist()
+        self.wake_done = [math.inf] * self.num_nodes
+        self.watts = self.power_w(demand).tolist()
+        return self
+
     def fits(self, cpu_request: float, memory_request: float) -> np.ndarray:
         return fits_mask(self, cpu_request, memory_request)
 
@@ -142,8 +184,7 @@ class ClusterView:
         self._static: dict[str, tuple[NodeType, bool]] = {}  # per readable node: curve, asleep
         self._on: dict[str, set[tuple[str, str]]] = {}  # node name -> non-terminated pods counted on it
         self._counted: dict[tuple[str, str], str] = {}  # pod -> the node it is counted on
-        self._order: list[str] | None = None  # sorted readable node names (None: recompute)
-        self._curves: PowerCurves | None = None  # the curves in `_order` (None: recompute)
+        self._statics: NodeStatics | None = None  # (None: recompute)
         self._cpu_used: dict[str, tuple[float, float]] = {}  # node -> (cores in use, when read)
 
     # ------------------------------------------------------------------ feeding
@@ -164,7 +205,7 @@ class ClusterView:
             self._infos[name] = info
             self._static[name] = (node_type, asleep)
             self._total(name)
-        self._order = self._curves = None
+        self._statics = None
 
     def delete_node(self, name: str) -> None:
         self.nodes.pop(name, None)
@@ -172,7 +213,7 @@ class ClusterView:
         self._infos.pop(name, None)
         self._static.pop(name, None)
         self._cpu_used.pop(name, None)
-        self._order = self._curves = None
+        self._statics = None
 
     def upsert_pod(self, pod: Obj, now_s: float) -> None:
         key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
@@ -232,6 +273,8 @@ class ClusterView:
             self._total(node)
             if now_s is not None and node == before and node in self.nodes and not self._on.get(node):
                 self._empty_since[node] = now_s
+                if self._statics is not None and node in self._statics.position:
+                    self._statics.empty_since[self._statics.position[node]] = now_s
 
     def _total(self, node: str) -> None:
         info = self._infos.get(node)
@@ -241,16 +284,60 @@ class ClusterView:
         info.cpu_requested = math.fsum(self._requests.get(k, (0.0, 0.0))[0] for k in keys)
         info.memory_requested = math.fsum(self._requests.get(k, (0.0, 0.0))[1] for k in keys)
         info.pods = len(keys)
+        st = self._statics
+        if st is not None and node in st.position:
+            k = st.position[node]
+            st.cpu_requested[k], st.memory_requested[k], st.pods[k] = \
+                info.cpu_requested, info.memory_requested, info.pods
 
     # ------------------------------------------------------------------ reading
     def node_infos(self) -> list[NodeInfo]:
-        """Every readable node (sorted by name) with what its non-terminated (or assumed) pods request."""
-        if self._order is None:
-            self._order = sorted(self._infos)
-        return [self._infos[n] for n in self._order]
+        """Every readable node (sorted by name) with what its non-terminated (or assumed) pods request.
+        The same list object until a node changes."""
+        return self.statics().infos
+
+    def statics(self) -> NodeStatics:
+        """The per-node arrays that change only when a node does (recomputed then)."""
+        if self._statics is None:
+            names = sorted(self._infos)
+            infos = [self._infos[n] for n in names]
+            types = [self._static[n][0] for n in names]
+            curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(names), -1))
+            self._statics = NodeStatics(
+                infos=infos, names=names, types=types,
+                asleep=np.array([self._static[n][1] for n in names], dtype=bool),
+                cores=np.array([i.cpu_cores for i in infos], dtype=np.float64),
+                memory_gib=np.array([i.memory_gib for i in infos], dtype=np.float64),
+                max_pods=np.array([i.max_pods for i in infos], dtype=np.float64),
+                hard=np.array([i.unschedulable or any(t.effect in ("NoSchedule", "NoExecute") for t in i.taints)
+                               for i in infos], dtype=bool),
+                curves=curves, idle_watts=curves.curves[:, 0].copy(), peak_watts=curves.curves[:, -1].copy(),
+                position={n: k for k, n in enumerate(names)},
+                cpu_requested=np.array([i.cpu_requested for i in infos], dtype=np.float64),
+                memory_requested=np.array([i.memory_requested for i in infos], dtype=np.float64),
+                pods=np.array([i.pods for i in infos], dtype=np.float64),
+                empty_since=np.array([self._empty_since.get(n, math.nan) for n in names], dtype=np.float64))
+        return self._statics
 
     def state(self, now_s: float, infos: Sequence[NodeInfo] | None = None) -> LiveState:
-        infos = self.node_infos() if infos is None else infos
+        """The cluster at `now_s`: every node (`infos` None or `node_infos()`), or the nodes `infos`."""
+        if infos is None or (self._statics is not None and infos is self._statics.infos):
+            return self._fast_state(now_s)
+        return self._state_of(now_s, infos)
+
+    def _fast_state(self, now_s: float) -> LiveState:
+        st = self.statics()
+        cpu, mem, pods = st.cpu_requested.copy(), st.memory_requested.copy(), st.pods.copy()
+        empty = np.where(np.isnan(st.empty_since), now_s, st.empty_since)
+        demand = cpu.copy()
+        for name, (cores, read_at) in self._cpu_used.items():
+            k = st.position.get(name)
+            if k is not None and now_s - read_at <= self.usage_max_age_s:
+                demand[k] = cores
+        return LiveState.of_arrays(st, cpu, mem, pods, demand, empty, now_s, self.sleep_after_s)
+
+    def _state_of(self, now_s: float, infos: Sequence[NodeInfo]) -> LiveState:
+        """The slow path, node by node (a subset of the nodes); the same values as `_fast_state`."""
         types, asleep, used = [], [], []
         for info in infos:
             node_type, sleeping = self._static.get(info.name) or (self.resolver.resolve(info.name, info.labels)[0],
@@ -259,10 +346,5 @@ class ClusterView:
             asleep.append(sleeping)
             reading = self._cpu_used.get(info.name)
             used.append(reading[0] if reading is not None and now_s - reading[1] <= self.usage_max_age_s else None)
-        curves = None
-        if self._order is not None and [i.name for i in infos] == self._order:
-            if self._curves is None and infos:
-                self._curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64))
-            curves = self._curves
         empty = [self._empty_since.get(i.name, now_s) for i in infos]
-        return LiveState(infos, types, asleep, empty, now_s, self.sleep_after_s, cpu_used=used, curves=curves)
+        return LiveState(infos, types, asleep, empty, now_s, self.sleep_after_s, cpu_used=used)

@@ -49,7 +49,12 @@ class ScoringPolicy:
         raise NotImplementedError
 
     def predict(self, obs: Obs, action_mask: np.ndarray) -> int:
-        scores = np.asarray(self.scores(obs, action_mask), dtype=np.float64)
+        return self.choose(self.scores(obs, action_mask), action_mask)
+
+    def choose(self, scores: np.ndarray, action_mask: np.ndarray) -> int:
+        """The node `predict` picks given the `scores` it computed (callers that also report the scores use
+        `scores` then `choose`, and score once)."""
+        scores = np.asarray(scores, dtype=np.float64)
         masked = np.where(action_mask, scores, -np.inf)
         best = np.flatnonzero(masked == masked.max())
         if best.size == 1:

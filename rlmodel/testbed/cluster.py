@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,39 @@ IMAGES = {
     "rlsched/testapp:latest": (asset_path("testapp"), "Dockerfile"),
     "rlsched/jmeter:5.6.3": (asset_path("jmeter"), "Dockerfile"),
 }
+
+SCHEDULER_IMAGE = "rlsched/scheduler:latest"  # the live scheduler's (built from a context made at build time)
+SCHEDULER_EXTRAS = ("testbed",)  # the extras the scheduler image installs (the Kubernetes and Prometheus clients)
+
+
+def scheduler_image_context(out: Path) -> Path:
+    """Write the scheduler image's build context into the folder `out` and return it: the installed `rlmodel`
+    package with its files (assets copied, never linked), `requirements.txt` (the package's dependencies and
+    those of SCHEDULER_EXTRAS, from its metadata) and the Dockerfile (`containers/scheduler`)."""
+    import importlib.metadata
+
+    import rlmodel
+
+    out.mkdir(parents=True, exist_ok=True)
+    package = Path(rlmodel.__file__).resolve().parent
+    target = out / "rlmodel"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(package, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    lines = []
+    for req in importlib.metadata.requires("rlsched") or []:
+        spec, _, marker = req.partition(";")
+        marker = marker.strip()
+        if "extra ==" in marker:
+            extra = marker.split("extra ==", 1)[1].strip().strip("'\"")
+            if extra not in SCHEDULER_EXTRAS:
+                continue
+            marker = ""
+        lines.append(spec.strip() + (f"; {marker}" if marker else ""))
+    (out / "requirements.txt").write_text("\n".join(dict.fromkeys(lines)) + "\n", encoding="utf-8")
+    shutil.copyfile(asset_path("scheduler_image", "Dockerfile"), out / "Dockerfile")
+    return out
+
 
 Say = Callable[[str], None]
 # Prometheus processes started by this process (kept so they are reaped here, not left as zombies)
@@ -101,14 +135,16 @@ def build_and_load_images(cfg: TestbedConfig, say: Say) -> None:
             client.ping()
         except (DockerException, requests.RequestException) as exc:
             raise TestbedError(_no_docker(exc)) from None
-        for tag, (context, dockerfile) in IMAGES.items():
-            say(f"building {tag} from {context}")
-            try:
-                client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True)
-            except (BuildError, DockerException, requests.RequestException) as exc:
-                raise TestbedError(f"building {tag}: {str(exc).splitlines()[0][:300]}") from None
-            say(f"loading {tag} into minikube profile {cfg.minikube.profile}")
-            minikube(cfg, "image", "load", tag, timeout_s=600)
+        with tempfile.TemporaryDirectory(prefix="rlsched-image-") as tmp:
+            images = {**IMAGES, SCHEDULER_IMAGE: (scheduler_image_context(Path(tmp)), "Dockerfile")}
+            for tag, (context, dockerfile) in images.items():
+                say(f"building {tag} from {context}")
+                try:
+                    client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True)
+                except (BuildError, DockerException, requests.RequestException) as exc:
+                    raise TestbedError(f"building {tag}: {str(exc).splitlines()[0][:300]}") from None
+                say(f"loading {tag} into minikube profile {cfg.minikube.profile}")
+                minikube(cfg, "image", "load", tag, timeout_s=600)
 
 
 def _unreachable(host: str) -> str:
