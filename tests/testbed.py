@@ -121,7 +121,7 @@ class KubeApi:
         self.emulator = None
         self._error: BaseException | None = None
 
-        def bind(request):
+        async def bind(request):
             key = (request.resource, request.namespace, request.name)
             objects = self.emulator.objects
             if key not in objects:
@@ -132,6 +132,8 @@ class KubeApi:
             if annotations:
                 change["metadata"] = {"annotations": annotations}
             objects[key].patch(change)
+            # and a watch event, as for any update (kmock sends one only for the updates it serves itself)
+            await self.emulator._buses[request.resource].put({"type": "MODIFIED", "object": objects[key].raw})
             return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}
 
         def replace(request):  # kmock answers PUT with 404: store the whole object, as an update does

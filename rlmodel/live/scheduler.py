@@ -43,7 +43,7 @@ from rlmodel.errors import RlschedError
 from rlmodel.live.filter import PodFilter, describe, filter_nodes, unsupported
 from rlmodel.live.podspec import Obj, ObjectError, pod_requests
 from rlmodel.live.view import ClusterView
-from rlmodel.policies.base import Policy
+from rlmodel.policies.base import Policy, predict_with_scores
 
 log = logging.getLogger("rlsched.scheduler")
 DECISION_ANNOTATION = "rlsched.io/decision"
@@ -413,7 +413,7 @@ class Scheduler:
 
     def _decide(self, obs: dict[str, np.ndarray], mask: np.ndarray, pod: Obj) -> tuple[int, np.ndarray | None, str]:
         try:
-            choice, scores = self._predict(self.policy, obs, mask)
+            choice, scores = predict_with_scores(self.policy, obs, mask)
             if not (0 <= choice < len(mask)) or not mask[choice]:
                 raise RlschedError(f"policy {self.policy.name} chose infeasible node {choice}")
             return choice, scores, self.policy.name
@@ -422,17 +422,8 @@ class Scheduler:
             self._event(pod, "Warning", "ScoringFailed",
                         f"policy {self.policy.name} failed ({type(exc).__name__}: {str(exc)[:120]}); placed by "
                         f"{self.fallback.name}")
-            choice, scores = self._predict(self.fallback, obs, mask)
+            choice, scores = predict_with_scores(self.fallback, obs, mask)
             return choice, scores, self.fallback.name
-
-    @staticmethod
-    def _predict(policy: Policy, obs: dict[str, np.ndarray], mask: np.ndarray) -> tuple[int, np.ndarray | None]:
-        """`policy.predict`, and the scores it chose from when the policy scores nodes (computed once)."""
-        score_fn, choose = getattr(policy, "scores", None), getattr(policy, "choose", None)
-        if score_fn is None or choose is None:
-            return int(policy.predict(obs, mask)), None
-        scores = np.asarray(score_fn(obs, mask), dtype=np.float64)
-        return int(choose(scores, mask)), scores
 
     def _bind(self, key: tuple[str, str], pod: Obj, node: str, scores: np.ndarray | None, used: str,
               names: list[str], mask: np.ndarray) -> str | None:

@@ -13,7 +13,7 @@ import numpy as np
 from rlmodel.envs.observation import NODE_COL, POD_COL, Obs
 
 COL = NODE_COL  # column of each node feature in obs["nodes"], by name
-__all__ = ["COL", "NODE_COL", "POD_COL", "Obs", "Policy", "ScoringPolicy"]
+__all__ = ["COL", "NODE_COL", "POD_COL", "Obs", "Policy", "ScoringPolicy", "predict_with_scores"]
 
 
 @runtime_checkable
@@ -60,3 +60,13 @@ class ScoringPolicy:
         if best.size == 1:
             return int(best[0])
         return int(best[self._rng.integers(best.size)])
+
+
+def predict_with_scores(policy: Policy, obs: Obs, action_mask: np.ndarray) -> tuple[int, np.ndarray | None]:
+    """`policy.predict(obs, action_mask)`, and the scores it chose from when the policy scores nodes (a `scores`
+    and a `choose` method: the scores are computed once); None for policies that do not score."""
+    score_fn, choose = getattr(policy, "scores", None), getattr(policy, "choose", None)
+    if score_fn is None or choose is None:
+        return int(policy.predict(obs, action_mask)), None
+    scores = np.asarray(score_fn(obs, action_mask), dtype=np.float64)
+    return int(choose(scores, action_mask)), scores
