@@ -7,8 +7,8 @@ PIP := $(PY) -m pip
 RLSCHED := $(VENV)/bin/rlsched
 TORCH_VERSION := 2.13.0
 # Debian packages the test suite runs for real: JMeter (with its HTTP module and a JDK for the launcher),
-# Prometheus and node-exporter.
-APT_TEST_PACKAGES := jmeter jmeter-http openjdk-17-jdk-headless prometheus prometheus-node-exporter
+# Prometheus and node-exporter, Chromium (the Swagger UI test, headless).
+APT_TEST_PACKAGES := jmeter jmeter-http openjdk-17-jdk-headless prometheus prometheus-node-exporter chromium
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test lint clean cluster-up cluster-down cluster-status
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the CPU wheel on the machine and never a CUDA build
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
-	$(PIP) install --quiet -e '.[test,dev,services,testbed]'
+	$(PIP) install --quiet -e '.[test,dev,services,testbed,serve]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install torch (CPU) and the project with its test extras (idempotent)

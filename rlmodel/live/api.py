@@ -18,13 +18,13 @@ connects anywhere a request names.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlmodel.envs.observation import ObservationBuilder
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import EPS, NodeInfo, PodFilter, node_info
-from rlmodel.live.podspec import ObjectError, Obj, pod_requests, quantity
+from rlmodel.live.podspec import ObjectError, pod_requests, quantity
 from rlmodel.live.view import ClusterView, CurveResolver, LiveState
 from rlmodel.policies.base import Policy, predict_with_scores
 from rlmodel.sim.power import CURVE_POINTS, NodeType
@@ -48,11 +48,13 @@ log = logging.getLogger("rlsched.serve")
 MAX_EXTENDER_PRIORITY = 10  # k8s.io/kube-scheduler/extender/v1.MaxExtenderPriority
 REQUESTED_CPU_ANNOTATION = "rlsched.io/cpu-requested"  # on a Node: what its pods request (a quantity)
 REQUESTED_MEMORY_ANNOTATION = "rlsched.io/memory-requested"
-EXTENDER_PATHS = ("/filter", "/prioritize")
+SWAGGER_UI = Path(__file__).resolve().parent / "swagger_ui"  # Swagger UI 5 from swagger-ui-dist, shipped here
 
-Cores = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Gib = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Watts = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# finite, non-negative, and bounded (beyond any real node: a million cores, an exbibyte, a megawatt)
+MIN_CORES, MIN_GIB = 0.001, 1 / 1024  # the smallest node capacity: a millicore, a MiB
+Cores = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+Gib = Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)]
+Watts = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
 
 
 @dataclass
@@ -70,23 +72,23 @@ class NodeState(BaseModel):
     """A node as the caller sees it. Only `node_id`, `cpu_available` and `memory_available` are required (the
     bidding scheduler's body); capacity defaults to what is available (nothing requested)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     node_id: str = Field(min_length=1, max_length=253)
     cpu_available: Cores = Field(description="free CPU, cores (capacity minus requested)")
     memory_available: Gib = Field(description="free memory, GiB")
-    cpu_capacity: Cores | None = Field(None, description="allocatable CPU, cores")
-    memory_capacity: Gib | None = Field(None, description="allocatable memory, GiB")
+    cpu_capacity: Cores | None = Field(None, ge=MIN_CORES, description="allocatable CPU, cores")
+    memory_capacity: Gib | None = Field(None, ge=MIN_GIB, description="allocatable memory, GiB")
     cpu_used: Cores | None = Field(None, description="CPU in use, cores (default: what is requested)")
     pods: int = Field(0, ge=0, le=100_000, description="pods on the node")
-    node_type: str | None = Field(None, max_length=253, description="a built-in or configured node type")
+    node_type: str | None = Field(None, min_length=1, max_length=253, description="a built-in or configured node type")
     watts: list[Watts] | None = Field(None, min_length=CURVE_POINTS, max_length=CURVE_POINTS,
                                       description="wall power at 0, 10, ..., 100 % CPU, W")
     asleep: bool = False
 
 
 class ScheduleRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     cpu_request: Cores = Field(description="the pod's CPU request, cores")
     memory_request: Gib = Field(description="the pod's memory request, GiB")
@@ -130,6 +132,14 @@ class ExtenderFilterResult(BaseModel):
 class HostPriority(BaseModel):
     Host: str
     Score: int = Field(ge=0, le=MAX_EXTENDER_PRIORITY)
+
+
+class BadRequest(BaseModel):
+    detail: str = Field(description="what is wrong, naming the field, in one line")
+    Error: str | None = Field(None, description="the same, for the extender verbs whose result type has one")
+
+
+BAD = {400: {"model": BadRequest, "description": "the request is invalid (the field is named)"}}
 
 
 class ClientError(RlschedError):
@@ -197,15 +207,13 @@ def _one_line(errors: Sequence[Mapping[str, Any]]) -> str:
 
 def create_app(state: ServeState) -> FastAPI:
     """The FastAPI app serving `state` (see the module docstring)."""
-    from swagger_ui_bundle import swagger_ui_path
-
     metrics = ServeMetrics()
     app = FastAPI(title="rlsched", version=_version(), docs_url=None, redoc_url=None,
                   description="Energy-aware pod placement with a trained model: a plain scoring API and the "
                               "kube-scheduler extender verbs.")
     app.state.rlsched = state
     app.state.metrics = metrics
-    app.mount("/static/swagger-ui", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    app.mount("/static/swagger-ui", StaticFiles(directory=str(SWAGGER_UI)), name="swagger-ui")
 
     @app.middleware("http")
     async def bounded(request: Request, call_next):
@@ -248,19 +256,20 @@ def create_app(state: ServeState) -> FastAPI:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="rlsched API",
                                    swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
                                    swagger_css_url="/static/swagger-ui/swagger-ui.css",
-                                   swagger_favicon_url="/static/swagger-ui/favicon-32x32.png")
+                                   swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io
 
-    @app.post("/schedule", response_model=ScheduleResponse)
+    @app.post("/schedule", response_model=ScheduleResponse, responses=BAD)
     def schedule(body: ScheduleRequest) -> ScheduleResponse:
         """Score the nodes for one pod and pick one (the bidding scheduler's API)."""
         return _schedule(state, metrics, body)
 
-    @app.post("/filter", response_model=ExtenderFilterResult, response_model_exclude_none=True)
+    @app.post("/filter", response_model=ExtenderFilterResult, response_model_exclude_none=True, responses=BAD)
     def filter_(args: ExtenderArgs) -> ExtenderFilterResult:
         """kube-scheduler extender: the nodes where the pod fits by the rules rlsched evaluates."""
         return _filter(state, args)
 
-    @app.post("/prioritize", response_model=list[HostPriority])
+    @app.post("/prioritize", response_model=list[HostPriority], responses=BAD)
     def prioritize(args: ExtenderArgs) -> list[HostPriority]:
         """kube-scheduler extender: every node's score in 0..10; the node the model picks gets 10."""
         return _prioritize(state, metrics, args)
@@ -282,7 +291,9 @@ def create_app(state: ServeState) -> FastAPI:
         return PlainTextResponse(f"{'ready' if ready else 'not ready'}: policy {state.policy.name}, {view}\n",
                                  status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition"}})
     def metrics_endpoint() -> Response:
         metrics.model.clear()
         metrics.model.labels(state.policy.name, state.model_label).set(1)
@@ -330,6 +341,10 @@ def _schedule(state: ServeState, metrics: ServeMetrics, body: ScheduleRequest) -
     for i, n in enumerate(nodes):
         cpu_cap = n.cpu_capacity if n.cpu_capacity is not None else n.cpu_available
         mem_cap = n.memory_capacity if n.memory_capacity is not None else n.memory_available
+        if cpu_cap < MIN_CORES or mem_cap < MIN_GIB:
+            what, least = ("cpu", f"{MIN_CORES} cores") if cpu_cap < MIN_CORES else ("memory", "1 MiB")
+            raise ClientError(f"node_states[{i}].{what}_capacity: a node needs at least {least} (the capacity, or "
+                              "what is available when no capacity is given)")
         if n.cpu_available > cpu_cap + EPS:
             raise ClientError(f"node_states[{i}].cpu_available: {n.cpu_available} is more than cpu_capacity {cpu_cap}")
         if n.memory_available > mem_cap + EPS:
@@ -383,11 +398,13 @@ def _extender_nodes(state: ServeState, args: ExtenderArgs) -> tuple[list[NodeInf
                 if not isinstance(ann, Mapping):
                     raise ObjectError("metadata.annotations: expected an object")
                 if REQUESTED_CPU_ANNOTATION in ann:
-                    info.cpu_requested = quantity(ann[REQUESTED_CPU_ANNOTATION], "cpu",
-                                                  f"metadata.annotations.{REQUESTED_CPU_ANNOTATION}")
+                    info.cpu_requested = _nonneg(quantity(ann[REQUESTED_CPU_ANNOTATION],
+                                                          f"metadata.annotations.{REQUESTED_CPU_ANNOTATION}"),
+                                                 REQUESTED_CPU_ANNOTATION)
                 if REQUESTED_MEMORY_ANNOTATION in ann:
-                    info.memory_requested = quantity(ann[REQUESTED_MEMORY_ANNOTATION], "memory",
-                                                     f"metadata.annotations.{REQUESTED_MEMORY_ANNOTATION}")
+                    info.memory_requested = _nonneg(quantity(
+                        ann[REQUESTED_MEMORY_ANNOTATION], f"metadata.annotations.{REQUESTED_MEMORY_ANNOTATION}")
+                        / 2**30, REQUESTED_MEMORY_ANNOTATION)
             except ObjectError as exc:
                 raise ClientError(f"Nodes.items[{i}]: {exc}") from None
             except (AttributeError, TypeError) as exc:
@@ -417,6 +434,12 @@ def _extender_nodes(state: ServeState, args: ExtenderArgs) -> tuple[list[NodeInf
     raise ClientError("Nodes, NodeNames: one of them must be given")
 
 
+def _nonneg(value: float, name: str) -> float:
+    if not (0 <= value < 1e12):  # also NaN
+        raise ObjectError(f"metadata.annotations.{name}: out of range")
+    return value
+
+
 _UNRESOLVABLE = ("node(s) didn't match", "node(s) had untolerated taint", "node(s) were unschedulable")
 
 
@@ -428,7 +451,8 @@ def _filter(state: ServeState, args: ExtenderArgs) -> ExtenderFilterResult:
         reasons = [check.reason(info) for info in infos]
     except ObjectError as exc:
         raise ClientError(f"Pod: {exc}") from None
-    failed, unresolvable = {}, {}
+    failed: dict[str, str] = {}
+    unresolvable: dict[str, str] = {}
     for info, reason in zip(infos, reasons, strict=True):
         if reason is not None:
             # preemption cannot help with a selector, taint or cordon; it can with resources
@@ -469,19 +493,16 @@ def _prioritize(state: ServeState, metrics: ServeMetrics, args: ExtenderArgs) ->
         raise ClientError(f"Pod: {exc}") from None
     if not mask.any():
         return [HostPriority(Host=i.name, Score=0) for i in infos]
+    asleep_taints = state.view.asleep_taints if state.view is not None else {"ToBeDeletedByClusterAutoscaler"}
     types, asleep = [], []
     for info in infos:
         types.append(state.resolver.resolve(info.name, info.labels)[0])
-        asleep.append(False)
+        asleep.append(any(t.key in asleep_taints for t in info.taints))
     now = state.clock()
     cluster = LiveState(infos, types, asleep, [now] * len(infos), now)
     choice, scores, _ = _decide(state, metrics, cluster, request, mask)
     return [HostPriority(Host=i.name, Score=s) for i, s in zip(infos, extender_scores(scores, choice, mask),
                                                                  strict=True)]
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))
 
 
 __all__ = ["ExtenderArgs", "ScheduleRequest", "ServeLimits", "ServeState", "create_app", "extender_scores"]

@@ -132,6 +132,13 @@ class Scheduler:
         self._loop_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
+    def start_informers(self) -> None:
+        """Only keep `view` up to date (list + watch), scheduling nothing: the scoring service's cluster view."""
+        for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods")):
+            t = threading.Thread(target=target, name=f"rlsched-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
     def start(self) -> None:
         if self.leader is not None:
             self.leader.start()

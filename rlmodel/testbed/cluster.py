@@ -42,7 +42,7 @@ IMAGES = {
 }
 
 SCHEDULER_IMAGE = "rlsched/scheduler:latest"  # the live scheduler's (built from a context made at build time)
-SCHEDULER_EXTRAS = ("testbed",)  # the extras the scheduler image installs (the Kubernetes and Prometheus clients)
+SCHEDULER_EXTRAS = ("testbed", "serve")  # the extras the scheduler image installs (Kubernetes, Prometheus, FastAPI)
 
 
 def scheduler_image_context(out: Path) -> Path:

@@ -1,0 +1,410 @@
+"""`rlsched serve` under a real uvicorn: /schedule with the bidding scheduler's body, the kube-scheduler extender
+verbs in kube-scheduler's wire format (both node-cache modes) agreeing with the live scheduler, bounded input
+(400 naming the field, never a 500), fallback and hot reload, the Swagger UI in a real headless Chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from rlmodel.live.api import ServeLimits, ServeState, create_app, extender_scores
+from rlmodel.live.filter import filter_nodes, node_info
+from rlmodel.live.podspec import pod_requests
+from rlmodel.live.scheduler import Scheduler, SchedulerConfig
+from rlmodel.live.view import ClusterView
+from rlmodel.policies import make_policy
+
+FIXTURES = Path(__file__).with_name("fixtures")
+JSON = {"Content-Type": "application/json"}
+# The bidding scheduler's README example, verbatim.
+BIDDING_EXAMPLE = """{
+  "cpu_request": 4.0,
+  "memory_request": 8.0,
+  "node_states": [
+    {"node_id": "node-0", "cpu_available": 110.0, "memory_available": 20.0},
+    {"node_id": "node-1", "cpu_available": 50.0, "memory_available": 10.0}
+  ]
+}"""
+
+
+class Server:
+    """uvicorn serving the app on a free loopback port, in a thread."""
+
+    def __init__(self, state: ServeState):
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state = state
+        self.app = create_app(state)
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+
+    def post(self, path: str, body, **kw) -> requests.Response:
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return requests.post(self.url + path, data=data, headers={"Content-Type": "application/json"}, timeout=30,
+                             **kw)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def state(policy="efficient-first", **kw) -> ServeState:
+    return ServeState(policy=make_policy(policy), fallback=make_policy("least-allocated"), **kw)
+
+
+@pytest.fixture
+def server():
+    s = Server(state())
+    yield s
+    s.stop()
+
+
+def kube_node(name: str, cpu: str, memory: str, labels=None, taints=None, requested=None) -> dict:
+    """A v1.Node as kube-scheduler serializes it (from the fixture, renamed and resized)."""
+    node = json.loads((FIXTURES / "v1-node.json").read_text())
+    node["metadata"]["name"] = name
+    node["metadata"]["labels"]["kubernetes.io/hostname"] = name
+    node["metadata"]["labels"].update(labels or {})
+    node["status"]["allocatable"].update({"cpu": cpu, "memory": memory})
+    node["status"]["capacity"].update({"cpu": cpu, "memory": memory})
+    node["spec"]["taints"] = taints or []
+    if requested:
+        node["metadata"]["annotations"].update(requested)
+    return node
+
+
+def kube_pod(cpu: str = "500m", memory: str = "512Mi", **spec) -> dict:
+    pod = json.loads((FIXTURES / "v1-pod.json").read_text())
+    pod["spec"]["containers"][0]["resources"]["requests"] = {"cpu": cpu, "memory": memory}
+    pod["spec"].update(spec)
+    return pod
+
+
+def cluster():
+    return [
+        kube_node("big", "32", "128Gi", labels={"rlsched.io/node-type": "x3550"}),
+        kube_node("mid", "8", "16Gi", labels={"rlsched.io/node-type": "ml110-g5", "zone": "b"}),
+        kube_node("small", "4", "8Gi", labels={"rlsched.io/node-type": "ml110-g4", "zone": "a"}),
+        kube_node("tainted", "16", "32Gi", labels={"rlsched.io/node-type": "x3550"},
+                  taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
+        kube_node("full", "4", "8Gi", labels={"rlsched.io/node-type": "ml110-g4"},
+                  requested={"rlsched.io/cpu-requested": "3800m", "rlsched.io/memory-requested": "1Gi"}),
+    ]
+
+
+# ------------------------------------------------------------------------------------------ /schedule
+def test_the_bidding_schedulers_example_body_verbatim(server):
+    r = server.post("/schedule", BIDDING_EXAMPLE)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scheduled_node"] in ("node-0", "node-1") and set(body["bids"]) == {"node-0", "node-1"}
+    assert body["policy"] == "efficient-first" and any("default curve" in w for w in body["warnings"])
+    nothing = json.loads(BIDDING_EXAMPLE)
+    nothing["cpu_request"] = 500.0
+    r = server.post("/schedule", nothing)
+    assert r.status_code == 200 and r.json()["scheduled_node"] is None and "0/2 nodes" in r.json()["reason"]
+
+
+def test_the_richer_body_uses_curves_and_state(server):
+    flat = [50.0] * 11
+    steep = [10.0 + 30.0 * k for k in range(11)]
+    body = {"cpu_request": 1.0, "memory_request": 1.0, "node_states": [
+        {"node_id": "a", "cpu_available": 6, "memory_available": 10, "cpu_capacity": 8, "memory_capacity": 16,
+         "cpu_used": 2.0, "watts": steep},
+        {"node_id": "b", "cpu_available": 6, "memory_available": 10, "cpu_capacity": 8, "memory_capacity": 16,
+         "cpu_used": 2.0, "watts": flat},
+        {"node_id": "c", "cpu_available": 8, "memory_available": 16, "cpu_capacity": 8, "memory_capacity": 16,
+         "node_type": "x3550", "asleep": True}]}
+    r = server.post("/schedule", body)
+    assert r.status_code == 200, r.text
+    # efficient-first: the cheapest extra watts for the pod among awake nodes; b's curve is flat
+    assert r.json()["scheduled_node"] == "b" and r.json()["warnings"] == []
+    bad = copy.deepcopy(body)
+    bad["node_states"][0]["cpu_available"] = 9
+    assert "node_states[0].cpu_available" in server.post("/schedule", bad).json()["detail"]
+    bad = copy.deepcopy(body)
+    bad["node_states"][1]["node_type"], bad["node_states"][1]["watts"] = "nope", None
+    assert "node_states[1].node_type: unknown type" in server.post("/schedule", bad).json()["detail"]
+
+
+# ------------------------------------------------------------------------------------------ extender
+def extender_args(nodes, pod, cache_capable: bool) -> dict:
+    if cache_capable:
+        return {"Pod": pod, "Nodes": None, "NodeNames": [n["metadata"]["name"] for n in nodes]}
+    return {"Pod": pod, "Nodes": {"items": nodes}, "NodeNames": None}
+
+
+def live_choice(nodes, pod, policy) -> str:
+    """What `rlsched scheduler` binds for this pod on this cluster (one decision, bind recorded)."""
+    bound = {}
+
+    class Core:
+        def create_namespaced_pod_binding(self, name, namespace, body, **kw):
+            bound["node"] = body["target"]["name"]
+
+        def create_namespaced_event(self, *a, **k):
+            pass
+
+    sched = Scheduler(Core(), policy, SchedulerConfig(scheduler_name="default-scheduler"))
+    with sched.lock:
+        for n in nodes:
+            sched.view.upsert_node(n, 0.0)
+        p = copy.deepcopy(pod)
+        p["spec"].pop("nodeName", None)
+        sched.view.upsert_pod(p, 0.0)
+    key = (p["metadata"]["namespace"], p["metadata"]["name"])
+    assert sched.schedule_one(key) == bound["node"]
+    return bound["node"]
+
+
+@pytest.mark.parametrize("cache_capable", [False, True])
+def test_filter_and_prioritize_agree_with_the_live_scheduler(cache_capable):
+    nodes = cluster()
+    view = None
+    if cache_capable:  # names only: the service's cluster view knows the nodes and what is bound
+        view = ClusterView()
+        for n in nodes:
+            view.upsert_node(n, 0.0)
+        hog = kube_pod(cpu="3800m", memory="1Gi")
+        hog["metadata"]["name"], hog["spec"]["nodeName"] = "hog", "full"
+        view.upsert_pod(hog, 0.0)
+        for n in nodes:  # the annotations are not what counts in this mode
+            n["metadata"]["annotations"].pop("rlsched.io/cpu-requested", None)
+    srv = Server(state("power-greedy", view=view))
+    try:
+        pod = kube_pod(cpu="1", memory="2Gi")
+        r = srv.post("/filter", extender_args(nodes, pod, cache_capable))
+        assert r.status_code == 200, r.text
+        result = r.json()
+        kept = result["NodeNames"] if cache_capable else [n["metadata"]["name"] for n in result["Nodes"]["items"]]
+        infos = [node_info(n) for n in nodes]
+        infos[-1].cpu_requested, infos[-1].memory_requested = 3.8, 1.0
+        feasible, failed = filter_nodes(pod, pod_requests(pod), infos)
+        assert kept == [infos[i].name for i in feasible] == ["big", "mid", "small"]
+        assert {**result["FailedNodes"], **result["FailedAndUnresolvableNodes"]} == failed
+        assert "tainted" in result["FailedAndUnresolvableNodes"] and "full" in result["FailedNodes"]
+        if not cache_capable:
+            assert result["Nodes"]["items"][0] == nodes[0]  # the Node objects come back as they were sent
+
+        r = srv.post("/prioritize", extender_args(nodes, pod, cache_capable))
+        assert r.status_code == 200, r.text
+        scores = {h["Host"]: h["Score"] for h in r.json()}
+        assert set(scores) == {n["metadata"]["name"] for n in nodes}
+        assert all(isinstance(s, int) and 0 <= s <= 10 for s in scores.values())
+        assert scores["tainted"] == scores["full"] == 0
+        top = max(scores, key=scores.get)
+        assert scores[top] == 10 and list(scores.values()).count(10) == 1
+        live_nodes = cluster() if not cache_capable else nodes
+        assert top == live_choice(live_nodes, pod, make_policy("power-greedy"))
+    finally:
+        srv.stop()
+
+
+def test_extender_scores_keep_the_policys_order():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 30))
+        scores = rng.normal(size=n) * 100
+        mask = rng.random(n) < 0.7
+        if not mask.any():
+            continue
+        choice = int(np.argmax(np.where(mask, scores, -np.inf)))
+        out = extender_scores(scores, choice, mask)
+        assert out[choice] == 10 and out.count(10) == 1
+        assert all(0 <= s <= 9 for k, s in enumerate(out) if k != choice)
+        feasible = [k for k in range(n) if mask[k]]
+        for a in feasible:  # never inverted: a better score never gets a lower integer
+            for b in feasible:
+                if scores[a] > scores[b]:
+                    assert out[a] >= out[b]
+        assert all(out[k] == 0 for k in range(n) if not mask[k])
+
+
+def test_node_names_without_a_cluster_view_is_a_clear_400(server):
+    r = server.post("/filter", extender_args(cluster(), kube_pod(), cache_capable=True))
+    assert r.status_code == 400 and "nodeCacheCapable" in r.json()["Error"]
+
+
+# ------------------------------------------------------------------------------------------ bounded input
+@pytest.mark.parametrize("path,body,field", [
+    ("/schedule", b"{not json", "body: not valid JSON"),
+    ("/schedule", '{"cpu_request": "four", "memory_request": 1, "node_states": []}', "cpu_request"),
+    ("/schedule", '{"cpu_request": NaN, "memory_request": 1, "node_states": [{"node_id": "a", "cpu_available": 1, '
+                  '"memory_available": 1}]}', "cpu_request"),
+    ("/schedule", '{"cpu_request": 1, "memory_request": -1, "node_states": [{"node_id": "a", "cpu_available": 1, '
+                  '"memory_available": 1}]}', "memory_request"),
+    ("/schedule", '{"cpu_request": 1, "memory_request": 1, "node_states": [{"node_id": "a", "cpu_available": '
+                  'Infinity, "memory_available": 1}]}', "node_states[0].cpu_available"),
+    ("/schedule", '{"cpu_request": 1, "memory_request": 1, "node_states": [{"node_id": "a", "cpu_available": 1, '
+                  '"memory_available": 1, "watts": [1, 2]}]}', "node_states[0].watts"),
+    ("/filter", '{"Nodes": {"items": []}}', "Pod"),
+    ("/filter", '{"Pod": {"spec": {"containers": [{"resources": {"requests": {"cpu": "lots"}}}]}}, '
+                '"Nodes": {"items": []}}', "Pod: spec.containers[0].resources.requests.cpu"),
+    ("/prioritize", '{"Pod": {}, "Nodes": {"items": [{"metadata": {}}]}}', "Nodes.items[0]"),
+    ("/prioritize", '{"Pod": {}, "Nodes": "all"}', "Nodes"),
+])
+def test_malformed_bodies_are_400_naming_the_field(server, path, body, field):
+    r = server.post(path, body)
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert field in detail and "\n" not in detail, detail
+    if path == "/filter":
+        assert r.json()["Error"] == detail
+
+
+def test_too_many_nodes_and_too_large_bodies_are_refused():
+    srv = Server(state(limits=ServeLimits(max_body_bytes=1_000_000, max_nodes=1000)))
+    try:
+        many = {"cpu_request": 1, "memory_request": 1, "node_states": [
+            {"node_id": f"n{i}", "cpu_available": 1, "memory_available": 1} for i in range(1001)]}
+        r = srv.post("/schedule", many)
+        assert r.status_code == 400 and "more than the limit of 1000" in r.json()["detail"]
+        r = srv.post("/filter", b'{"Pod": {}, "Nodes": {"items": [' + b"{}," * 400_000 + b"{}]}}")
+        assert r.status_code == 400 and "larger than the limit" in r.json()["Error"]
+        r = requests.post(srv.url + "/schedule", data=(b"x" * 2_000_000 for _ in range(1)),  # chunked, no length
+                          headers={"Content-Type": "application/json"}, timeout=30)
+        assert r.status_code == 400 and "larger than the limit" in r.json()["detail"]
+        assert requests.get(srv.url + "/healthz", timeout=5).text == "ok\n"
+    finally:
+        srv.stop()
+
+
+def test_a_concurrent_burst_of_good_and_bad_requests(server):
+    good = json.loads(BIDDING_EXAMPLE)
+    expected = server.post("/schedule", good).json()["scheduled_node"]
+
+    def one(i: int):
+        if i % 3 == 0:
+            return "bad", server.post("/schedule", b'{"cpu_request": -1}').status_code
+        return "good", server.post("/schedule", good).json()["scheduled_node"]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(300)))
+    assert all(v == 400 for k, v in results if k == "bad")
+    assert all(v == expected for k, v in results if k == "good")
+    metrics = requests.get(server.url + "/metrics", timeout=5).text
+    assert 'rlsched_serve_requests_total{code="400",endpoint="/schedule"} 100.0' in metrics
+    assert 'rlsched_serve_requests_total{code="500"' not in metrics
+
+
+SCHEMA_APP = create_app(ServeState(policy=make_policy("efficient-first"), fallback=make_policy("least-allocated"),
+                                   limits=ServeLimits(max_nodes=200)))
+schema = schemathesis.openapi.from_asgi("/openapi.json", SCHEMA_APP)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # starlette's test client over httpx
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+def test_the_openapi_schema_holds_under_schemathesis(case):
+    """Requests generated from /openapi.json (valid and not): no 500, every response as the schema says, and
+    every schema-violating request refused. (A schema-valid request may still be a 400: rules the schema cannot
+    state, such as available <= capacity or a node type the service knows, are checked in the handler.)"""
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+
+
+# ------------------------------------------------------------------------------------------ robustness
+def test_a_failing_model_is_answered_by_the_fallback_and_counted(server):
+    class Broken:
+        name = "dqn"
+
+        def reset(self, seed=None):
+            pass
+
+        def predict(self, obs, mask):
+            raise RuntimeError("model exploded")
+
+    server.state.policy = Broken()
+    r = server.post("/schedule", BIDDING_EXAMPLE)
+    assert r.status_code == 200 and r.json()["policy"] == "least-allocated" and r.json()["scheduled_node"]
+    r = server.post("/prioritize", extender_args(cluster(), kube_pod(), cache_capable=False))
+    assert r.status_code == 200 and max(h["Score"] for h in r.json()) == 10
+    assert "rlsched_serve_fallbacks_total 2.0" in requests.get(server.url + "/metrics", timeout=5).text
+
+
+def test_rlsched_serve_hot_reloads_its_model_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import sys
+
+    from rlmodel.agents.dqn import DQNConfig, train
+    from rlmodel.sim import load_scenario
+
+    small = dict(total_steps=200, learning_starts=50, buffer_size=500, batch_size=16, hidden=16, demo_episodes=2,
+                 pretrain_steps=20, checkpoint_every=200, validation_episodes=0)
+    path = tmp_path / "m.pth"
+    train(DQNConfig(seed=1, **small), load_scenario("tiny"), path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLSCHED_")}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("rlsched")), "serve", "--model", str(path),
+                             "--listen", f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "rlsched serve did not start"
+            time.sleep(0.2)
+        model = requests.get(url + "/model", timeout=5).json()
+        assert model["policy"] == "dqn" and model["scenario"]["name"] == "tiny" and model["global_step"] > 0
+        assert requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()["policy"] == "dqn"
+        path.write_bytes(b"not a model")  # refused: the model keeps serving
+        time.sleep(3)
+        assert requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()["policy"] == "dqn"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "refused" in err and "stopped" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------------ Swagger UI
+def test_the_swagger_ui_loads_in_headless_chromium_with_no_request_off_loopback(server, tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is missing: `make test` installs the Debian package"
+    html = requests.get(server.url + "/docs", timeout=5).text
+    assert "https://" not in html and "http://" not in html  # every asset from this server
+    common = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+              f"--user-data-dir={tmp_path / 'profile'}",
+              # any host but loopback fails to resolve: a request leaving the machine would fail the page
+              "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*common, "--dump-dom", server.url + "/docs"], capture_output=True, text=True,
+                         timeout=120).stdout
+    for op in ("/schedule", "/filter", "/prioritize", "/model"):
+        assert op in dom, f"{op} not listed in the rendered page"
+    assert "opblock" in dom and "rlsched" in dom
+    shot = tmp_path / "docs.png"
+    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,1600", server.url + "/docs"],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
