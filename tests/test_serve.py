@@ -376,10 +376,12 @@ def test_rlsched_serve_hot_reloads_its_model_and_stops_on_sigterm(tmp_path):
             time.sleep(0.2)
         model = requests.get(url + "/model", timeout=5).json()
         assert model["policy"] == "dqn" and model["scenario"]["name"] == "tiny" and model["global_step"] > 0
-        assert requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()["policy"] == "dqn"
+        answer = requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()
+        assert answer["policy"] == "dqn" and answer["model_version"] == str(path)
         path.write_bytes(b"not a model")  # refused: the model keeps serving
         time.sleep(3)
-        assert requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()["policy"] == "dqn"
+        answer = requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()
+        assert answer["policy"] == "dqn"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0 and "refused" in err and "stopped" in err and "Traceback" not in err, err
