@@ -135,3 +135,25 @@ def test_a_table_setting_from_text_is_a_json_object_of_strings_or_one_line_error
         assert "\n" not in str(exc)
     else:
         assert cfg.scheduler.node_types == json.loads(text)
+
+
+@given(st.one_of(
+    st.builds(lambda n, s: f"{n}{s}", st.integers(0, 10**19),
+              st.sampled_from(["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "u", "n"])),
+    st.text(alphabet="0123456789.eEmkiMGT+-", max_size=12)))
+def test_quantity_reads_what_the_kubernetes_client_reads(text):
+    """The quantity parser's fast path gives parse_quantity's value, and refuses what it refuses."""
+    from kubernetes.utils import parse_quantity
+
+    from rlmodel.live.podspec import ObjectError, quantity
+
+    try:
+        want = float(parse_quantity(text))
+    except (ValueError, TypeError, ArithmeticError):
+        want = None
+    try:
+        got = quantity(text, "f")
+    except ObjectError as exc:
+        assert want is None and str(exc).startswith("f: invalid quantity")
+    else:
+        assert got == want

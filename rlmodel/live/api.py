@@ -139,7 +139,8 @@ class BadRequest(BaseModel):
     Error: str | None = Field(None, description="the same, for the extender verbs whose result type has one")
 
 
-BAD = {400: {"model": BadRequest, "description": "the request is invalid (the field is named)"}}
+BAD: dict[int | str, dict[str, Any]] = {
+    400: {"model": BadRequest, "description": "the request is invalid (the field is named)"}}
 
 
 class ClientError(RlschedError):

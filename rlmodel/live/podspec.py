@@ -11,7 +11,9 @@ before it; plus the pod's `overhead`. CPU in cores, memory in GiB.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from rlmodel.errors import RlschedError
@@ -50,11 +52,22 @@ def as_text(value: Any, field: str) -> str:
     return value
 
 
+_SUFFIX: dict[str, Decimal | int] = {
+    "": 1, "m": Decimal(1) / 1000, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_SIMPLE = re.compile(r"([0-9]{1,18})(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
 def quantity(value: Any, field: str) -> float:
-    """A Kubernetes quantity ("1500m", "4Gi", "3927800Ki") as a float in base units (cores, bytes), with
-    `kubernetes.utils.parse_quantity`; ObjectError naming `field` when it is not one."""
+    """A Kubernetes quantity ("1500m", "4Gi", "3927800Ki") as a float in base units (cores, bytes), as
+    `kubernetes.utils.parse_quantity` reads it; ObjectError naming `field` when it is not one. The common form
+    (whole number, optional suffix) is computed here with the same Decimal arithmetic, the rest by the client."""
     from kubernetes.utils import parse_quantity
 
+    if isinstance(value, str):
+        simple = _SIMPLE.fullmatch(value)
+        if simple is not None:
+            return float(Decimal(simple.group(1)) * _SUFFIX[simple.group(2) or ""])
     try:
         return float(parse_quantity(value))
     except (ValueError, TypeError, ArithmeticError):
