@@ -212,6 +212,51 @@ def test_the_scheduler_has_exactly_the_rights_it_needs():
     assert r.exit_code == 0 and r.output == SCHEDULER.read_text()
 
 
+SERVE = ROOT / "minikube" / "scheduler" / "serve.yaml"
+EXTENDER_CONFIG = ROOT / "minikube" / "scheduler" / "extender-config.yaml"
+
+
+@pytest.mark.parametrize("doc", [d for d in yaml.safe_load_all(SERVE.read_text()) if d], ids=lambda d: d["kind"])
+def test_serve_manifests_are_valid_kubernetes_objects(doc):
+    test_manifest_is_a_valid_kubernetes_object(doc)
+
+
+def test_serve_only_reads_and_its_pod_passes_restricted():
+    docs = {d["kind"]: d for d in yaml.safe_load_all(SERVE.read_text()) if d}
+    rules = {(g, r): set(rule["verbs"]) for rule in docs["ClusterRole"]["rules"]
+             for g in rule["apiGroups"] for r in rule["resources"]}
+    assert rules == {("", "pods"): {"get", "list", "watch"}, ("", "nodes"): {"get", "list", "watch"}}
+    spec = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pss_violations(spec, "restricted") == []
+    assert spec["containers"][0]["args"][0] == "serve"
+    assert docs["Service"]["spec"]["type"] == "ClusterIP"
+    from rlmodel.cli import main
+
+    # the Deployment's command line is one the CLI accepts
+    from click.testing import CliRunner
+
+    out = CliRunner().invoke(main, [*spec["containers"][0]["args"], "--help"])
+    assert out.exit_code == 0, out.output
+
+
+# k8s.io/kube-scheduler/config/v1 Extender (json tags), and the extender stanza's required verbs
+EXTENDER_FIELDS = {"urlPrefix", "filterVerb", "preemptVerb", "prioritizeVerb", "weight", "bindVerb", "enableHTTPS",
+                   "tlsConfig", "httpTimeout", "nodeCacheCapable", "managedResources", "ignorable"}
+
+
+def test_the_extender_configuration_uses_kube_schedulers_fields_and_our_verbs():
+    cfg = yaml.safe_load(EXTENDER_CONFIG.read_text())
+    assert cfg["apiVersion"] == "kubescheduler.config.k8s.io/v1" and cfg["kind"] == "KubeSchedulerConfiguration"
+    (ext,) = cfg["extenders"]
+    assert set(ext) <= EXTENDER_FIELDS
+    assert (ext["filterVerb"], ext["prioritizeVerb"]) == ("filter", "prioritize")  # rlsched serve's paths
+    assert ext["ignorable"] is True and ext["nodeCacheCapable"] is False and 1 <= ext["weight"] <= 100
+    serve = {d["kind"]: d for d in yaml.safe_load_all(SERVE.read_text()) if d}
+    svc = serve["Service"]
+    assert ext["urlPrefix"] == (f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:"
+                                f"{svc['spec']['ports'][0]['port']}")
+
+
 def test_the_scheduler_image_context_holds_the_package_and_its_dependencies(tmp_path):
     from rlmodel.testbed.cluster import SCHEDULER_IMAGE, scheduler_image_context
 

@@ -410,3 +410,53 @@ def test_the_swagger_ui_loads_in_headless_chromium_with_no_request_off_loopback(
     subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,1600", server.url + "/docs"],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_rlsched_serve_with_a_kubeconfig_keeps_a_cluster_view_for_node_names(tmp_path):
+    """nodeCacheCapable: true end to end: `rlsched serve --kubeconfig` lists and watches kmock; names suffice."""
+    import os
+    import sys
+
+    from tests.testbed import KubeApi
+
+    api = KubeApi()
+    proc = None
+    try:
+        for n in cluster()[:3]:
+            api.core.create_node({"apiVersion": "v1", "kind": "Node", **{k: n[k] for k in ("metadata", "spec",
+                                                                                             "status")}})
+        hog = kube_pod(cpu="7500m", memory="1Gi")
+        hog["metadata"]["name"], hog["spec"]["nodeName"] = "hog", "mid"  # mid is full: only the view knows
+        api.core.create_namespaced_pod("default", {"apiVersion": "v1", "kind": "Pod", **hog})
+        kubeconfig = tmp_path / "kubeconfig"
+        api.write_kubeconfig(kubeconfig, "kmock")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RLSCHED_")}
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("rlsched")), "serve", "--policy",
+                                 "efficient-first", "--kubeconfig", str(kubeconfig), "--listen",
+                                 f"127.0.0.1:{port}"], stderr=subprocess.DEVNULL, env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = requests.get(url + "/readyz", timeout=2)
+                if r.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "rlsched serve did not become ready"
+            time.sleep(0.3)
+        assert "cluster view synced" in r.text
+        body = {"Pod": kube_pod(cpu="1", memory="1Gi"), "Nodes": None, "NodeNames": ["big", "mid", "small"]}
+        r = requests.post(url + "/filter", json=body, timeout=10)
+        assert r.status_code == 200 and r.json()["NodeNames"] == ["big", "small"], r.text
+        assert r.json()["FailedNodes"] == {"mid": "Insufficient cpu"}
+        r = requests.post(url + "/prioritize", json=body, timeout=10)
+        assert r.status_code == 200 and {h["Host"]: h["Score"] for h in r.json()}["mid"] == 0
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(20)
+        api.stop()

@@ -169,16 +169,22 @@ def _core_api(kubeconfig: Path | None, context: str | None):
 
 
 @scheduler.command("manifests")
-def manifests() -> None:
+@click.option("--serve", "what", flag_value="serve.yaml", help="`rlsched serve` instead: ServiceAccount, read-only "
+              "RBAC, Deployment, Service.")
+@click.option("--extender-config", "what", flag_value="extender-config.yaml",
+              help="A KubeSchedulerConfiguration that calls `rlsched serve` as an extender.")
+def manifests(what: str | None) -> None:
     """Print the manifests that run the scheduler in a cluster: ServiceAccount, least-privilege RBAC, Deployment.
 
     \b
     Example:
       rlsched scheduler manifests > scheduler.yaml
+      rlsched scheduler manifests --serve | kubectl apply -f -
+      rlsched scheduler manifests --extender-config > kube-scheduler-config.yaml
     """
     from rlmodel.assets import asset_path
 
-    click.echo(asset_path("scheduler", "scheduler.yaml").read_text(encoding="utf-8"), nl=False)
+    click.echo(asset_path("scheduler", what or "scheduler.yaml").read_text(encoding="utf-8"), nl=False)
 
 
 COMMANDS = [scheduler]

@@ -23,6 +23,8 @@ from rlmodel.cli.options import config_options, testbed_config
               help="Keep a cluster view (nodes and pods) for the extender verbs [default: none; requests come "
                    "from the request].")
 @click.option("--context", default=None, help="kubeconfig context [default: the current one].")
+@click.option("--cluster-view", is_flag=True, help="Keep a cluster view with the in-cluster credentials (or "
+              "~/.kube/config); implied by --kubeconfig and --context.")
 @click.option("--fallback-policy", default=None, help="The built-in policy that answers when the model fails "
               "[default: scheduler.fallback_policy, efficient-first].")
 @click.option("--node-type", "node_types", multiple=True, metavar="REGEX=TYPE",
@@ -35,7 +37,7 @@ from rlmodel.cli.options import config_options, testbed_config
               help="Nodes in one request.")
 @config_options
 def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: Path | None, context: str | None,
-          fallback_policy: str | None, node_types: tuple[str, ...], default_node_type: str | None, max_body_mib: int,
+          cluster_view: bool, fallback_policy: str | None, node_types: tuple[str, ...], default_node_type: str | None, max_body_mib: int,
           max_nodes: int, config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
     """Serve the model over HTTP until SIGTERM or Ctrl-C: POST /schedule, the kube-scheduler extender verbs
     POST /filter and /prioritize, /healthz, /readyz, /metrics, GET /model; OpenAPI at /openapi.json and
@@ -93,7 +95,7 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
     state = ServeState(policy=policy, fallback=fallback, model_label=str(model or ""), model_info=info,
                        resolver=resolver, limits=ServeLimits(max_body_bytes=max_body_mib * 2**20, max_nodes=max_nodes))
     informers = None
-    if kubeconfig is not None or context is not None:
+    if cluster_view or kubeconfig is not None or context is not None:
         from rlmodel.live.scheduler import Scheduler, SchedulerConfig
         from rlmodel.live.view import ClusterView
 
