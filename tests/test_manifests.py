@@ -230,10 +230,10 @@ def test_serve_only_reads_and_its_pod_passes_restricted():
     assert pss_violations(spec, "restricted") == []
     assert spec["containers"][0]["args"][0] == "serve"
     assert docs["Service"]["spec"]["type"] == "ClusterIP"
-    from rlmodel.cli import main
-
     # the Deployment's command line is one the CLI accepts
     from click.testing import CliRunner
+
+    from rlmodel.cli import main
 
     out = CliRunner().invoke(main, [*spec["containers"][0]["args"], "--help"])
     assert out.exit_code == 0, out.output

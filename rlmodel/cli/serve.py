@@ -37,8 +37,9 @@ from rlmodel.cli.options import config_options, testbed_config
               help="Nodes in one request.")
 @config_options
 def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: Path | None, context: str | None,
-          cluster_view: bool, fallback_policy: str | None, node_types: tuple[str, ...], default_node_type: str | None, max_body_mib: int,
-          max_nodes: int, config_path: Path | None, testbed_set: tuple[str, ...]) -> None:
+          cluster_view: bool, fallback_policy: str | None, node_types: tuple[str, ...],
+          default_node_type: str | None, max_body_mib: int, max_nodes: int, config_path: Path | None,
+          testbed_set: tuple[str, ...]) -> None:
     """Serve the model over HTTP until SIGTERM or Ctrl-C: POST /schedule, the kube-scheduler extender verbs
     POST /filter and /prioritize, /healthz, /readyz, /metrics, GET /model; OpenAPI at /openapi.json and
     Swagger UI at /docs (served from the package).
