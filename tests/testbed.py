@@ -107,6 +107,18 @@ class _RecentRequests(list):
             del self[:-12]
 
 
+def _clients(target) -> None:
+    """The official client's APIs for `target.url` as `target.api`, `.core`, `.apps`, `.coordination`."""
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = target.url
+    target.api = client.ApiClient(cfg)
+    target.core = client.CoreV1Api(target.api)
+    target.apps = client.AppsV1Api(target.api)
+    target.coordination = client.CoordinationV1Api(target.api)
+
+
 class KubeApi:
     """kmock's Kubernetes emulator served on 127.0.0.1 from a background thread."""
 
@@ -170,14 +182,7 @@ class KubeApi:
         if not self._ready.wait(20) or self._error:
             raise RuntimeError(f"kmock did not start: {self._error!r}")
         self.url = f"http://127.0.0.1:{self.port}"
-        from kubernetes import client
-
-        cfg = client.Configuration()
-        cfg.host = self.url
-        self.api = client.ApiClient(cfg)
-        self.core = client.CoreV1Api(self.api)
-        self.apps = client.AppsV1Api(self.api)
-        self.coordination = client.CoordinationV1Api(self.api)
+        _clients(self)
 
     def add_node(self, name: str, address: str, cpu: str = "2", memory: str = "4Gi") -> None:
         self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
@@ -214,13 +219,7 @@ class KubeApiProcess:
             raise RuntimeError(f"kmock process did not start: {line!r}")
         self.port = int(line)
         self.url = f"http://127.0.0.1:{self.port}"
-        from kubernetes import client
-
-        cfg = client.Configuration()
-        cfg.host = self.url
-        self.api = client.ApiClient(cfg)
-        self.core = client.CoreV1Api(self.api)
-        self.coordination = client.CoordinationV1Api(self.api)
+        _clients(self)
 
     write_kubeconfig = KubeApi.write_kubeconfig
 

@@ -67,13 +67,7 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
         raise click.UsageError("give either --model PATH or --policy NAME")
     cfg = testbed_config(config_path, testbed_set)
     settings = cfg.scheduler
-    patterns = []
-    for item in node_types:
-        pattern, sep, type_name = item.rpartition("=")
-        if not sep or not pattern:
-            raise click.BadParameter(f"{item}: expected REGEX=TYPE", param_hint="--node-type")
-        patterns.append((pattern, type_name))
-    resolver = curve_resolver(settings, patterns, default_node_type)
+    resolver = curve_resolver(settings, node_types, default_node_type)
     fallback_policy = fallback_policy or settings.fallback_policy
     make_policy(fallback_policy)  # PolicyError: unknown name
     scheduler_name = scheduler_name or settings.name
@@ -137,13 +131,19 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-def curve_resolver(settings, patterns: list[tuple[str, str]], default_node_type: str | None):
-    """The CurveResolver of the [scheduler] settings: built-in types plus the scenario's, command-line patterns
-    first, then scheduler.node_types."""
+def curve_resolver(settings, node_types: tuple[str, ...], default_node_type: str | None):
+    """The CurveResolver of the [scheduler] settings: built-in types plus the scenario's, the command line's
+    REGEX=TYPE patterns (`node_types`) first, then scheduler.node_types."""
     from rlmodel.live.view import CurveResolver
     from rlmodel.sim.power import BUILTIN_NODE_TYPES
     from rlmodel.sim.scenario import load_scenario
 
+    patterns = []
+    for item in node_types:
+        pattern, sep, type_name = item.rpartition("=")
+        if not sep or not pattern:
+            raise click.BadParameter(f"{item}: expected REGEX=TYPE", param_hint="--node-type")
+        patterns.append((pattern, type_name))
     types = dict(BUILTIN_NODE_TYPES)
     if settings.scenario:
         types.update({t.name: t for t in load_scenario(settings.scenario).node_types})

@@ -66,13 +66,7 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
     if not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise click.BadParameter(f"{listen}: expected HOST:PORT", param_hint="--listen")
     settings = testbed_config(config_path, testbed_set).scheduler
-    patterns = []
-    for item in node_types:
-        pattern, sep, type_name = item.rpartition("=")
-        if not sep or not pattern:
-            raise click.BadParameter(f"{item}: expected REGEX=TYPE", param_hint="--node-type")
-        patterns.append((pattern, type_name))
-    resolver = curve_resolver(settings, patterns, default_node_type)
+    resolver = curve_resolver(settings, node_types, default_node_type)
     fallback = make_policy(fallback_policy or settings.fallback_policy)
 
     def load(path: Path):
