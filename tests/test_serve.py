@@ -378,6 +378,12 @@ def test_rlsched_serve_hot_reloads_its_model_and_stops_on_sigterm(tmp_path):
         assert model["policy"] == "dqn" and model["scenario"]["name"] == "tiny" and model["global_step"] > 0
         answer = requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()
         assert answer["policy"] == "dqn" and answer["model_version"] == str(path)
+        train(DQNConfig(seed=2, **small), load_scenario("hetero"), tmp_path / "m2.pth")
+        (tmp_path / "m2.pth").replace(path)  # a new model arrives atomically: served, and /model follows it
+        deadline = time.monotonic() + 20
+        while requests.get(url + "/model", timeout=5).json()["scenario"]["name"] != "hetero":
+            assert time.monotonic() < deadline, "the new model was not picked up"
+            time.sleep(0.3)
         path.write_bytes(b"not a model")  # refused: the model keeps serving
         time.sleep(3)
         answer = requests.post(url + "/schedule", data=BIDDING_EXAMPLE, headers=JSON, timeout=10).json()

@@ -57,38 +57,33 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
         raise click.ClickException(f"rlsched serve needs the serve extra ({exc.name} is missing): "
                                    "pip install 'rlsched[serve]'") from None
     from rlmodel.cli.scheduler import _core_api, curve_resolver
-    from rlmodel.live.service import ModelReloader
+    from rlmodel.live.service import ModelReloader, parse_listen
     from rlmodel.policies import make_policy
 
     if (model is None) == (policy_name is None):
         raise click.UsageError("give either --model PATH or --policy NAME")
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise click.BadParameter(f"{listen}: expected HOST:PORT", param_hint="--listen")
+    host, port = parse_listen(listen)
     settings = testbed_config(config_path, testbed_set).scheduler
     resolver = curve_resolver(settings, node_types, default_node_type)
     fallback = make_policy(fallback_policy or settings.fallback_policy)
 
+    state = ServeState(policy=fallback, fallback=fallback, model_label=str(model or ""), resolver=resolver,
+                       limits=ServeLimits(max_body_bytes=max_body_mib * 2**20, max_nodes=max_nodes))
+
     def load(path: Path):
+        """The policy of a model file; what GET /model reports follows it (also on a hot reload)."""
+        from rlmodel.agents.model_file import load_model
         from rlmodel.agents.policy import DQNPolicy
 
-        return DQNPolicy.load(path)
+        loaded = load_model(path)
+        state.model_info = {key: loaded.data.get(key) for key in (
+            "format", "format_version", "feature_schema", "network", "scenario", "global_step", "metrics")}
+        return DQNPolicy(loaded.network)
 
-    info: dict = {}
-    if model is not None:
-        from rlmodel.agents.model_file import load_model
-
-        loaded = load_model(model)
-        data = loaded.data
-        info = {"format": data.get("format"), "format_version": data.get("format_version"),
-                "feature_schema": data.get("feature_schema"), "network": data.get("network"),
-                "scenario": data.get("scenario"), "global_step": data.get("global_step"),
-                "metrics": data.get("metrics")}
-    policy = load(model) if model is not None else make_policy(policy_name or "")
+    state.policy = load(model) if model is not None else make_policy(policy_name or "")
+    policy = state.policy
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)
-    state = ServeState(policy=policy, fallback=fallback, model_label=str(model or ""), model_info=info,
-                       resolver=resolver, limits=ServeLimits(max_body_bytes=max_body_mib * 2**20, max_nodes=max_nodes))
     informers = None
     if cluster_view or kubeconfig is not None or context is not None:
         from rlmodel.live.scheduler import Scheduler, SchedulerConfig
@@ -107,7 +102,7 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
             signal.signal(signal.SIGHUP, lambda *_: reloader.reload())
     app = create_app(state)
     click.echo(f"rlsched serve: policy {policy.name} on http://{listen} (docs at /docs)", err=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=host.strip("[]"), port=int(port), log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=10))
     try:
         server.run()

@@ -18,6 +18,7 @@ connects anywhere a request names.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -39,8 +40,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlmodel.envs.observation import ObservationBuilder
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import EPS, NodeInfo, PodFilter, node_info
-from rlmodel.live.podspec import ObjectError, pod_requests, quantity
-from rlmodel.live.view import ClusterView, CurveResolver, LiveState
+from rlmodel.live.podspec import ObjectError, pod_requests, resources
+from rlmodel.live.view import DEFAULT_ASLEEP_TAINTS, ClusterView, CurveResolver, LiveState, is_asleep
 from rlmodel.policies.base import Policy, predict_with_scores
 from rlmodel.sim.power import CURVE_POINTS, NodeType
 
@@ -398,14 +399,11 @@ def _extender_nodes(state: ServeState, args: ExtenderArgs) -> tuple[list[NodeInf
                 ann = (node.get("metadata") or {}).get("annotations") or {}
                 if not isinstance(ann, Mapping):
                     raise ObjectError("metadata.annotations: expected an object")
-                if REQUESTED_CPU_ANNOTATION in ann:
-                    info.cpu_requested = _nonneg(quantity(ann[REQUESTED_CPU_ANNOTATION],
-                                                          f"metadata.annotations.{REQUESTED_CPU_ANNOTATION}"),
-                                                 REQUESTED_CPU_ANNOTATION)
-                if REQUESTED_MEMORY_ANNOTATION in ann:
-                    info.memory_requested = _nonneg(quantity(
-                        ann[REQUESTED_MEMORY_ANNOTATION], f"metadata.annotations.{REQUESTED_MEMORY_ANNOTATION}")
-                        / 2**30, REQUESTED_MEMORY_ANNOTATION)
+                # read as a requests map: {"cpu": ..., "memory": ...} from the two annotations present
+                requested = {kind: ann[key] for kind, key in (("cpu", REQUESTED_CPU_ANNOTATION),
+                                                              ("memory", REQUESTED_MEMORY_ANNOTATION)) if key in ann}
+                info.cpu_requested, info.memory_requested = resources(
+                    requested, "metadata.annotations[rlsched.io/{cpu,memory}-requested]")
             except ObjectError as exc:
                 raise ClientError(f"Nodes.items[{i}]: {exc}") from None
             except (AttributeError, TypeError) as exc:
@@ -413,11 +411,13 @@ def _extender_nodes(state: ServeState, args: ExtenderArgs) -> tuple[list[NodeInf
             infos.append(info)
         if state.view is not None:  # the cluster view knows what is bound where: its totals win
             with state.view_lock:
-                known = {i.name: i for i in state.view.node_infos()}
-            for info in infos:
-                if info.name in known:
-                    info.cpu_requested, info.memory_requested, info.pods = \
-                        known[info.name].cpu_requested, known[info.name].memory_requested, known[info.name].pods
+                st = state.view.statics()
+                for info in infos:
+                    k = st.position.get(info.name)
+                    if k is not None:
+                        known = st.infos[k]
+                        info.cpu_requested, info.memory_requested, info.pods = \
+                            known.cpu_requested, known.memory_requested, known.pods
         return infos, items
     if args.NodeNames is not None:
         if len(args.NodeNames) > state.limits.max_nodes:
@@ -427,18 +427,12 @@ def _extender_nodes(state: ServeState, args: ExtenderArgs) -> tuple[list[NodeInf
             raise ClientError("NodeNames: this extender has no cluster view (nodeCacheCapable needs `rlsched serve "
                               "--kubeconfig`); configure nodeCacheCapable: false")
         with state.view_lock:
-            known = {i.name: i for i in state.view.node_infos()}
-            missing = [n for n in args.NodeNames if n not in known]
+            st = state.view.statics()
+            missing = [n for n in args.NodeNames if n not in st.position]
             if missing:
                 raise ClientError(f"NodeNames: {missing[0]!r} is not in the cluster view")
-            return [NodeInfo(**{**known[n].__dict__}) for n in args.NodeNames], None
+            return [dataclasses.replace(st.infos[st.position[n]]) for n in args.NodeNames], None
     raise ClientError("Nodes, NodeNames: one of them must be given")
-
-
-def _nonneg(value: float, name: str) -> float:
-    if not (0 <= value < 1e12):  # also NaN
-        raise ObjectError(f"metadata.annotations.{name}: out of range")
-    return value
 
 
 _UNRESOLVABLE = ("node(s) didn't match", "node(s) had untolerated taint", "node(s) were unschedulable")
@@ -494,11 +488,10 @@ def _prioritize(state: ServeState, metrics: ServeMetrics, args: ExtenderArgs) ->
         raise ClientError(f"Pod: {exc}") from None
     if not mask.any():
         return [HostPriority(Host=i.name, Score=0) for i in infos]
-    asleep_taints = state.view.asleep_taints if state.view is not None else {"ToBeDeletedByClusterAutoscaler"}
-    types, asleep = [], []
-    for info in infos:
-        types.append(state.resolver.resolve(info.name, info.labels)[0])
-        asleep.append(any(t.key in asleep_taints for t in info.taints))
+    taints, labels = (state.view.asleep_taints, state.view.asleep_labels) if state.view is not None else \
+        (DEFAULT_ASLEEP_TAINTS, ())
+    types = [state.resolver.resolve(info.name, info.labels)[0] for info in infos]
+    asleep = [is_asleep(info, taints, labels) for info in infos]
     now = state.clock()
     cluster = LiveState(infos, types, asleep, [now] * len(infos), now)
     choice, scores, _ = _decide(state, metrics, cluster, request, mask)

@@ -398,8 +398,8 @@ class Scheduler:
                     now = self.clock()
                     state = self.view.state(now, infos)
                     st = self.view.statics()
-                    fit = check.resources_fit(np.asarray(state.cpu_requested), np.asarray(state.mem_requested),
-                                              np.asarray(state.pods_on), st.cores, st.memory_gib, st.max_pods)
+                    fit = check.resources_fit(st.cpu_requested, st.memory_requested, st.pods, st.cores,
+                                              st.memory_gib, st.max_pods)
                     mask = check.mask(infos, fit, st.hard)
                     if not mask.any():
                         _, failed = filter_nodes(pod, request, infos)  # every node's reason, for the message

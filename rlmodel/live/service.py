@@ -61,12 +61,18 @@ class ModelReloader:
         self._stop.set()
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """(host, port) of `--listen HOST:PORT` (an IPv6 host in brackets); RlschedError in one line otherwise."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise RlschedError(f"--listen {listen}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 def serve_health(listen: str, scheduler: Scheduler) -> http.server.ThreadingHTTPServer:
     """/healthz (the process answers), /readyz (caches synced, a policy loaded; says where CPU in use comes
     from) and /metrics on `listen` (HOST:PORT), in a daemon thread."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise RlschedError(f"--listen {listen}: expected HOST:PORT")
+    host, port = parse_listen(listen)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         timeout = 5
@@ -97,7 +103,7 @@ def serve_health(listen: str, scheduler: Scheduler) -> http.server.ThreadingHTTP
             pass
 
     try:
-        server = http.server.ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)), Handler)
+        server = http.server.ThreadingHTTPServer((host, port), Handler)
     except OSError as exc:
         raise RlschedError(f"--listen {listen}: cannot listen: {exc.strerror}") from None
     server.daemon_threads = True

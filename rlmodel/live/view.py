@@ -32,6 +32,7 @@ from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType, PowerCurves
 
 log = logging.getLogger("rlsched.live")
 NODE_TYPE_LABEL = "rlsched.io/node-type"
+DEFAULT_ASLEEP_TAINTS = ("ToBeDeletedByClusterAutoscaler",)  # cluster-autoscaler marks a node it will remove
 
 
 class ViewError(RlschedError):
@@ -99,6 +100,11 @@ class NodeStatics:
     empty_since: np.ndarray
 
 
+def is_asleep(info: NodeInfo, taints: Iterable[str], labels: Iterable[str] = ()) -> bool:
+    """A node counts as asleep when it carries one of `taints` (keys) or one of `labels` (keys)."""
+    return any(t.key in taints for t in info.taints) or any(k in info.labels for k in labels)
+
+
 class LiveState:
     """A `ClusterState` of live nodes (fixed order: by name) at `now_s`, built by `ClusterView.state()`.
     `demand` is the measured CPU in use (cores) where `cpu_used` has a value, else the requests."""
@@ -107,16 +113,15 @@ class LiveState:
 
     def __init__(self, nodes: Sequence[NodeInfo], types: Sequence[NodeType], asleep: Sequence[bool],
                  empty_since: Sequence[float], now_s: float, sleep_after_s: float = 0.0, *,
-                 cpu_used: Sequence[float | None] | None = None, curves: PowerCurves | None = None):
+                 cpu_used: Sequence[float | None] | None = None):
         self.infos = list(nodes)
         self.names = [n.name for n in nodes]
         self.num_nodes = len(nodes)
         self.node_types = list(types)
         self.cores = np.array([n.cpu_cores for n in nodes], dtype=np.float64)
         self.memory_gib = np.array([n.memory_gib for n in nodes], dtype=np.float64)
-        if curves is None:
-            curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(nodes), -1)) \
-                if len(nodes) else None
+        curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(nodes), -1)) \
+            if len(nodes) else None
         self._power = curves
         self.curves = curves.curves if curves is not None else np.zeros((0, 11))
         self.idle_watts = self.curves[:, 0].copy()
@@ -168,8 +173,8 @@ class ClusterView:
     (exactly, with `math.fsum`) from the pods on that node whenever one of them changes. The `NodeInfo`
     objects `node_infos()` returns are the view's own and change with it: copy them to keep a snapshot."""
 
-    def __init__(self, resolver: CurveResolver | None = None, *, asleep_taints: Iterable[str] = (
-                 "ToBeDeletedByClusterAutoscaler",), asleep_labels: Iterable[str] = (), sleep_after_s: float = 0.0,
+    def __init__(self, resolver: CurveResolver | None = None, *, asleep_taints: Iterable[str] = DEFAULT_ASLEEP_TAINTS,
+                 asleep_labels: Iterable[str] = (), sleep_after_s: float = 0.0,
                  usage_max_age_s: float = 120.0):
         self.resolver = resolver or CurveResolver()
         self.asleep_taints, self.asleep_labels = set(asleep_taints), set(asleep_labels)
@@ -200,10 +205,8 @@ class ClusterView:
             self._static.pop(name, None)
         else:
             node_type = self.resolver.resolve(info.name, info.labels)[0]
-            asleep = any(t.key in self.asleep_taints for t in info.taints) \
-                or any(k in self.asleep_labels for k in info.labels)
             self._infos[name] = info
-            self._static[name] = (node_type, asleep)
+            self._static[name] = (node_type, is_asleep(info, self.asleep_taints, self.asleep_labels))
             self._total(name)
         self._statics = None
 
@@ -327,14 +330,14 @@ class ClusterView:
 
     def _fast_state(self, now_s: float) -> LiveState:
         st = self.statics()
-        cpu, mem, pods = st.cpu_requested.copy(), st.memory_requested.copy(), st.pods.copy()
         empty = np.where(np.isnan(st.empty_since), now_s, st.empty_since)
-        demand = cpu.copy()
+        demand = st.cpu_requested.copy()
         for name, (cores, read_at) in self._cpu_used.items():
             k = st.position.get(name)
             if k is not None and now_s - read_at <= self.usage_max_age_s:
                 demand[k] = cores
-        return LiveState.of_arrays(st, cpu, mem, pods, demand, empty, now_s, self.sleep_after_s)
+        return LiveState.of_arrays(st, st.cpu_requested, st.memory_requested, st.pods, demand, empty, now_s,
+                                   self.sleep_after_s)
 
     def _state_of(self, now_s: float, infos: Sequence[NodeInfo]) -> LiveState:
         """The slow path, node by node (a subset of the nodes); the same values as `_fast_state`."""
