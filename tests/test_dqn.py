@@ -211,7 +211,11 @@ def test_fill_gap_feature_compares_nodes_of_the_same_type():
     nodes[:, col["idle_watts"]] = [66, 66, 66, 86]
     nodes[:, col["cpu_requested_cores"]] = [6, 9, 11, 1]
     nodes[:, col["fits"]] = [1, 1, 0, 1]  # the fullest x3550 cannot take the pod: it is not a candidate
-    obs = {"nodes": nodes, "pod": np.array([0.5, 0.5, 0.0], dtype=np.float32)}
+    from rlmodel.envs import POD_FEATURES
+
+    pod = np.zeros(len(POD_FEATURES), dtype=np.float32)
+    pod[:2] = 0.5
+    obs = {"nodes": nodes, "pod": pod}
     gap = node_features(obs)[:, FEATURES.index("fill_gap_same_type")]
     assert np.allclose(gap, [6 / 12 - 9 / 12, 0.0, 11 / 12 - 9 / 12, 0.0])
 

@@ -99,7 +99,7 @@ def test_the_env_observation_is_the_builders():
     for _ in range(25):
         i, trace = env.pod_index, env.trace
         again = builder.build(env.sim, (float(trace.cpu_request_cores[i]), float(trace.memory_request_gib[i]),
-                                        i / len(trace)), info["action_mask"])
+                                        i / len(trace)), info["action_mask"], env.pod_signals(i))
         assert np.array_equal(again["nodes"], obs["nodes"]) and np.array_equal(again["pod"], obs["pod"])
         assert env.observation_space.contains(obs)
         obs, _, done, _, info = env.step(int(np.flatnonzero(info["action_mask"])[0]))

@@ -141,6 +141,7 @@ def test_a_table_setting_from_text_is_a_json_object_of_strings_or_one_line_error
     st.builds(lambda n, s: f"{n}{s}", st.integers(0, 10**19),
               st.sampled_from(["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "u", "n"])),
     st.text(alphabet="0123456789.eEmkiMGT+-", max_size=12)))
+@settings(deadline=None)  # the first call imports the kubernetes client
 def test_quantity_reads_what_the_kubernetes_client_reads(text):
     """The quantity parser's fast path gives parse_quantity's value, and refuses what it refuses."""
     from kubernetes.utils import parse_quantity

@@ -12,8 +12,9 @@ import numpy as np
 
 from rlmodel.envs.observation import NODE_COL, POD_COL, Obs
 from rlmodel.policies.heuristics import EfficientFirst
+from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES
 
-FEATURE_SCHEMA_VERSION = 4
+FEATURE_SCHEMA_VERSION = 5
 FEATURES: tuple[str, ...] = (
     "cpu_cores_x12",            # node cores / 12
     "memory_gib_x16",           # node memory / 16 GiB
@@ -46,6 +47,13 @@ FEATURES: tuple[str, ...] = (
                                    # of the same type (0: the fullest; relational, for bin packing)
     "efficient_first_pick",        # 1 on the nodes the efficient-first heuristic would choose (its best
                                    # score; a prior the network can follow or overrule)
+    *(f"owner_{k.lower()}" for k in OWNER_KINDS),  # the pod's controller, one-hot
+    *(f"qos_{q.lower()}" for q in QOS_CLASSES),    # its QoS class, one-hot
+    "priority_log10",              # sign(p) log10(1 + |p|) / 10
+    "replicas_log2",               # log2(replicas) / 4
+    "workload_completed_log",      # log(1 + completed pods of its workload) / 5
+    "expected_run_log_min",        # log(1 + its workload's mean run time in minutes) / 5 (the prior without one)
+    "expected_run_vs_sleep",       # expected run time / the node's sleep_after_s, capped at 10 (0: never sleeps)
 )
 NUM_FEATURES = len(FEATURES)
 _EFFICIENT_FIRST = EfficientFirst()
@@ -118,6 +126,16 @@ def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
     # every node the heuristic might pick (it breaks ties at random), so that the feature is a function of the state
     ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf)
     col["efficient_first_pick"] = fits & (ef_scores == ef_scores.max())
+    for name in (*(f"owner_{k.lower()}" for k in OWNER_KINDS), *(f"qos_{q.lower()}" for q in QOS_CLASSES)):
+        col[name] = float(pod[POD_COL[name]])
+    p = float(pod[POD_COL["priority"]])
+    col["priority_log10"] = float(np.sign(p) * np.log10(1.0 + abs(p)) / 10.0)
+    col["replicas_log2"] = float(np.log2(max(float(pod[POD_COL["replicas"]]), 1.0)) / 4.0)
+    col["workload_completed_log"] = float(np.log1p(float(pod[POD_COL["workload_completed"]])) / 5.0)
+    run_s = float(pod[POD_COL["workload_mean_run_s"]])
+    col["expected_run_log_min"] = float(np.log1p(run_s / 60.0) / 5.0)
+    col["expected_run_vs_sleep"] = np.where(sleep_after > 0, np.minimum(run_s / np.maximum(sleep_after, 1e-6), 10.0),
+                                            0.0)
     return col
 
 

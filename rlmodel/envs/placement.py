@@ -8,10 +8,18 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from rlmodel.envs.observation import IDLE_S_MAX, NODE_FEATURES, POD_FEATURES, ObservationBuilder
+from rlmodel.envs.observation import (
+    IDLE_S_MAX,
+    NODE_FEATURES,
+    POD_FEATURES,
+    ObservationBuilder,
+    PodSignals,
+    workload_history,
+)
 from rlmodel.sim.backend import ClusterBackend
 from rlmodel.sim.cluster import ClusterSim
-from rlmodel.sim.scenario import Scenario, load_scenario
+from rlmodel.sim.podtrace import MAX_PRIORITY
+from rlmodel.sim.scenario import MAX_SECONDS, Scenario, load_scenario
 from rlmodel.sim.workload import sample_trace
 
 __all__ = ["NODE_FEATURES", "POD_FEATURES", "PodPlacementEnv"]
@@ -34,13 +42,20 @@ class PodPlacementEnv(gym.Env):
     unschedulable count), so a masked agent never takes one.
 
     ## Observation space
-    `Dict(nodes=Box(0, high, (N, 15), float32), pod=Box(0, high, (3,), float32))`, in physical units so
+    `Dict(nodes=Box(0, high, (N, 15), float32), pod=Box(low, high, (16,), float32))`, in physical units so
     that one network with weights shared across nodes serves any N (built by
     `rlmodel.envs.observation.ObservationBuilder`, which a live cluster view uses too):
     nodes columns `NODE_FEATURES`: cpu_cores, memory_gib, cpu_requested_cores, memory_requested_gib,
     cpu_used_cores, watts, watts_if_placed, idle_watts, peak_watts, asleep, waking_s, pods, fits,
     idle_s (how long an awake node has been empty, clipped at 3600), sleep_after_s (0: never sleeps);
-    pod `POD_FEATURES`: cpu_request_cores, memory_request_gib, episode_progress.
+    pod `POD_FEATURES`: cpu_request_cores, memory_request_gib, episode_progress; the pod's owner kind
+    (one-hot over Pod, Job, CronJob, Deployment, StatefulSet, Other) and QoS class (one-hot over BestEffort,
+    Burstable, Guaranteed); priority (the only column that may be negative); replicas (pods created with it);
+    workload_completed and workload_mean_run_s: how many pods of its workload finished before now and their
+    mean run time from start to finish, s (with none: the mean run time of every pod finished so far, or 600 s
+    before any has; `rlmodel.envs.observation.workload_history`). Nothing in the observation depends on a
+    pod's run time before that pod has finished. A live cluster view computes the same signals from pod owner
+    references, QoS class, priority, startTime and the containers' finishedAt.
 
     ## Reward
     `-(delta_energy_j + w * delta_overload_pod_s + u * delta_unschedulable) / energy_scale_j`, counted
@@ -72,6 +87,8 @@ class PodPlacementEnv(gym.Env):
     ## Version history
     v0: first version.
     v1: pods left unplaced are charged `reward.unschedulable_penalty_j`.
+    v2: the pod part grows from 3 to 16 columns: owner kind, QoS class, priority, replicas and the workload's
+        run-time history (scenario workload classes and traces carry them); `reward.imbalance_penalty_j`.
     """
 
     metadata = {"render_modes": []}
@@ -87,7 +104,7 @@ class PodPlacementEnv(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "nodes": spaces.Box(0.0, self._node_high(), dtype=np.float32),
-                "pod": spaces.Box(0.0, self._pod_high(), dtype=np.float32),
+                "pod": spaces.Box(self._pod_low(), self._pod_high(), dtype=np.float32),
             }
         )
         self._observation = ObservationBuilder(self.sim)
@@ -99,7 +116,7 @@ class PodPlacementEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.trace = sample_trace(self.scenario.workload, self.np_random)
+        self.trace = sample_trace(self.scenario.workload, self.np_random).with_signals()
         self.sim.reset(self.trace)
         self._pod = 0
         self.invalid_actions = 0
@@ -119,7 +136,7 @@ class PodPlacementEnv(gym.Env):
             self.invalid_actions += 1
         self._pod += 1
         self._done = self._advance_to_next_decision()
-        cost = self._reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable)
+        cost = self._reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable, sim.imbalance_s)
         reward = -(cost - self._accounted) / self._scale
         self._accounted = cost
         info = self._info()
@@ -139,6 +156,7 @@ class PodPlacementEnv(gym.Env):
         return {
             "energy_j": sim.energy_j,
             "overload_pod_s": sim.overload_pod_s,
+            "imbalance_s": sim.imbalance_s,
             "wake_delay_pod_s": sim.wake_delay_pod_s,
             "unschedulable": float(sim.unschedulable),
             "invalid_actions": float(self.invalid_actions),
@@ -150,7 +168,7 @@ class PodPlacementEnv(gym.Env):
     def _node_high(self) -> np.ndarray:
         """Upper bounds of the node features (finite, so that the Box is a real spec)."""
         sim, wl = self.sim, self.scenario.workload
-        max_demand = wl.pods_per_episode * wl.cpu_request_cores[1] * max(wl.usage_of_request[1], 1.0)
+        max_demand = wl.pods_per_episode * wl.max_usage_cores
         max_watts = float(max(sim.peak_watts.max(), self.scenario.sleep_watts))
         col = {
             "cpu_cores": sim.cores.max(), "memory_gib": sim.memory_gib.max(),
@@ -166,8 +184,13 @@ class PodPlacementEnv(gym.Env):
     def _pod_high(self) -> np.ndarray:
         wl = self.scenario.workload
         col = {"cpu_request_cores": wl.cpu_request_cores[1], "memory_request_gib": wl.memory_request_gib[1],
-               "episode_progress": 1.0}
-        return np.array([col[name] for name in POD_FEATURES], dtype=np.float32) * np.float32(1.001)
+               "episode_progress": 1.0, "priority": MAX_PRIORITY, "replicas": wl.max_replicas,
+               "workload_completed": wl.pods_per_episode, "workload_mean_run_s": MAX_SECONDS}
+        return np.array([col.get(name, 1.0) for name in POD_FEATURES], dtype=np.float32) * np.float32(1.001)
+
+    def _pod_low(self) -> np.ndarray:
+        return np.array([-MAX_PRIORITY * 1.001 if name == "priority" else 0.0 for name in POD_FEATURES],
+                        dtype=np.float32)
 
     def _advance_to_next_decision(self) -> bool:
         """Move time to the next pod that fits somewhere; True when the episode is over."""
@@ -187,9 +210,20 @@ class PodPlacementEnv(gym.Env):
     def _observe(self) -> dict[str, np.ndarray]:
         trace, i = self.trace, self._pod
         pod = None
+        signals = None
         if i < len(trace):
             pod = (float(trace.cpu_request_cores[i]), float(trace.memory_request_gib[i]), i / len(trace))
-        return self._observation.build(self.sim, pod, self._mask)
+            signals = self.pod_signals(i)
+        return self._observation.build(self.sim, pod, self._mask, signals)
+
+    def pod_signals(self, i: int) -> PodSignals:
+        """What is known now of pod `i` besides its requests: its trace's labels and its workload's history."""
+        trace, sim = self.trace, self.sim
+        assert trace.workload is not None and trace.owner_kind is not None and trace.qos is not None
+        assert trace.priority is not None and trace.replicas is not None
+        done, mean_run = workload_history(trace.workload, sim.start_s, sim.finish_s, sim.now_s, int(trace.workload[i]))
+        return PodSignals(owner_kind=int(trace.owner_kind[i]), qos=int(trace.qos[i]), priority=int(trace.priority[i]),
+                          replicas=int(trace.replicas[i]), workload_completed=done, workload_mean_run_s=mean_run)
 
     def _info(self) -> dict[str, Any]:
         return {"action_mask": self._mask.copy(), "time_s": self.sim.now_s, "pod": self._pod}

@@ -19,17 +19,19 @@ from rlmodel.sim.scenario import Scenario
 EPISODE_COLUMNS = [
     "scenario", "policy", "episode", "seed", "energy_j", "overload_pod_s", "unschedulable", "mean_watts",
     "wake_delay_pod_s", "wakeups", "makespan_s", "return", "oracle_kind", "pods", "pods_placed", "cost_j",
-    "energy_j_per_placed_pod",
+    "energy_j_per_placed_pod", "imbalance_s",
 ]
 SUMMARY_COLUMNS = [
     "scenario", "policy", "episodes", "energy_j_mean", "energy_j_ci95", "ratio_to_round_robin",
     "ratio_to_round_robin_ci95", "gap_to_oracle", "overload_pod_s_mean", "unschedulable_mean",
     "wake_delay_pod_s_mean", "mean_watts_mean", "cost_j_mean", "cost_j_ci95", "energy_j_per_placed_pod_mean",
     "reference", "cost_ratio_to_reference", "cost_ratio_to_reference_ci95", "cost_diff_to_reference_j",
-    "cost_diff_to_reference_j_ci95", "rank",
+    "cost_diff_to_reference_j_ci95", "rank", "imbalance_s_mean",
 ]
 """`rank` orders policies by `cost_j_mean`, the reward's cost (energy plus the overload and unplaced-pod
-penalties), so leaving pods unplaced never ranks a policy better; the oracle (a bound) is not ranked."""
+penalties), so leaving pods unplaced never ranks a policy better; the oracle (a bound) is not ranked.
+`imbalance_s` is the integral of the standard deviation of node CPU utilization (charged at
+`reward.imbalance_penalty_j`); the oracle's rows leave it empty and its cost omits it (still a lower bound)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class EpisodeResult:
     makespan_s: float
     ret: float
     actions: tuple[int, ...]
+    imbalance_s: float = 0.0
 
 
 def run_episode(env: PodPlacementEnv, policy: Policy, seed: int,
@@ -69,7 +72,8 @@ def run_episode(env: PodPlacementEnv, policy: Policy, seed: int,
         on_decisions(len(actions) - reported)
     m = env.episode_metrics()
     return EpisodeResult(m["energy_j"], m["overload_pod_s"], m["unschedulable"], m["mean_watts"],
-                         m["wake_delay_pod_s"], m["wakeups"], m["makespan_s"], total, tuple(actions))
+                         m["wake_delay_pod_s"], m["wakeups"], m["makespan_s"], total, tuple(actions),
+                         m["imbalance_s"])
 
 
 def agreement(env: PodPlacementEnv, policy: Policy, reference: ScoringPolicy, seeds: Sequence[int]) -> float:
@@ -119,9 +123,11 @@ def run_benchmark(
     seeds = episode_seeds(seed, episodes)
     cost = scenario.reward.cost_j
 
-    def totals(pods: int, energy_j: float, overload_pod_s: float, unschedulable: float) -> dict[str, float]:
+    def totals(pods: int, energy_j: float, overload_pod_s: float, unschedulable: float,
+               imbalance_s: float) -> dict[str, float]:
         placed = pods - unschedulable
-        return {"pods": pods, "pods_placed": placed, "cost_j": cost(energy_j, overload_pod_s, unschedulable),
+        return {"pods": pods, "pods_placed": placed, "imbalance_s": imbalance_s,
+                "cost_j": cost(energy_j, overload_pod_s, unschedulable, 0.0 if math.isnan(imbalance_s) else imbalance_s),
                 "energy_j_per_placed_pod": energy_j / placed if placed > 0 else math.nan}
 
     for policy in policies:
@@ -133,7 +139,7 @@ def run_benchmark(
                 "energy_j": r.energy_j, "overload_pod_s": r.overload_pod_s, "unschedulable": r.unschedulable,
                 "mean_watts": r.mean_watts, "wake_delay_pod_s": r.wake_delay_pod_s, "wakeups": r.wakeups,
                 "makespan_s": r.makespan_s, "return": r.ret, "oracle_kind": "",
-                **totals(len(env.trace), r.energy_j, r.overload_pod_s, r.unschedulable),
+                **totals(len(env.trace), r.energy_j, r.overload_pod_s, r.unschedulable, r.imbalance_s),
             })
             if on_episode:
                 on_episode(policy.name, ep)
@@ -146,7 +152,7 @@ def run_benchmark(
                 "energy_j": o.energy_j, "overload_pod_s": o.overload_pod_s, "unschedulable": o.unschedulable,
                 "mean_watts": math.nan, "wake_delay_pod_s": math.nan, "wakeups": math.nan,
                 "makespan_s": math.nan, "return": math.nan, "oracle_kind": o.kind,
-                **totals(len(env.trace), o.energy_j, o.overload_pod_s, o.unschedulable),
+                **totals(len(env.trace), o.energy_j, o.overload_pod_s, o.unschedulable, math.nan),
             })
             if on_episode:
                 on_episode("oracle", ep)
@@ -197,6 +203,7 @@ def summarize(episodes: pd.DataFrame, reference: str | None = None) -> pd.DataFr
             "unschedulable_mean": float(g["unschedulable"].mean()),
             "wake_delay_pod_s_mean": float(g["wake_delay_pod_s"].mean()),
             "mean_watts_mean": float(g["mean_watts"].mean()),
+            "imbalance_s_mean": float(g["imbalance_s"].mean()),
             **_cost_columns(g, ref, reference),
         })
     out = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -27,7 +27,7 @@ import numpy as np
 
 from rlmodel.sim.cluster import ClusterSim
 from rlmodel.sim.scenario import Scenario
-from rlmodel.sim.workload import PodTrace
+from rlmodel.sim.podtrace import PodTrace
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def exact_optimum(scenario: Scenario, trace: PodTrace, *, max_nodes_visited: int
         return floor_w * max(end - now, 0.0) + min_slope * bound_work + float(future_after[i])
 
     def cost() -> float:
-        return reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable)
+        return reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable, sim.imbalance_s)
 
     def visit(i: int) -> bool:
         nonlocal best_cost, best, best_metrics, visited

@@ -155,5 +155,5 @@ class RolloutPlanner:
                     else:
                         twin.place(j, a)
                 twin.drain()
-                costs[k, ci] = reward.cost_j(twin.energy_j, twin.overload_pod_s, twin.unschedulable)
+                costs[k, ci] = reward.cost_j(twin.energy_j, twin.overload_pod_s, twin.unschedulable, twin.imbalance_s)
         return costs

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rlmodel.sim.workload import PodTrace
+from rlmodel.sim.podtrace import PodTrace
 
 AWAKE, ASLEEP, WAKING = 0, 1, 2
 """Values of `ClusterState.state`."""
@@ -120,6 +120,10 @@ class ClusterBackend(ClusterState, Protocol):
         """Slowdown of the episode so far, pod-s (the service-level signal)."""
 
     @property
+    def imbalance_s(self) -> float:
+        """Standard deviation over nodes of CPU utilization (0..1), integrated over the episode, utilization-s."""
+
+    @property
     def wake_delay_pod_s(self) -> float:
         """Time pods waited for sleeping nodes to wake, pod-s."""
 
@@ -154,6 +158,10 @@ class ClusterBackend(ClusterState, Protocol):
     @property
     def finish_s(self) -> np.ndarray:
         """(pods,) when each pod finished, s (NaN: not yet)."""
+
+    @property
+    def start_s(self) -> np.ndarray:
+        """(pods,) when each pod started running, s (NaN: not yet); its run time is finish_s - start_s."""
 
     def reset(self, trace: PodTrace) -> None:
         """Start an episode of `trace` at t = 0 with every node awake and empty."""

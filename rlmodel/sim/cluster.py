@@ -14,7 +14,9 @@ Model (all times in s, CPU in cores, memory in GiB, power in W, energy in J):
 * Background load (scenario `background_cpu_cores`, the testbed's resource blocker) is CPU demand
   that is always there: it draws power and shares the cores with the pods, but reserves no requests.
   A node with background load never sleeps.
-* Power is constant between events, so energy is integrated exactly: sum of P * dt.
+* Power is constant between events, so energy is integrated exactly: sum of P * dt. So is the imbalance:
+  the standard deviation over nodes of CPU utilization (min(demand / cores, 1) on awake nodes, 0 on others),
+  integrated over time (`imbalance_s`, utilization-seconds).
 
 The core keeps per-node state in plain Python lists and one heap of next-event times: a node's pods
 share one "virtual clock" advancing at the node's rate, so a pod finishes when the clock reaches
@@ -32,7 +34,7 @@ import numpy as np
 from rlmodel.sim.backend import ASLEEP, AWAKE, WAKING, ClusterBackend, fits_mask
 from rlmodel.sim.power import PowerCurves
 from rlmodel.sim.scenario import Scenario
-from rlmodel.sim.workload import PodTrace
+from rlmodel.sim.podtrace import PodTrace
 
 __all__ = ["ASLEEP", "AWAKE", "WAKING", "ClusterSim", "fits_mask"]
 _EPS = 1e-9
@@ -88,6 +90,9 @@ class ClusterSim:
         self.now_s = 0.0
         self.energy_j = 0.0
         self.overload_pod_s = 0.0
+        self.imbalance_s = 0.0
+        self._util = [0.0] * n
+        self._util_sum = self._util_sq = 0.0
         self.wake_delay_pod_s = 0.0
         self.wakeups = 0
         self.unschedulable = 0
@@ -113,6 +118,7 @@ class ClusterSim:
         self._events: list[tuple[float, int, int]] = []
         self.node_of = np.full(len(trace), -1, dtype=np.int64)
         self.finish_s = np.full(len(trace), np.nan)
+        self.start_s = np.full(len(trace), np.nan)  # when each pod started running (after its node woke), s
         self._total_watts = 0.0
         for i in range(n):
             self._refresh(i)  # power at the background demand; schedules the first events
@@ -203,19 +209,24 @@ class ClusterSim:
     def snapshot(self) -> tuple:
         """Everything that changes during an episode, for `restore` (used by exhaustive search)."""
         return (
-            self.now_s, self.energy_j, self.overload_pod_s, self.wake_delay_pod_s, self.wakeups,
+            self.now_s, self.energy_j, self.overload_pod_s, self.imbalance_s, self._util[:], self._util_sum,
+            self._util_sq, self.wake_delay_pod_s, self.wakeups,
             self.unschedulable, self.pods_done, self.pods_placed, self.cpu_requested[:], self.mem_requested[:],
             self.demand[:], self.state[:], self.pods_on[:], self._vt[:], self._last[:], self._rate[:],
             [r[:] for r in self._running], [w[:] for w in self._waiting], self._wake_done[:], self._sleep_at[:],
             self.watts[:], self._overload_rate[:], self._total_watts, self._total_overload_rate,
             self._version[:], self._events[:], self.node_of.copy(), self.finish_s.copy(), self.empty_since[:],
+            self.start_s.copy(),
         )
 
     def restore(self, snap: tuple) -> None:
-        (self.now_s, self.energy_j, self.overload_pod_s, self.wake_delay_pod_s, self.wakeups,
+        (self.now_s, self.energy_j, self.overload_pod_s, self.imbalance_s, util, self._util_sum, self._util_sq,
+         self.wake_delay_pod_s, self.wakeups,
          self.unschedulable, self.pods_done, self.pods_placed, cpu_req, mem_req, demand, state, pods_on, vt,
          last, rate, running, waiting, wake_done, sleep_at, watts, orate, self._total_watts,
-         self._total_overload_rate, version, events, node_of, finish, empty_since) = snap
+         self._total_overload_rate, version, events, node_of, finish, empty_since, start) = snap
+        self.start_s = start.copy()
+        self._util = util[:]
         self.empty_since = empty_since[:]
         self.cpu_requested, self.mem_requested, self.demand = cpu_req[:], mem_req[:], demand[:]
         self.state, self.pods_on, self._vt, self._last, self._rate = state[:], pods_on[:], vt[:], last[:], rate[:]
@@ -261,6 +272,9 @@ class ClusterSim:
         if dt > 0:
             self.energy_j += self._total_watts * dt
             self.overload_pod_s += self._total_overload_rate * dt
+            n = self.num_nodes
+            mean = self._util_sum / n
+            self.imbalance_s += math.sqrt(max(self._util_sq / n - mean * mean, 0.0)) * dt
             self.now_s = t
 
     def _sync(self, node: int, t: float) -> None:
@@ -269,6 +283,7 @@ class ClusterSim:
         self._last[node] = t
 
     def _start(self, node: int, pod: int) -> None:
+        self.start_s[pod] = self._last[node]
         heapq.heappush(self._running[node], (self._vt[node] + self._work[pod], pod))
         self.demand[node] += self._usage[pod]
 
@@ -307,6 +322,7 @@ class ClusterSim:
         state = self.state[node]
         cores = self._cores[node]
         demand = self.demand[node]
+        u = 0.0
         if state == ASLEEP:
             watts = self.sleep_watts
         elif state == WAKING:
@@ -315,6 +331,7 @@ class ClusterSim:
             # the scalar form of rlmodel.sim.power.power_w, inline: this runs at every event
             u = demand / cores
             if u >= 1.0:
+                u = 1.0
                 watts = self._peak[node]
             else:
                 x = u * 10.0
@@ -324,6 +341,10 @@ class ClusterSim:
         running = self._running[node]
         rate = cores / demand if demand > cores else 1.0
         orate = len(running) * (1.0 - rate)
+        old = self._util[node]
+        self._util[node] = u
+        self._util_sum += u - old
+        self._util_sq += u * u - old * old
         self._total_watts += watts - self.watts[node]
         self._total_overload_rate += orate - self._overload_rate[node]
         self.watts[node] = watts

@@ -13,7 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rlmodel.errors import ScenarioError
+from rlmodel.sim.podtrace import MAX_PRIORITY, OWNER_KINDS, QOS_CLASSES, PodTrace, read_trace
 from rlmodel.sim.power import BUILTIN_NODE_TYPES, CURVE_POINTS, NodeType
 
 if sys.version_info >= (3, 11):
@@ -46,9 +49,118 @@ class NodeGroup:
     """memory the background load holds on each node, GiB (not a request: it does not change what fits)"""
 
 
+LOGNORMAL_MAX_SIGMAS = 4.0  # a lognormal without `max` is clipped at median * exp(4 sigma) (99.997th percentile)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A distribution of a non-negative quantity, as a scenario declares it.
+
+    * `[low, high]` or `{dist = "uniform", low, high}`: uniform on [low, high];
+    * `{dist = "lognormal", median, sigma, max}`: median * exp(sigma * N(0, 1)), clipped at `max` (default
+      median * exp(4 sigma)), so every draw is bounded;
+    * `{dist = "choice", values = [...], weights = [...]}`: one of `values` (weights default equal);
+    * a bare number: that value always.
+    """
+
+    kind: str
+    params: tuple[float, ...]
+    weights: tuple[float, ...] = ()
+
+    @staticmethod
+    def uniform(low: float, high: float) -> Dist:
+        return Dist("uniform", (float(low), float(high)))
+
+    @property
+    def low(self) -> float:
+        """The smallest value a draw can take."""
+        if self.kind == "uniform":
+            return self.params[0]
+        if self.kind == "lognormal":
+            return 0.0
+        return min(v for v, w in zip(self.params, self.weights, strict=True) if w > 0)
+
+    @property
+    def high(self) -> float:
+        """The largest value a draw can take."""
+        if self.kind == "uniform":
+            return self.params[1]
+        if self.kind == "lognormal":
+            return self.params[2]
+        return max(v for v, w in zip(self.params, self.weights, strict=True) if w > 0)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """(n,) draws."""
+        if self.kind == "uniform":
+            return rng.uniform(self.params[0], self.params[1], size=n)
+        if self.kind == "lognormal":
+            median, sigma, top = self.params
+            return np.minimum(median * np.exp(sigma * rng.standard_normal(n)), top)
+        p = np.asarray(self.weights, dtype=np.float64)
+        return np.asarray(self.params, dtype=np.float64)[rng.choice(len(self.params), size=n, p=p / p.sum())]
+
+    def describe(self) -> str:
+        if self.kind == "uniform":
+            return f"uniform [{self.params[0]:g}, {self.params[1]:g}]"
+        if self.kind == "lognormal":
+            return f"lognormal median {self.params[0]:g} sigma {self.params[1]:g} (max {self.params[2]:g})"
+        return "choice of " + ", ".join(f"{v:g}" for v in self.params)
+
+
+@dataclass(frozen=True)
+class WorkloadClass:
+    """One kind of workload in a scenario's mix (`[[workload.classes]]`).
+
+    Attributes:
+        name: the class name.
+        weight: share of arrivals (batches) drawn from this class, relative to the other classes' weights.
+        owner_kind: the pods' controller, one of OWNER_KINDS.
+        qos: the pods' QoS class, one of QOS_CLASSES. A BestEffort pod requests nothing (the scheduler sees 0
+            cores and 0 GiB); its `cpu_request_cores` is then the size its usage is drawn from.
+        priority: the pods' priority (PriorityClass value).
+        replicas: pods created together in one batch (a rollout or a parallel Job), same arrival time.
+        workloads: distinct workloads (Deployments, Jobs, ...) of this class; a batch belongs to one of them,
+            drawn uniformly. Pods of one workload share its identity, which the history features follow.
+        cpu_request_cores, memory_request_gib, usage_of_request, duration_s: per-pod distributions (cores,
+            GiB, a fraction of the request, s of work).
+        duration_spread: when set, each workload draws one typical run time per episode from `duration_s`
+            and its pods run typical * exp(duration_spread * N(0, 1)) (pods of one workload behave alike);
+            when absent, every pod's run time is drawn from `duration_s` on its own.
+    """
+
+    name: str
+    weight: float
+    owner_kind: str
+    qos: str
+    priority: int
+    replicas: Dist
+    workloads: int
+    cpu_request_cores: Dist
+    memory_request_gib: Dist
+    usage_of_request: Dist
+    duration_s: Dist
+    duration_spread: float | None = None
+
+
+@dataclass(frozen=True)
+class ArrivalSpec:
+    """Arrival process of batches (`[workload.arrivals]`): Poisson with mean gap `mean_interarrival_s`, its rate
+    following a daily cycle rate(t) = mean_rate * (1 + a sin(2 pi t / period_s)), a = (r - 1) / (r + 1) for
+    r = peak_to_trough (1: no cycle). Sampled by thinning, so the gaps are exact for that rate."""
+
+    period_s: float = 86_400.0
+    peak_to_trough: float = 1.0
+
+    @property
+    def amplitude(self) -> float:
+        r = self.peak_to_trough
+        return (r - 1.0) / (r + 1.0)
+
+
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """How pods arrive. Ranges are [low, high] and sampled uniformly.
+    """How pods arrive: one uniform kind of pod (the ranges below, [low, high]), a mix of workload classes
+    (`classes`), or a window of a recorded trace (`trace`).
 
     Attributes:
         pods_per_episode: pods arriving in one episode.
@@ -57,6 +169,14 @@ class WorkloadSpec:
         memory_request_gib: memory request, GiB.
         usage_of_request: actual CPU use as a fraction of the request (above 1: the pod bursts).
         duration_s: work of the pod in s when it runs unslowed.
+        classes: workload classes (empty: every pod from the ranges above). With classes, the ranges above
+            are the [smallest, largest] value any class can draw, and arrivals are batches of `replicas` pods.
+        arrivals: the daily cycle of the arrival rate.
+        trace: a recorded trace; an episode replays `pods_per_episode` consecutive pods of it from an offset
+            drawn from the seed, times scaled by `time_scale` (usage the file leaves empty is drawn from
+            `usage_of_request`).
+        trace_source: the trace file's path.
+        time_scale: factor on a trace's arrival times and run times.
     """
 
     pods_per_episode: int = 60
@@ -65,6 +185,30 @@ class WorkloadSpec:
     memory_request_gib: tuple[float, float] = (0.25, 2.0)
     usage_of_request: tuple[float, float] = (0.3, 1.2)
     duration_s: tuple[float, float] = (120.0, 1800.0)
+    classes: tuple[WorkloadClass, ...] = ()
+    arrivals: ArrivalSpec = field(default_factory=ArrivalSpec)
+    trace: PodTrace | None = field(default=None, compare=False, repr=False)
+    trace_source: str = ""
+    time_scale: float = 1.0
+
+    @property
+    def max_replicas(self) -> int:
+        """The largest batch of pods created together."""
+        if self.trace is not None:
+            full = self.trace.with_signals()
+            assert full.replicas is not None
+            return int(full.replicas.max())
+        return max([int(round(c.replicas.high)) for c in self.classes] + [1])
+
+    @property
+    def max_usage_cores(self) -> float:
+        """The largest CPU demand of one pod, cores."""
+        if self.trace is not None:
+            usage = self.trace.usage_cores
+            known = usage[~np.isnan(usage)]
+            drawn = float(self.trace.cpu_request_cores.max()) * self.usage_of_request[1]
+            return max(float(known.max()) if known.size else 0.0, drawn)
+        return self.cpu_request_cores[1] * max(self.usage_of_request[1], 1.0)
 
 
 @dataclass(frozen=True)
@@ -78,16 +222,19 @@ class RewardSpec:
         unschedulable_penalty_j: joules charged per pod that is left unplaced (it fits on no node, or the
             agent chose a node where it does not fit). Far above what one pod's run costs (about 10 kJ
             on the SPECpower nodes), so that no policy can save energy by crowding pods out.
+        imbalance_penalty_j: joules charged per unit of the standard deviation of node CPU utilization (0..1),
+            integrated over time (per utilization-second, `imbalance_s`); 0 by default.
     """
 
     energy_scale_j: float = 1000.0
     overload_penalty_j_per_pod_s: float = 20.0
     unschedulable_penalty_j: float = 100_000.0
+    imbalance_penalty_j: float = 0.0
 
-    def cost_j(self, energy_j: float, overload_pod_s: float, unschedulable: float) -> float:
+    def cost_j(self, energy_j: float, overload_pod_s: float, unschedulable: float, imbalance_s: float = 0.0) -> float:
         """What the environment minimises, J: energy plus the penalties (minus the return, times energy_scale_j)."""
         return (energy_j + self.overload_penalty_j_per_pod_s * overload_pod_s
-                + self.unschedulable_penalty_j * unschedulable)
+                + self.unschedulable_penalty_j * unschedulable + self.imbalance_penalty_j * imbalance_s)
 
 
 @dataclass(frozen=True)
@@ -143,6 +290,9 @@ class Scenario:
         if factor < 1:
             raise ScenarioError(f"{self.name}: scale factor must be >= 1, got {factor}")
         wl = self.workload
+        if wl.trace is not None and factor > 1:
+            raise ScenarioError(f"{self.name}: a trace scenario cannot be scaled (replay a longer window on more "
+                                "nodes instead)")
         workload = replace(wl, pods_per_episode=wl.pods_per_episode * factor,
                            mean_interarrival_s=wl.mean_interarrival_s / factor)
         groups = tuple(replace(g, count=g.count * factor) for g in self.groups)
@@ -313,7 +463,21 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
 
 
 def fitting_share(groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> float:
-    """Share of the workload's pods (uniform CPU and memory requests) whose requests fit some empty node."""
+    """Share of the workload's pods whose requests fit some empty node: exact for uniform requests and for a
+    trace, estimated from 4,000 pods drawn with a fixed seed for workload classes."""
+    if workload.trace is not None or workload.classes:
+        if workload.trace is not None:
+            cpu, mem = workload.trace.cpu_request_cores, workload.trace.memory_request_gib
+        else:
+            from rlmodel.sim.workload import sample_trace
+
+            sample = sample_trace(replace(workload, pods_per_episode=4000), np.random.default_rng(0))
+            cpu, mem = sample.cpu_request_cores, sample.memory_request_gib
+        fits = np.zeros(len(cpu), dtype=bool)
+        for g in groups:
+            fits |= (cpu <= g.node_type.cpu_cores + 1e-9) & (mem <= g.node_type.memory_gib + 1e-9)
+        return float(fits.mean())
+
     def at_most(limit: float, low: float, high: float) -> float:  # P(uniform request on [low, high] <= limit)
         if high <= low:
             return 1.0 if low <= limit else 0.0
@@ -333,6 +497,13 @@ def fitting_share(groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> floa
 def _check_requests_fit(w: _Reader, groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> None:
     max_cpu = max(g.node_type.cpu_cores for g in groups)
     max_mem = max(g.node_type.memory_gib for g in groups)
+    if workload.classes or workload.trace is not None:
+        share = fitting_share(groups, workload)
+        if share < MIN_FITTING_SHARE:
+            raise w.fail("trace" if workload.trace is not None else "classes",
+                         f"only {share:.0%} of the pods' requests (CPU and memory) fit on any node: the benchmark "
+                         "would measure pods left out, not placements")
+        return
     if workload.cpu_request_cores[0] > max_cpu:
         raise w.fail("cpu_request_cores", f"every request exceeds the largest node ({max_cpu:g} cores)")
     if workload.memory_request_gib[0] > max_mem:
@@ -341,6 +512,164 @@ def _check_requests_fit(w: _Reader, groups: tuple[NodeGroup, ...], workload: Wor
     if share < MIN_FITTING_SHARE:
         raise w.fail("cpu_request_cores", f"only {share:.0%} of the pods' requests (CPU and memory) fit on any "
                                           f"node: the benchmark would measure pods left out, not placements")
+
+
+def _parse_dist(r: _Reader, key: str, default: Dist, *, positive: bool = True, high: float = math.inf) -> Dist:
+    """A distribution (see `Dist`) at `key`, or `default` when absent."""
+    if key not in r.table:
+        return default
+    value = r.table[key]
+    if isinstance(value, list):
+        return Dist.uniform(*r.range_(key, (0.0, 0.0), positive=positive, high=high))
+    number = _finite(value)
+    if number is not None:
+        if (positive and number <= 0) or number < 0 or number > high:
+            raise r.fail(key, f"expected a number {'>' if positive else '>='} 0 and at most {high:g}, got {number:g}")
+        return Dist("choice", (number,), (1.0,))
+    if not isinstance(value, dict):
+        raise r.fail(key, f"expected [low, high], a number or a table with dist = \"lognormal\" | \"choice\" | "
+                          f"\"uniform\", got {_show(value)}")
+    d = _Reader(r.source, value, f"{r.prefix}{key}.")
+    kind = value.get("dist")
+    if kind == "uniform":
+        d.check_keys({"dist", "low", "high"})
+        low = d.number("low", low=0.0, positive=positive, high=high)
+        top = d.number("high", low=low, high=high)
+        return Dist.uniform(low, top)
+    if kind == "lognormal":
+        d.check_keys({"dist", "median", "sigma", "max"})
+        median = d.number("median", positive=True, high=high)
+        sigma = d.number("sigma", high=10.0)
+        cap = d.number("max", min(median * math.exp(LOGNORMAL_MAX_SIGMAS * sigma), high), low=median, high=high)
+        return Dist("lognormal", (median, sigma, cap))
+    if kind == "choice":
+        d.check_keys({"dist", "values", "weights"})
+        values = value.get("values")
+        numbers = [_finite(v) for v in values] if isinstance(values, list) and 0 < len(values) <= 10_000 else [None]
+        if any(v is None or v < 0 or (positive and v <= 0) or v > high for v in numbers):
+            raise d.fail("values", f"expected a list of numbers {'>' if positive else '>='} 0 and at most {high:g}, "
+                                   f"got {_show(values)}")
+        weights_raw = value.get("weights", [1.0] * len(numbers))
+        weights = [_finite(w) for w in weights_raw] if isinstance(weights_raw, list) else [None]
+        if len(weights) != len(numbers) or any(w is None or w < 0 for w in weights):
+            raise d.fail("weights", f"expected {len(numbers)} numbers >= 0 (one per value), got {_show(weights_raw)}")
+        if sum(weights) <= 0:  # type: ignore[arg-type]
+            raise d.fail("weights", "at least one weight must be > 0")
+        return Dist("choice", tuple(float(v) for v in numbers),  # type: ignore[arg-type]
+                    tuple(float(w) for w in weights))  # type: ignore[arg-type]
+    raise d.fail("dist", f"expected \"uniform\", \"lognormal\" or \"choice\", got {_show(kind)}")
+
+
+_CLASS_KEYS = {"name", "weight", "owner_kind", "qos", "priority", "replicas", "workloads", "cpu_request_cores",
+               "memory_request_gib", "usage_of_request", "duration_s", "duration_spread", "cpu_limit_of_request",
+               "memory_limit_of_request"}
+
+
+def _parse_class(source: str, i: int, table: Any, base: dict[str, Dist]) -> WorkloadClass:
+    if not isinstance(table, dict):
+        raise ScenarioError(f"{source}: workload.classes[{i}]: expected a table")
+    r = _Reader(source, table, f"workload.classes[{i}].")
+    r.check_keys(_CLASS_KEYS)
+    name = r.string("name") if "name" in table else f"class-{i}"
+    kind = table.get("owner_kind", "Pod")
+    if kind not in OWNER_KINDS:
+        raise r.fail("owner_kind", f"expected one of {', '.join(OWNER_KINDS)}, got {_show(kind)}")
+    cpu_limit = r.number("cpu_limit_of_request", 0.0, high=1000.0) if "cpu_limit_of_request" in table else None
+    mem_limit = r.number("memory_limit_of_request", 0.0, high=1000.0) if "memory_limit_of_request" in table else None
+    for key, lim in (("cpu_limit_of_request", cpu_limit), ("memory_limit_of_request", mem_limit)):
+        if lim is not None and lim < 1:
+            raise r.fail(key, f"a limit is at least the request (>= 1), got {lim:g}")
+    if "qos" in table:
+        qos = table["qos"]
+        if qos not in QOS_CLASSES:
+            raise r.fail("qos", f"expected one of {', '.join(QOS_CLASSES)}, got {_show(qos)}")
+        if qos == "BestEffort" and (cpu_limit is not None or mem_limit is not None):
+            raise r.fail("qos", "a BestEffort pod has no requests and no limits")
+    else:  # as Kubernetes derives it: limits equal to requests for CPU and memory -> Guaranteed
+        qos = "Guaranteed" if cpu_limit == 1 and mem_limit == 1 else "Burstable"
+    priority = r.integer("priority", 0, low=-MAX_PRIORITY, high=MAX_PRIORITY)
+    replicas = _parse_dist(r, "replicas", Dist("choice", (1.0,), (1.0,)), high=10_000)
+    if replicas.low < 1:
+        raise r.fail("replicas", f"at least one pod per batch, got a distribution reaching {replicas.low:g}")
+    spread = r.number("duration_spread", high=5.0) if "duration_spread" in table else None
+    return WorkloadClass(
+        name=name, weight=r.number("weight", 1.0, high=1e9), owner_kind=kind, qos=qos, priority=priority,
+        replicas=replicas, workloads=r.integer("workloads", 1, high=100_000),
+        cpu_request_cores=_parse_dist(r, "cpu_request_cores", base["cpu_request_cores"], high=MAX_CORES),
+        memory_request_gib=_parse_dist(r, "memory_request_gib", base["memory_request_gib"], high=MAX_GIB),
+        usage_of_request=_parse_dist(r, "usage_of_request", base["usage_of_request"], positive=False, high=1000.0),
+        duration_s=_parse_dist(r, "duration_s", base["duration_s"], high=MAX_SECONDS),
+        duration_spread=spread)
+
+
+_WORKLOAD_KEYS = {"pods_per_episode", "mean_interarrival_s", "cpu_request_cores", "memory_request_gib",
+                  "usage_of_request", "duration_s", "classes", "arrivals", "trace", "time_scale"}
+
+
+def _parse_workload(source: str, wl_raw: dict[str, Any]) -> WorkloadSpec:
+    w = _Reader(source, wl_raw, "workload.")
+    w.check_keys(_WORKLOAD_KEYS)
+    d = WorkloadSpec()
+    arrivals = ArrivalSpec()
+    if "arrivals" in wl_raw:
+        if not isinstance(wl_raw["arrivals"], dict):
+            raise w.fail("arrivals", "expected a table")
+        a = _Reader(source, wl_raw["arrivals"], "workload.arrivals.")
+        a.check_keys({"period_s", "peak_to_trough"})
+        arrivals = ArrivalSpec(period_s=a.number("period_s", arrivals.period_s, positive=True, high=MAX_SECONDS),
+                               peak_to_trough=a.number("peak_to_trough", 1.0, low=1.0, high=1000.0))
+    pods = w.integer("pods_per_episode", d.pods_per_episode, high=MAX_PODS)
+    gap = w.number("mean_interarrival_s", d.mean_interarrival_s, positive=True, high=MAX_SECONDS)
+    if "trace" in wl_raw:
+        for key in ("classes", "cpu_request_cores", "memory_request_gib", "duration_s", "arrivals",
+                    "mean_interarrival_s"):
+            if key in wl_raw:
+                raise w.fail(key, "not used with a trace (the trace gives it)")
+        path = Path(w.string("trace"))
+        if not path.is_absolute() and not source.startswith("built-in"):
+            path = Path(source).parent / path
+        trace = read_trace(path)
+        if pods > len(trace):
+            raise w.fail("pods_per_episode", f"{pods} pods, but the trace {path} has {len(trace)}")
+        usage = w.range_("usage_of_request", d.usage_of_request, positive=False, high=1000.0)
+        scale = w.number("time_scale", 1.0, positive=True, high=1e6)
+        return WorkloadSpec(pods_per_episode=pods, mean_interarrival_s=gap,
+                            cpu_request_cores=(float(trace.cpu_request_cores.min()),
+                                               float(trace.cpu_request_cores.max())),
+                            memory_request_gib=(float(trace.memory_request_gib.min()),
+                                                float(trace.memory_request_gib.max())),
+                            usage_of_request=usage,
+                            duration_s=(float(trace.work_s.min()) * scale, float(trace.work_s.max()) * scale),
+                            trace=trace, trace_source=str(path), time_scale=scale)
+    if "time_scale" in wl_raw:
+        raise w.fail("time_scale", "only used with a trace")
+    base = {
+        "cpu_request_cores": _parse_dist(w, "cpu_request_cores", Dist.uniform(*d.cpu_request_cores), high=MAX_CORES),
+        "memory_request_gib": _parse_dist(w, "memory_request_gib", Dist.uniform(*d.memory_request_gib), high=MAX_GIB),
+        "usage_of_request": _parse_dist(w, "usage_of_request", Dist.uniform(*d.usage_of_request), positive=False,
+                                        high=1000.0),
+        "duration_s": _parse_dist(w, "duration_s", Dist.uniform(*d.duration_s), high=MAX_SECONDS),
+    }
+    classes_raw = wl_raw.get("classes")
+    if classes_raw is None and all(v.kind == "uniform" for v in base.values()) and arrivals.peak_to_trough == 1.0:
+        return WorkloadSpec(  # one uniform kind of pod: today's scenarios, sampled exactly as before
+            pods_per_episode=pods, mean_interarrival_s=gap,
+            **{k: (v.params[0], v.params[1]) for k, v in base.items()})  # type: ignore[arg-type]
+    if classes_raw is None:  # distributions or a daily cycle without classes: one implicit class
+        classes_raw = [{"name": "default"}]
+    if not isinstance(classes_raw, list) or not classes_raw or len(classes_raw) > 1000:
+        raise w.fail("classes", "expected one to 1000 [[workload.classes]] tables")
+    classes = tuple(_parse_class(source, i, c, base) for i, c in enumerate(classes_raw))
+    if sum(c.weight for c in classes) <= 0:
+        raise w.fail("classes", "at least one class needs a weight > 0")
+
+    def envelope(key: str) -> tuple[float, float]:
+        return (min(getattr(c, key).low for c in classes), max(getattr(c, key).high for c in classes))
+
+    return WorkloadSpec(pods_per_episode=pods, mean_interarrival_s=gap, cpu_request_cores=envelope("cpu_request_cores"),
+                        memory_request_gib=envelope("memory_request_gib"),
+                        usage_of_request=envelope("usage_of_request"), duration_s=envelope("duration_s"),
+                        classes=classes, arrivals=arrivals)
 
 
 def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
@@ -375,32 +704,22 @@ def parse_scenario(text: str, *, name: str, source: str) -> Scenario:
     wl_raw = data.get("workload", {})
     if not isinstance(wl_raw, dict):
         raise top.fail("workload", "expected a table")
-    w = _Reader(source, wl_raw, "workload.")
-    w.check_keys({"pods_per_episode", "mean_interarrival_s", "cpu_request_cores", "memory_request_gib",
-                  "usage_of_request", "duration_s"})
-    d = WorkloadSpec()
-    workload = WorkloadSpec(
-        pods_per_episode=w.integer("pods_per_episode", d.pods_per_episode, high=MAX_PODS),
-        mean_interarrival_s=w.number("mean_interarrival_s", d.mean_interarrival_s, positive=True, high=MAX_SECONDS),
-        cpu_request_cores=w.range_("cpu_request_cores", d.cpu_request_cores, high=MAX_CORES),
-        memory_request_gib=w.range_("memory_request_gib", d.memory_request_gib, high=MAX_GIB),
-        usage_of_request=w.range_("usage_of_request", d.usage_of_request, positive=False, high=1000.0),
-        duration_s=w.range_("duration_s", d.duration_s, high=MAX_SECONDS),
-    )
+    workload = _parse_workload(source, wl_raw)
 
     rw_raw = data.get("reward", {})
     if not isinstance(rw_raw, dict):
         raise top.fail("reward", "expected a table")
     rw = _Reader(source, rw_raw, "reward.")
-    rw.check_keys({"energy_scale_j", "overload_penalty_j_per_pod_s", "unschedulable_penalty_j"})
+    rw.check_keys({"energy_scale_j", "overload_penalty_j_per_pod_s", "unschedulable_penalty_j", "imbalance_penalty_j"})
     dr = RewardSpec()
     reward = RewardSpec(
         energy_scale_j=rw.number("energy_scale_j", dr.energy_scale_j, positive=True, high=MAX_PENALTY_J),
         overload_penalty_j_per_pod_s=rw.number("overload_penalty_j_per_pod_s", dr.overload_penalty_j_per_pod_s,
                                                high=MAX_PENALTY_J),
         unschedulable_penalty_j=rw.number("unschedulable_penalty_j", dr.unschedulable_penalty_j, high=MAX_PENALTY_J),
+        imbalance_penalty_j=rw.number("imbalance_penalty_j", dr.imbalance_penalty_j, high=MAX_PENALTY_J),
     )
 
-    _check_requests_fit(w, groups, workload)
+    _check_requests_fit(_Reader(source, wl_raw, "workload."), groups, workload)
     return Scenario(name=name, groups=groups, idle_sleep_after_s=idle_after, sleep_watts=sleep_watts,
                     wake_s=wake_s, workload=workload, reward=reward, source=source)

@@ -43,7 +43,7 @@ from rlmodel.load.jmeter import DEFAULT_PLAN, LoadError, jtl_window, run_load
 from rlmodel.sim.backend import AWAKE, ClusterBackend, fits_mask
 from rlmodel.sim.power import PowerCurves
 from rlmodel.sim.scenario import Scenario
-from rlmodel.sim.workload import PodTrace
+from rlmodel.sim.podtrace import PodTrace
 from rlmodel.testbed.config import TestbedConfig
 from rlmodel.testbed.kube import (
     TESTAPP_LABELS,
@@ -135,7 +135,7 @@ class MinikubeCluster:
         self._guard(self.kube.delete_testapp_pods, self.cfg.measurement.ready_timeout_s)
         self._guard(self._set_background)
         self.now_s = 0.0
-        self.energy_j = self.overload_pod_s = self.wake_delay_pod_s = 0.0
+        self.energy_j = self.overload_pod_s = self.wake_delay_pod_s = self.imbalance_s = 0.0
         self.window_s_total = 0.0
         self.wakeups = self.unschedulable = self.pods_done = self.pods_placed = 0
         self.cpu_requested = [0.0] * n
@@ -149,6 +149,7 @@ class MinikubeCluster:
         self.wake_done = [math.inf] * n
         self.node_of = np.full(len(trace), -1, dtype=np.int64)
         self.finish_s = np.full(len(trace), np.nan)
+        self.start_s = np.full(len(trace), np.nan)
         self._alive: dict[int, str] = {}  # trace index -> pod name
         self._pending_window = False
         self._step = 0
@@ -188,6 +189,7 @@ class MinikubeCluster:
         self._guard(go)
         self._alive[pod] = name
         self.node_of[pod] = node
+        self.start_s[pod] = self.now_s  # Ready: it runs from now
         self.pods_placed += 1
         self.pods_on[node] += 1
         self.cpu_requested[node] += cpu
@@ -315,6 +317,9 @@ class MinikubeCluster:
         overload = seconds * pods * (jw.misses / jw.requests if jw.requests else 1.0)
         self.energy_j += energy
         self.overload_pod_s += overload
+        awake = np.asarray(self.state) == AWAKE
+        util = np.where(awake, np.minimum(np.asarray(self.demand) / np.maximum(self.cores, 1e-9), 1.0), 0.0)
+        self.imbalance_s += float(util.std()) * seconds  # the demand estimate over the window, as the twin counts it
         self.window_s_total += seconds
         for i, name in enumerate(self.names):
             self.watts[i] = power.node_watts[name]
