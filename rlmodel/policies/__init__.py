@@ -15,6 +15,7 @@ from rlmodel.policies.heuristics import (
     PowerGreedy,
     RandomPolicy,
     RoundRobin,
+    RuntimeAware,
 )
 
 BASELINES: dict[str, Callable[[], Policy]] = {
@@ -26,6 +27,7 @@ BASELINES: dict[str, Callable[[], Policy]] = {
     "kube-default": KubeDefault,
     "power-greedy": PowerGreedy,
     "efficient-first": EfficientFirst,
+    "runtime-aware": RuntimeAware,
 }
 
 

@@ -12,10 +12,13 @@ added to the node's requested resources before scoring:
 * kube-default: the default profile's two resource scores added (LeastAllocated + Balanced, weight 1 each).
 
 Energy-aware ones: power-greedy (lowest marginal watts) and efficient-first (pack onto the nodes
-with the lowest peak watts per core, awake ones first).
+with the lowest peak watts per core, awake ones first). Runtime-aware uses what efficient-first ignores: the
+expected run time of the pod from its workload's history (observation `workload_mean_run_s`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -133,6 +136,48 @@ def efficient_first_scores(asleep: np.ndarray, peak_watts: np.ndarray, cpu_cores
     watts_per_core = np.round(peak_watts / cpu_cores, 3)
     # lexicographic: awake first, then efficiency, then fill (fill < 1 so it only breaks ties)
     return -1e6 * asleep - 10.0 * watts_per_core + cpu_requested_cores / cpu_cores
+
+
+class RuntimeAware(ScoringPolicy):
+    """Efficient-first with the pod's expected run time (its workload's mean run time so far, or the prior):
+
+    * a long pod (expected run time >= `long_s`, see `expected_run_s`) goes where efficient-first puts it: the most efficient awake
+      node, filled up; it holds that node for long, so it should be the node that runs cheapest when busy;
+    * a short pod goes to an awake node that already has pods (it will stay awake anyway), the least
+      efficient of those first, so that room on the efficient nodes is kept for long pods, and among equals
+      the fullest; with no such node, to an awake empty node (it will sleep again soon after), and only then
+      wakes one (efficient-first's order).
+
+    `long_s` defaults to 600 s: ten minutes, five times the built-in scenarios' sleep delay.
+    """
+
+    name = "runtime-aware"
+
+    def __init__(self, long_s: float = 600.0):
+        self.long_s = long_s
+
+    def expected_run_s(self, pod: np.ndarray) -> float:
+        """The pod's expected run time, s: its workload's mean when pods of it have finished; before that,
+        long (inf) for pods of services (Deployment, StatefulSet: they run until replaced) and the observation's
+        prior (every finished pod's mean) for the rest."""
+        if pod[POD_COL["workload_completed"]] > 0:
+            return float(pod[POD_COL["workload_mean_run_s"]])
+        if pod[POD_COL["owner_deployment"]] > 0 or pod[POD_COL["owner_statefulset"]] > 0:
+            return math.inf
+        return float(pod[POD_COL["workload_mean_run_s"]])
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        nodes = obs["nodes"].astype(np.float64)
+        asleep, peak, cores = nodes[:, COL["asleep"]], nodes[:, COL["peak_watts"]], nodes[:, COL["cpu_cores"]]
+        requested = nodes[:, COL["cpu_requested_cores"]]
+        if self.expected_run_s(obs["pod"]) >= self.long_s:
+            return efficient_first_scores(asleep, peak, cores, requested)
+        busy = (nodes[:, COL["pods"]] > 0) & (asleep == 0)
+        watts_per_core = np.round(peak / cores, 3)
+        fill = requested / cores
+        # busy awake nodes (least efficient first), then awake empty ones, then sleeping ones (efficient first)
+        return np.where(busy, 2e6 + 10.0 * watts_per_core + fill,
+                        np.where(asleep == 0, 1e6 - 10.0 * watts_per_core + fill, -10.0 * watts_per_core + fill))
 
 
 class RoundRobin:

@@ -270,7 +270,7 @@ def trace_rows(trace: PodTrace) -> Iterable[list[str]]:
     for i in range(len(full)):
         w = int(full.workload[i])
         usage = float(full.usage_cores[i])
-        yield [f"{float(full.arrival_s[i]):.6g}" if full.arrival_s[i] < 1e6 else repr(float(full.arrival_s[i])),
+        yield [repr(float(full.arrival_s[i])),
                repr(float(full.cpu_request_cores[i])), repr(float(full.memory_request_gib[i])),
                "" if math.isnan(usage) else repr(usage), repr(float(full.work_s[i])),
                OWNER_KINDS[int(full.owner_kind[i])], QOS_CLASSES[int(full.qos[i])], str(int(full.priority[i])),
