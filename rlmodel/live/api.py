@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -37,12 +37,14 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from rlmodel.envs.observation import ObservationBuilder
+from rlmodel.envs.observation import PRIOR_RUN_S, ObservationBuilder, PodSignals
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import EPS, NodeInfo, PodFilter, node_info
 from rlmodel.live.podspec import ObjectError, pod_requests, resources
+from rlmodel.live.signals import History, pod_signals
 from rlmodel.live.view import DEFAULT_ASLEEP_TAINTS, ClusterView, CurveResolver, LiveState, is_asleep
 from rlmodel.policies.base import Policy, predict_with_scores
+from rlmodel.sim.podtrace import MAX_PRIORITY, OWNER_KINDS, QOS_CLASSES
 from rlmodel.sim.power import CURVE_POINTS, NodeType
 
 log = logging.getLogger("rlsched.serve")
@@ -94,6 +96,14 @@ class ScheduleRequest(BaseModel):
     cpu_request: Cores = Field(description="the pod's CPU request, cores")
     memory_request: Gib = Field(description="the pod's memory request, GiB")
     node_states: list[NodeState] = Field(min_length=1)
+    owner_kind: Literal[OWNER_KINDS] = Field("Pod", description="the pod's controller")  # type: ignore[valid-type]
+    qos: Literal[QOS_CLASSES] | None = Field(  # type: ignore[valid-type]
+        None, description="the pod's QoS class (default: BestEffort when it requests nothing, else Burstable)")
+    priority: int = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="the pod's priority")
+    replicas: int = Field(1, ge=1, le=100_000, description="pods created with it in one batch")
+    workload_completed: int = Field(0, ge=0, le=10**9, description="pods of its workload that finished")
+    workload_mean_run_s: float = Field(PRIOR_RUN_S, ge=0, le=1e9, allow_inf_nan=False,
+                                       description="their mean run time, s (with none: a prior)")
 
 
 class ScheduleResponse(BaseModel):
@@ -315,8 +325,8 @@ def _version() -> str:
 
 # ------------------------------------------------------------------------------------------ scoring
 def _decide(state: ServeState, metrics: ServeMetrics, cluster: LiveState, request: tuple[float, float],
-            mask: np.ndarray) -> tuple[int, np.ndarray | None, str]:
-    obs = ObservationBuilder(cluster).build(cluster, (request[0], request[1], 0.0), mask)
+            mask: np.ndarray, signals: PodSignals | None = None) -> tuple[int, np.ndarray | None, str]:
+    obs = ObservationBuilder(cluster).build(cluster, (request[0], request[1], 0.0), mask, signals)
     policy = state.policy
     try:
         choice, scores = predict_with_scores(policy, obs, mask)
@@ -378,7 +388,12 @@ def _schedule(state: ServeState, metrics: ServeMetrics, body: ScheduleRequest) -
         return ScheduleResponse(scheduled_node=None, bids={n: None for n in names}, policy=state.policy.name,
                                 model_version=state.model_label, warnings=warnings[:20],
                                 reason=f"0/{len(names)} nodes have {request[0]:g} cores and {request[1]:g} GiB free")
-    choice, scores, used_policy = _decide(state, metrics, cluster, request, mask)
+    qos = body.qos if body.qos is not None else (
+        "BestEffort" if body.cpu_request == 0 and body.memory_request == 0 else "Burstable")
+    signals = PodSignals(owner_kind=OWNER_KINDS.index(body.owner_kind), qos=QOS_CLASSES.index(qos),
+                         priority=body.priority, replicas=body.replicas, workload_completed=body.workload_completed,
+                         workload_mean_run_s=body.workload_mean_run_s)
+    choice, scores, used_policy = _decide(state, metrics, cluster, request, mask, signals)
     bids = {n: (round(float(scores[k]), 6) if scores is not None and mask[k] and math.isfinite(scores[k]) else None)
             for k, n in enumerate(names)}
     return ScheduleResponse(scheduled_node=names[choice], bids=bids, policy=used_policy,
@@ -494,7 +509,12 @@ def _prioritize(state: ServeState, metrics: ServeMetrics, args: ExtenderArgs) ->
     asleep = [is_asleep(info, taints, labels) for info in infos]
     now = state.clock()
     cluster = LiveState(infos, types, asleep, [now] * len(infos), now)
-    choice, scores, _ = _decide(state, metrics, cluster, request, mask)
+    if state.view is not None:
+        with state.view_lock:
+            signals = state.view.signals(args.Pod)
+    else:
+        signals = pod_signals(args.Pod, History())
+    choice, scores, _ = _decide(state, metrics, cluster, request, mask, signals)
     return [HostPriority(Host=i.name, Score=s) for i, s in zip(infos, extender_scores(scores, choice, mask),
                                                                  strict=True)]
 

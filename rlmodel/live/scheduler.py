@@ -412,7 +412,7 @@ class Scheduler:
                                      "being placed while ignoring a constraint", "unsupported")
                 return None
             # live, there is no episode: the pod is scored as at an episode's start
-            obs = ObservationBuilder(state).build(state, (request[0], request[1], 0.0), mask)
+            obs = ObservationBuilder(state).build(state, (request[0], request[1], 0.0), mask, self.view.signals(pod))
             choice, scores, used = self._decide(obs, mask, pod)
             node = infos[choice].name
             self.view.assume(ns, name, node)

@@ -10,7 +10,9 @@ same units, as in the twin it was trained in.
   matches, else the default type, with a warning: a node without a curve is never scored as free power;
 * a node is asleep when it carries one of `asleep_taints` (default: cluster-autoscaler's
   `ToBeDeletedByClusterAutoscaler`) or a label in `asleep_labels`;
-* idle time: since the node's last pod left, as this view saw it (from its first sighting otherwise).
+* idle time: since the node's last pod left, as this view saw it (from its first sighting otherwise);
+* a pod's signals (owner kind, QoS, priority, batch size, its workload's run-time history): `signals(pod)`,
+  from the pods this view has seen finish (`rlmodel.live.signals`), as the twin's observation has them.
 Time is Unix time, s.
 """
 
@@ -26,7 +28,9 @@ import numpy as np
 
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import NodeInfo, node_info
+from rlmodel.envs.observation import PodSignals
 from rlmodel.live.podspec import Obj, ObjectError, is_terminated, pod_requests
+from rlmodel.live.signals import History, owner_of, pod_signals, run_time_s, timestamp_s
 from rlmodel.sim.backend import ASLEEP, AWAKE, fits_mask
 from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType, PowerCurves
 
@@ -191,6 +195,9 @@ class ClusterView:
         self._counted: dict[tuple[str, str], str] = {}  # pod -> the node it is counted on
         self._statics: NodeStatics | None = None  # (None: recompute)
         self._cpu_used: dict[str, tuple[float, float]] = {}  # node -> (cores in use, when read)
+        self.history = History()  # run times of the pods seen finished, by workload
+        self._batches: dict[tuple, set[tuple[str, str]]] = {}  # (workload, creation second) -> pods
+        self._batch_of: dict[tuple[str, str], tuple] = {}
 
     # ------------------------------------------------------------------ feeding
     def upsert_node(self, node: Obj, now_s: float) -> None:
@@ -228,10 +235,31 @@ class ClusterView:
             self._requests[key] = (0.0, 0.0)
         if (pod.get("spec") or {}).get("nodeName"):
             self.assumed.pop(key, None)  # the bind is visible: no longer an assumption
+        workload = owner_of(pod)[1]
+        if key not in self._batch_of and workload is not None:
+            created = timestamp_s((pod.get("metadata") or {}).get("creationTimestamp"))
+            batch = (workload, math.floor(created) if created is not None else None)
+            self._batches.setdefault(batch, set()).add(key)
+            self._batch_of[key] = batch
+        if is_terminated(pod):
+            run = run_time_s(pod)
+            if run is not None:
+                self.history.record(key, workload, run)
         self._recount(key, now_s)
 
     def delete_pod(self, namespace: str, name: str, now_s: float) -> None:
         key = (namespace, name)
+        pod = self.pods.get(key)
+        if pod is not None:  # a pod deleted after it started has finished (a Deployment's pods end this way)
+            ended = timestamp_s((pod.get("metadata") or {}).get("deletionTimestamp"))
+            run = run_time_s(pod, ended if ended is not None else now_s)
+            if run is not None:
+                self.history.record(key, owner_of(pod)[1], run)
+        batch = self._batch_of.pop(key, None)
+        if batch is not None:
+            self._batches.get(batch, set()).discard(key)
+            if not self._batches.get(batch):
+                self._batches.pop(batch, None)
         self.pods.pop(key, None)
         self.assumed.pop(key, None)
         self._requests.pop(key, None)
@@ -294,6 +322,12 @@ class ClusterView:
                 info.cpu_requested, info.memory_requested, info.pods
 
     # ------------------------------------------------------------------ reading
+    def signals(self, pod: Obj) -> PodSignals:
+        """The pod's owner kind, QoS, priority, batch size and its workload's history, as the twin has them."""
+        key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        batch = self._batch_of.get(key)
+        return pod_signals(pod, self.history, len(self._batches.get(batch, ())) if batch is not None else 1)
+
     def node_infos(self) -> list[NodeInfo]:
         """Every readable node (sorted by name) with what its non-terminated (or assumed) pods request.
         The same list object until a node changes."""
