@@ -104,3 +104,38 @@ if __name__ == "__main__" and sys.argv[1:2] == ["rapl-feeder"]:
     root, watts, range_uj, tick_s, start = sys.argv[2:7]
     FakeRapl(Path(root), ast.literal_eval(watts), ast.literal_eval(range_uj), float(tick_s),
              start=float(start))._run()
+
+
+def write_synthetic_openb(pod_list, node_list, *, pods: int = 400, seed: int = 0) -> None:
+    """A small pod list and node list in the exact format of Alibaba's cluster-trace-gpu-v2023 (OpenB), with its
+    shape: latency-sensitive pods live about 11 h, best-effort ones about 1 h (lognormal), Poisson arrivals a
+    few minutes apart, a few GPU pods, pods never scheduled and pods still running at the end. Not Alibaba's data."""
+    import csv as _csv
+
+    import numpy as _np
+
+    rng = _np.random.default_rng(seed)
+    t = 0.0
+    with open(pod_list, "w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec", "qos", "pod_phase",
+                    "creation_time", "deletion_time", "scheduled_time"])
+        for i in range(pods):
+            t += float(rng.exponential(300.0))
+            qos = rng.choice(["LS", "BE", "Burstable", "Guaranteed"], p=[0.35, 0.45, 0.1, 0.1])
+            mean_h = 11.0 if qos in ("LS", "Guaranteed") else 1.0
+            run = float(rng.lognormal(_np.log(mean_h * 3600) - 0.5, 1.0))
+            cpu = int(rng.choice([250, 500, 1000, 1500, 2000, 4000], p=[0.2, 0.25, 0.25, 0.15, 0.1, 0.05]))
+            mem = int(cpu * float(rng.choice([1.0, 2.0, 4.0])))
+            gpu = int(rng.random() < 0.05)
+            created = round(t)
+            scheduled = "" if rng.random() < 0.03 else str(created + int(rng.integers(0, 30)))
+            deleted = "" if (scheduled == "" or rng.random() < 0.03) else str(int(scheduled) + max(1, round(run)))
+            phase = "Pending" if scheduled == "" else ("Running" if deleted == "" else "Succeeded")
+            w.writerow([f"openb-pod-{i:04d}", cpu, mem, gpu, 1000 * gpu, "V100M16" if gpu else "", qos, phase,
+                        created, deleted, scheduled])
+    with open(node_list, "w", newline="") as f:
+        w = _csv.writer(f)
+        w.writerow(["sn", "cpu_milli", "memory_mib", "gpu", "model"])
+        for i, (cpu, mem) in enumerate([(4000, 8192)] * 4 + [(8000, 16384)] * 4 + [(16000, 32768)] * 2):
+            w.writerow([f"openb-node-{i:04d}", cpu, mem, 0, ""])

@@ -534,3 +534,34 @@ def test_trace_show(tmp_path):
     write_trace(sample_trace(load_scenario("classes").workload, np.random.default_rng(1)), path)
     r = CliRunner().invoke(main, ["trace", "show", str(path)])
     assert r.exit_code == 0 and "80 pods" in r.output and "Deployment" in r.output
+
+
+def test_a_model_trained_on_classes_replays_an_imported_trace(tmp_path):
+    """The path a user takes: train on classes-sleep, import an OpenB-format trace, benchmark the model on a
+    window of it (other nodes, other pods) next to efficient-first. A small model trained from efficient-first's
+    demonstrations must at least not do worse than it there (the real figure is benchmarks/classes_targets.py)."""
+    import pandas as pd
+
+    from tests.fakes import write_synthetic_openb
+
+    runner = CliRunner()
+    model = tmp_path / "m.pth"
+    r = runner.invoke(main, ["train", "--model", str(model), "--scenario", "classes-sleep", "--steps", "600",
+                             "--log-dir", str(tmp_path / "log"), "--set", "demo_episodes=6",
+                             "--set", "pretrain_steps=300", "--set", "learning_starts=100", "--set", "hidden=32",
+                             "--set", "validation_episodes=2", "--set", "checkpoint_every=300"])
+    assert r.exit_code == 0, r.output
+    write_synthetic_openb(tmp_path / "pods.csv", tmp_path / "nodes.csv", pods=300, seed=3)
+    r = runner.invoke(main, ["trace", "import", "--format", "alibaba-openb", str(tmp_path / "pods.csv"),
+                             "--node-list", str(tmp_path / "nodes.csv"), "--out", str(tmp_path / "t.csv"),
+                             "--pods-per-episode", "60"])
+    assert r.exit_code == 0, r.output
+    scenario = tmp_path / "t.toml"
+    scenario.write_text(scenario.read_text().replace("time_scale = 1.0", "time_scale = 0.0166667"))
+    r = runner.invoke(main, ["benchmark", "--scenario", str(scenario), "--model", str(model), "--episodes", "4",
+                             "--no-oracle", "-p", "efficient-first,dqn", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    df = pd.read_csv(tmp_path / "b" / "episodes.csv")
+    energy = df.pivot_table(index="seed", columns="policy", values="energy_j")
+    assert len(energy) == 4 and (df["pods"] == 60).all()
+    assert energy["dqn"].mean() <= energy["efficient-first"].mean() * 1.01
