@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,8 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
     best = s.drop(index=["dqn"])["cost_j_mean"].idxmin()
     print(f"  dqn / best baseline by cost ({best}) {s.loc['dqn'].cost_j_mean / s.loc[best].cost_j_mean:.4f}")
     print(f"  overload pod-s: dqn {s.loc['dqn'].overload_pod_s_mean:.1f}, round-robin "
-          f"{s.loc['round-robin'].overload_pod_s_mean:.1f}, runtime-aware {s.loc['runtime-aware'].overload_pod_s_mean:.1f}")
+          f"{s.loc['round-robin'].overload_pod_s_mean:.1f}, "
+          f"runtime-aware {s.loc['runtime-aware'].overload_pod_s_mean:.1f}")
     return summary
 
 

@@ -248,7 +248,8 @@ def test_pod_signals_from_kubernetes_objects():
     assert owner_of(pod()) == (OWNER_KINDS.index("Pod"), None)
     assert qos_of(pod()) == QOS_CLASSES.index("BestEffort")
     both = {"cpu": "1", "memory": "1Gi"}
-    assert qos_of(pod(containers=[{"resources": {"requests": both, "limits": both}}])) == QOS_CLASSES.index("Guaranteed")
+    guaranteed = QOS_CLASSES.index("Guaranteed")
+    assert qos_of(pod(containers=[{"resources": {"requests": both, "limits": both}}])) == guaranteed
     assert qos_of(pod(containers=[{"resources": {"limits": both}}])) == QOS_CLASSES.index("Guaranteed")
     assert qos_of(pod(containers=[{"resources": {"requests": both}}])) == QOS_CLASSES.index("Burstable")
     assert qos_of(pod(status={"qosClass": "BestEffort"}, containers=[{"resources": {"requests": both}}])) == 0

@@ -18,7 +18,7 @@ from scipy import stats
 
 from rlmodel.cli import main
 from rlmodel.envs import POD_FEATURES, PodPlacementEnv
-from rlmodel.envs.observation import POD_COL, PRIOR_RUN_S, NODE_COL, workload_history
+from rlmodel.envs.observation import NODE_COL, POD_COL, PRIOR_RUN_S, workload_history
 from rlmodel.errors import ScenarioError
 from rlmodel.policies import make_policy
 from rlmodel.sim import load_scenario, parse_scenario, sample_trace
@@ -44,7 +44,8 @@ def scenario(workload: str, extra: str = "") -> object:
 
 def trace_hash(t: PodTrace) -> str:
     arrays = (t.arrival_s, t.cpu_request_cores, t.memory_request_gib, t.usage_cores, t.work_s)
-    return hashlib.sha256(b"".join(np.ascontiguousarray(a, dtype=np.float64).tobytes() for a in arrays)).hexdigest()[:16]
+    data = b"".join(np.ascontiguousarray(a, dtype=np.float64).tobytes() for a in arrays)
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 @pytest.mark.parametrize(("name", "seed", "digest"), [
@@ -398,26 +399,29 @@ def test_trace_csv_round_trip_and_replay(tmp_path):
 
 def test_trace_usage_left_empty_is_drawn(tmp_path):
     path = tmp_path / "t.csv"
-    path.write_text("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n0,1,1,60\n5,2,1,60\n")
+    path.write_text(H + "\n0,1,1,60\n5,2,1,60\n")
     (tmp_path / "s.toml").write_text(NODES + '[workload]\ntrace = "t.csv"\npods_per_episode = 2\n'
                                      "usage_of_request = [0.5, 0.5]\n")
     t = sample_trace(load_scenario(tmp_path / "s.toml").workload, np.random.default_rng(0))
     assert list(t.usage_cores) == [0.5, 1.0]
 
 
+H = "arrival_s,cpu_request_cores,memory_request_gib,duration_s"
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("", "empty file"),
     ("arrival_s,cpu_request_cores,memory_request_gib\n", "line 1: missing column 'duration_s'"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s,colour\n", "line 1: unknown column 'colour'"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n", "no pods"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n0,1,1,5\n0,x,1,5\n", "line 3, column cpu_request_cores"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n5,1,1,5\n4,1,1,5\n", "line 3, column arrival_s"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n0,1,1,0\n", "line 2, column duration_s"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n0,1,nan,4\n", "line 2, column memory_request_gib"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s\n0,1,1\n", "line 2: 3 fields"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s,qos\n0,1,1,4,Gold\n", "line 2, column qos"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s,owner_kind\n0,1,1,4,Pods\n", "line 2, column owner_kind"),
-    ("arrival_s,cpu_request_cores,memory_request_gib,duration_s,priority\n0,1,1,4,1.5\n", "line 2, column priority"),
+    (H + ",colour\n", "line 1: unknown column 'colour'"),
+    (H + "\n", "no pods"),
+    (H + "\n0,1,1,5\n0,x,1,5\n", "line 3, column cpu_request_cores"),
+    (H + "\n5,1,1,5\n4,1,1,5\n", "line 3, column arrival_s"),
+    (H + "\n0,1,1,0\n", "line 2, column duration_s"),
+    (H + "\n0,1,nan,4\n", "line 2, column memory_request_gib"),
+    (H + "\n0,1,1\n", "line 2: 3 fields"),
+    (H + ",qos\n0,1,1,4,Gold\n", "line 2, column qos"),
+    (H + ",owner_kind\n0,1,1,4,Pods\n", "line 2, column owner_kind"),
+    (H + ",priority\n0,1,1,4,1.5\n", "line 2, column priority"),
 ])
 def test_bad_trace_files_name_file_line_and_column(tmp_path, text, where):
     path = tmp_path / "bad.csv"
@@ -456,7 +460,8 @@ openb-pod-0004,1000,2048,0,0,,Guaranteed,Succeeded,50,5000,60
 openb-pod-0005,6000,12288,0,0,,BE,Succeeded,100,700,120
 openb-pod-0006,88000,65536,0,500,A10,Burstable,Succeeded,900,1900,905
 """
-NODE_LIST = "sn,cpu_milli,memory_mib,gpu,model\nn1,96000,786432,8,V100M32\nn2,96000,786432,8,V100M32\nn3,32000,131072,0,\n"
+NODE_LIST = ("sn,cpu_milli,memory_mib,gpu,model\nn1,96000,786432,8,V100M32\nn2,96000,786432,8,V100M32\n"
+             "n3,32000,131072,0,\n")
 
 
 def test_openb_import_skips_unscheduled_unfinished_and_gpu_pods(tmp_path):

@@ -127,7 +127,8 @@ def run_benchmark(
                imbalance_s: float) -> dict[str, float]:
         placed = pods - unschedulable
         return {"pods": pods, "pods_placed": placed, "imbalance_s": imbalance_s,
-                "cost_j": cost(energy_j, overload_pod_s, unschedulable, 0.0 if math.isnan(imbalance_s) else imbalance_s),
+                "cost_j": cost(energy_j, overload_pod_s, unschedulable,
+                               0.0 if math.isnan(imbalance_s) else imbalance_s),
                 "energy_j_per_placed_pod": energy_j / placed if placed > 0 else math.nan}
 
     for policy in policies:

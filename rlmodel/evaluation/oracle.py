@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlmodel.sim.cluster import ClusterSim
-from rlmodel.sim.scenario import Scenario
 from rlmodel.sim.podtrace import PodTrace
+from rlmodel.sim.scenario import Scenario
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rlmodel.envs.observation import PodSignals
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import NodeInfo, node_info
-from rlmodel.envs.observation import PodSignals
 from rlmodel.live.podspec import Obj, ObjectError, is_terminated, pod_requests
 from rlmodel.live.signals import History, owner_of, pod_signals, run_time_s, timestamp_s
 from rlmodel.sim.backend import ASLEEP, AWAKE, fits_mask

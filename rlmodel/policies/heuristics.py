@@ -141,8 +141,9 @@ def efficient_first_scores(asleep: np.ndarray, peak_watts: np.ndarray, cpu_cores
 class RuntimeAware(ScoringPolicy):
     """Efficient-first with the pod's expected run time (its workload's mean run time so far, or the prior):
 
-    * a long pod (expected run time >= `long_s`, see `expected_run_s`) goes where efficient-first puts it: the most efficient awake
-      node, filled up; it holds that node for long, so it should be the node that runs cheapest when busy;
+    * a long pod (expected run time >= `long_s`, see `expected_run_s`) goes where efficient-first puts it: the
+      most efficient awake node, filled up; it holds that node for long, so it should be the node that runs
+      cheapest when busy;
     * a short pod goes to an awake node that already has pods (it will stay awake anyway), the least
       efficient of those first, so that room on the efficient nodes is kept for long pods, and among equals
       the fullest; with no such node, to an awake empty node (it will sleep again soon after), and only then

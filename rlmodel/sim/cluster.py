@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rlmodel.sim.backend import ASLEEP, AWAKE, WAKING, ClusterBackend, fits_mask
+from rlmodel.sim.podtrace import PodTrace
 from rlmodel.sim.power import PowerCurves
 from rlmodel.sim.scenario import Scenario
-from rlmodel.sim.podtrace import PodTrace
 
 __all__ = ["ASLEEP", "AWAKE", "WAKING", "ClusterSim", "fits_mask"]
 _EPS = 1e-9

@@ -133,10 +133,9 @@ def read_openb_pods(path: str | Path, *, cpu_only: bool = False, report: ImportR
             continue
         if scheduled < created:
             raise ScenarioError(f"{where}, column scheduled_time: {scheduled:g} is before creation_time {created:g}")
-        if gpus > 0 or gpu_milli > 0:
-            if not cpu_only:
-                report.skipped["GPU pods (--cpu-only keeps them without their GPUs)"] += 1
-                continue
+        if (gpus > 0 or gpu_milli > 0) and not cpu_only:
+            report.skipped["GPU pods (--cpu-only keeps them without their GPUs)"] += 1
+            continue
         run = deleted - scheduled
         if run <= 0:
             report.skipped["run time 0 or less"] += 1
@@ -151,14 +150,15 @@ def read_openb_pods(path: str | Path, *, cpu_only: bool = False, report: ImportR
     pods.sort(key=lambda p: p[0])  # stable: rows with one creation time keep their order
     report.pods_kept = len(pods)
     names: dict[str, int] = {}
-    workload = np.array([names.setdefault(p[7], len(names)) for p in pods], dtype=np.int64)
+    workload_ids = np.array([names.setdefault(p[7], len(names)) for p in pods], dtype=np.int64)
     arrival = np.array([p[0] for p in pods]) - pods[0][0]
     return PodTrace(arrival_s=arrival, cpu_request_cores=np.array([p[1] for p in pods]),
                     memory_request_gib=np.array([p[2] for p in pods]), usage_cores=np.full(len(pods), np.nan),
                     work_s=np.array([p[3] for p in pods]), owner_kind=np.array([p[6] for p in pods], dtype=np.int64),
                     qos=np.array([p[4] for p in pods], dtype=np.int64),
                     priority=np.array([p[5] for p in pods], dtype=np.int64),
-                    replicas=batch_sizes(arrival, workload), workload=workload, workload_names=tuple(names))
+                    replicas=batch_sizes(arrival, workload_ids), workload=workload_ids,
+                    workload_names=tuple(names))
 
 
 def curve_for(cores: float, memory_gib: float) -> NodeType:

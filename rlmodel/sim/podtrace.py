@@ -122,7 +122,8 @@ class PodTrace:
         assert full.workload is not None
         return replace(full, arrival_s=arrival, cpu_request_cores=full.cpu_request_cores[sl],
                        memory_request_gib=full.memory_request_gib[sl], usage_cores=full.usage_cores[sl],
-                       work_s=full.work_s[sl] * time_scale, owner_kind=_cut(full.owner_kind, sl), qos=_cut(full.qos, sl),
+                       work_s=full.work_s[sl] * time_scale, owner_kind=_cut(full.owner_kind, sl),
+                       qos=_cut(full.qos, sl),
                        priority=_cut(full.priority, sl), replicas=batch_sizes(arrival, full.workload[sl]),
                        workload=full.workload[sl])
 
@@ -189,10 +190,10 @@ def parse_trace_rows(rows: Iterable[list[str]], source: str) -> PodTrace:
         if len(row) != len(header):
             raise ScenarioError(f"{source}: line {line}: {len(row)} fields, the header has {len(header)}")
 
-        def cell(name: str) -> str:
+        def cell(name: str, row: list[str] = row) -> str:
             return row[col[name]].strip() if name in col else ""
 
-        def at(name: str) -> str:
+        def at(name: str, line: int = line) -> str:
             return f"{source}: line {line}, column {name}"
 
         a = _number(cell("arrival_s"), at("arrival_s"), low=0.0, high=MAX_TRACE_SECONDS)

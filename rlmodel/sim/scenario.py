@@ -467,15 +467,15 @@ def fitting_share(groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> floa
     trace, estimated from 4,000 pods drawn with a fixed seed for workload classes."""
     if workload.trace is not None or workload.classes:
         if workload.trace is not None:
-            cpu, mem = workload.trace.cpu_request_cores, workload.trace.memory_request_gib
+            req_cpu, req_mem = workload.trace.cpu_request_cores, workload.trace.memory_request_gib
         else:
             from rlmodel.sim.workload import sample_trace
 
             sample = sample_trace(replace(workload, pods_per_episode=4000), np.random.default_rng(0))
-            cpu, mem = sample.cpu_request_cores, sample.memory_request_gib
-        fits = np.zeros(len(cpu), dtype=bool)
+            req_cpu, req_mem = sample.cpu_request_cores, sample.memory_request_gib
+        fits = np.zeros(len(req_cpu), dtype=bool)
         for g in groups:
-            fits |= (cpu <= g.node_type.cpu_cores + 1e-9) & (mem <= g.node_type.memory_gib + 1e-9)
+            fits |= (req_cpu <= g.node_type.cpu_cores + 1e-9) & (req_mem <= g.node_type.memory_gib + 1e-9)
         return float(fits.mean())
 
     def at_most(limit: float, low: float, high: float) -> float:  # P(uniform request on [low, high] <= limit)

@@ -138,7 +138,8 @@ def _sample_classes(spec: WorkloadSpec, rng: np.random.Generator) -> PodTrace:
         return np.concatenate(cols[key]).astype(dtype)
 
     cpu = as_stored_cpu_cores(cat("cpu"))
-    return PodTrace(arrival_s=cat("arrival"), cpu_request_cores=cpu, memory_request_gib=as_stored_memory_gib(cat("mem")),
+    return PodTrace(arrival_s=cat("arrival"), cpu_request_cores=cpu,
+                    memory_request_gib=as_stored_memory_gib(cat("mem")),
                     usage_cores=cat("usage"), work_s=cat("work"), owner_kind=cat("owner", np.int64),
                     qos=cat("qos", np.int64), priority=cat("prio", np.int64), replicas=cat("replicas", np.int64),
                     workload=cat("workload", np.int64), workload_names=names)

@@ -41,9 +41,9 @@ import requests
 from rlmodel.live.podspec import ObjectError, is_terminated, pod_requests
 from rlmodel.load.jmeter import DEFAULT_PLAN, LoadError, jtl_window, run_load
 from rlmodel.sim.backend import AWAKE, ClusterBackend, fits_mask
+from rlmodel.sim.podtrace import PodTrace
 from rlmodel.sim.power import PowerCurves
 from rlmodel.sim.scenario import Scenario
-from rlmodel.sim.podtrace import PodTrace
 from rlmodel.testbed.config import TestbedConfig
 from rlmodel.testbed.kube import (
     TESTAPP_LABELS,
