@@ -30,8 +30,23 @@ def scenarios(show_name: str | None) -> None:
         sleep = f"sleep after {sc.idle_sleep_after_s:g} s at {sc.sleep_watts:g} W, wake {sc.wake_s:g} s" \
             if sc.sleep_enabled else "always on"
         groups = ", ".join(f"{g.count} x {g.node_type.name}" for g in sc.groups)
-        click.echo(f"{sc.name:<14} {sc.num_nodes:>4} nodes ({groups}); {sleep}; "
-                   f"{sc.workload.pods_per_episode} pods every {sc.workload.mean_interarrival_s:g} s on average")
+        wl = sc.workload
+        if wl.trace is not None:
+            arrivals = f"{wl.pods_per_episode}-pod windows of {wl.trace_source} ({len(wl.trace)} pods), " \
+                       f"times x {wl.time_scale:g}"
+        elif wl.classes:
+            arrivals = f"{wl.pods_per_episode} pods in batches every {wl.mean_interarrival_s:g} s on average"
+        else:
+            arrivals = f"{wl.pods_per_episode} pods every {wl.mean_interarrival_s:g} s on average"
+        click.echo(f"{sc.name:<14} {sc.num_nodes:>4} nodes ({groups}); {sleep}; {arrivals}")
+        if show_name:
+            for c in wl.classes:
+                click.echo(f"  class {c.name} (weight {c.weight:g}): {c.owner_kind}, {c.qos}, priority {c.priority}, "
+                           f"{c.replicas.describe()} pods a batch, {c.workloads} workload(s); cpu "
+                           f"{c.cpu_request_cores.describe()} cores, run time {c.duration_s.describe()} s")
+            if wl.arrivals.peak_to_trough != 1.0:
+                click.echo(f"  daily cycle: period {wl.arrivals.period_s:g} s, peak / trough "
+                           f"{wl.arrivals.peak_to_trough:g}")
 
 
 @click.command()
