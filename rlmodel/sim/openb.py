@@ -28,7 +28,6 @@ type with the nearest core count (by ratio; ties: the lower peak watts per core)
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections import Counter
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rlmodel.errors import ScenarioError
-from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES, PodTrace, batch_sizes, write_trace
+from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES, PodTrace, batch_sizes, csv_lines, write_trace
 from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType
 
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec", "qos", "pod_phase",
@@ -68,30 +67,18 @@ class ImportReport:
 
 def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line, row by column) of a CSV with a header holding `required`; errors name the file and line."""
-    if not path.is_file():
-        raise ScenarioError(f"{path}: no such file")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ScenarioError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise ScenarioError(f"{path}: line 1: missing column {missing[0]!r} (expected: {', '.join(required)})")
-            col = {name: header.index(name) for name in required}
-            for line, row in enumerate(reader, start=2):
-                if not row or (len(row) == 1 and not row[0].strip()):
-                    continue
-                if len(row) != len(header):
-                    raise ScenarioError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
-                yield line, {name: row[i].strip() for name, i in col.items()}
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: not UTF-8 text") from None
-    except csv.Error as exc:
-        raise ScenarioError(f"{path}: not a CSV file ({exc})") from None
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from None
+    reader = csv_lines(path, MAX_FILE_BYTES)
+    header = [h.strip() for h in next(reader, [])]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ScenarioError(f"{path}: line 1: missing column {missing[0]!r} (expected: {', '.join(required)})")
+    col = {name: header.index(name) for name in required}
+    for line, row in enumerate(reader, start=2):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if len(row) != len(header):
+            raise ScenarioError(f"{path}: line {line}: {len(row)} fields, the header has {len(header)}")
+        yield line, {name: row[i].strip() for name, i in col.items()}
 
 
 def _num(row: dict[str, str], name: str, where: str, *, empty: float | None = None, high: float = 1e12) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -242,24 +242,29 @@ def parse_trace_rows(rows: Iterable[list[str]], source: str) -> PodTrace:
                     workload_names=tuple(names))
 
 
-def read_trace(path: str | Path) -> PodTrace:
-    """Read a native trace CSV. Raises ScenarioError naming the file, line and column."""
-    path = Path(path)
+def csv_lines(path: Path, max_bytes: int = MAX_TRACE_BYTES) -> Iterator[list[str]]:
+    """The rows of a CSV file, read as they are consumed; ScenarioError naming the file when it is missing,
+    too large, or cannot be read as UTF-8 CSV."""
     if not path.exists():
-        raise ScenarioError(f"{path}: no such trace file")
+        raise ScenarioError(f"{path}: no such file")
     if not path.is_file():
         raise ScenarioError(f"{path}: not a regular file")
-    if path.stat().st_size > MAX_TRACE_BYTES:
-        raise ScenarioError(f"{path}: larger than {MAX_TRACE_BYTES} bytes")
+    if path.stat().st_size > max_bytes:
+        raise ScenarioError(f"{path}: larger than {max_bytes} bytes")
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            return parse_trace_rows(csv.reader(f), str(path))
+            yield from csv.reader(f)
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: not UTF-8 text") from None
     except csv.Error as exc:
         raise ScenarioError(f"{path}: not a CSV file ({exc})") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc}") from None
+
+
+def read_trace(path: str | Path) -> PodTrace:
+    """Read a native trace CSV. Raises ScenarioError naming the file, line and column."""
+    return parse_trace_rows(csv_lines(Path(path)), str(path))
 
 
 def trace_rows(trace: PodTrace) -> Iterable[list[str]]:
