@@ -466,3 +466,24 @@ def test_rlsched_serve_with_a_kubeconfig_keeps_a_cluster_view_for_node_names(tmp
             proc.terminate()
             proc.wait(20)
         api.stop()
+
+
+def test_schedule_passes_the_pods_signals_to_the_policy(server):
+    """The pod's owner, QoS and workload history reach the policy: runtime-aware sends a short Job pod to the busy
+    small node and a service's pod to the efficient one."""
+    from rlmodel.policies import make_policy
+
+    server.state.policy = make_policy("runtime-aware")
+    nodes = [{"node_id": "big", "cpu_available": 10, "memory_available": 10, "cpu_capacity": 12,
+              "memory_capacity": 12, "pods": 2, "node_type": "x3550"},
+             {"node_id": "small", "cpu_available": 1.5, "memory_available": 3, "cpu_capacity": 2,
+              "memory_capacity": 4, "pods": 1, "node_type": "ml110-g4"}]
+    short = {"cpu_request": 0.5, "memory_request": 0.5, "node_states": nodes, "owner_kind": "Job",
+             "workload_completed": 3, "workload_mean_run_s": 60.0}
+    assert server.post("/schedule", short).json()["scheduled_node"] == "small"
+    service = {**short, "owner_kind": "Deployment", "workload_completed": 0, "qos": "Guaranteed", "priority": 1000}
+    assert server.post("/schedule", service).json()["scheduled_node"] == "big"
+    r = server.post("/schedule", {**short, "qos": "Gold"})
+    assert r.status_code == 400 and r.json()["detail"].startswith("qos:")
+    r = server.post("/schedule", {**short, "workload_mean_run_s": -1})
+    assert r.status_code == 400 and r.json()["detail"].startswith("workload_mean_run_s:")
