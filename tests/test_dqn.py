@@ -18,6 +18,7 @@ from rlmodel.agents.qnet import NodeScorer
 from rlmodel.cli import main
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.evaluation.benchmark import run_episode
+from rlmodel.policies import make_policy
 from rlmodel.sim import load_scenario
 
 SMALL = dict(total_steps=600, learning_starts=100, buffer_size=1000, batch_size=16, hidden=32,
@@ -444,3 +445,53 @@ def test_a_full_disk_stops_the_power_monitor_with_one_line(tmp_path):
         r = run_monitor("--rapl-root", str(tmp_path / "pc"), "--duration", "0.5", "--interval", "0.1",
                         "--csv", "/dev/full")  # every write fails with ENOSPC
     assert r.returncode == 1 and "No space left" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_attention_scorer_is_permutation_equivariant_and_sees_the_other_nodes(tmp_path):
+    torch.manual_seed(0)
+    net = NodeScorer(NUM_FEATURES, hidden=16, layers=1, attention=True)
+    x = torch.randn(3, 7, NUM_FEATURES)
+    perm = torch.randperm(7)
+    q = net(x)
+    assert q.shape == (3, 7)
+    assert torch.allclose(net(x[:, perm]), q[:, perm], atol=1e-6)  # a node's bid does not depend on its index
+    y = x.clone()
+    y[:, 6] += 5.0  # change one node: the others' bids move too (they see the summary)
+    assert not torch.allclose(net(y)[:, :6], q[:, :6])
+    plain = NodeScorer(NUM_FEATURES, hidden=16, layers=1)
+    assert torch.allclose(plain(y)[:, :6], plain(x)[:, :6])  # the MLP scores each node alone
+    with pytest.raises(ValueError):
+        NodeScorer(NUM_FEATURES, layers=0, attention=True)
+
+
+def test_an_attention_model_trains_saves_and_loads(tmp_path):
+    from rlmodel.agents.model_file import load_model
+
+    path = tmp_path / "att.pth"
+    train(DQNConfig(seed=2, attention=True, **SMALL), load_scenario("tiny"), path)
+    model = load_model(path)
+    assert model.network.attention and model.data["network"]["attention"] is True
+    policy = DQNPolicy.load(path)
+    env = PodPlacementEnv(load_scenario("hetero-sleep").scaled(2))  # another node count
+    obs, info = env.reset(seed=1)
+    assert info["action_mask"][policy.predict(obs, info["action_mask"])]
+    r = CliRunner().invoke(main, ["train", "--model", str(path), "--resume", "--steps", "700", "--set",
+                                  "attention=false"])
+    assert r.exit_code == 1 and "attention" in r.output
+
+
+def test_runtime_aware_pick_feature_marks_the_rules_choice():
+    from rlmodel.agents.features import FEATURES
+
+    env = PodPlacementEnv("classes-sleep")
+    rule = make_policy("runtime-aware")
+    obs, info = env.reset(seed=4)
+    for _ in range(40):
+        mask = info["action_mask"]
+        pick = node_features(obs)[:, FEATURES.index("runtime_aware_pick")] > 0
+        scores = rule.scores(obs, mask)
+        assert pick[rule.predict(obs, mask)] and (pick <= mask).all()
+        assert np.array_equal(pick, mask & (scores == scores[mask].max()))
+        obs, _, done, _, info = env.step(rule.predict(obs, mask))
+        if done:
+            break

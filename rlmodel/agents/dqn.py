@@ -104,6 +104,8 @@ class DQNConfig:
     """width of the node-scoring MLP"""
     layers: int = 2
     """hidden layers of the node-scoring MLP"""
+    attention: bool = False
+    """add a cross-node attention pooling: each node's bid also sees a summary of every node (qnet.NodeScorer)"""
     checkpoint_every: int = 5_000
     """steps between checkpoints of the model file; each checkpoint also validates the greedy policy"""
     validation_episodes: int = 20
@@ -259,8 +261,8 @@ class Learner:
 
     def __init__(self, cfg: DQNConfig, device: torch.device):
         self.cfg, self.device = cfg, device
-        self.q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
-        self.target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers).to(device)
+        self.q_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers, cfg.attention).to(device)
+        self.target_net = NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers, cfg.attention).to(device)
         self.target_net.load_state_dict(self.q_net.state_dict())
         self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=cfg.learning_rate)
         self.steps = 0  # gradient steps taken
@@ -349,9 +351,10 @@ def train(
     if resume:
         model = load_model(model_path, device=str(device))
         loaded, shape = model.data, model.network_shape
-        if shape != (cfg.hidden, cfg.layers):
-            raise ModelError(f"{model_path}: trained with hidden = {shape[0]}, layers = {shape[1]}; --resume "
-                             f"cannot continue it with hidden = {cfg.hidden}, layers = {cfg.layers}")
+        if shape != (cfg.hidden, cfg.layers) or model.network.attention != cfg.attention:
+            raise ModelError(f"{model_path}: trained with hidden = {shape[0]}, layers = {shape[1]}, attention = "
+                             f"{model.network.attention}; --resume cannot continue it with hidden = {cfg.hidden}, "
+                             f"layers = {cfg.layers}, attention = {cfg.attention}")
         prev = read_training_state(loaded, model_path, env.num_nodes)
         part = "weights"
         try:

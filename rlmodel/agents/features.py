@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from rlmodel.envs.observation import NODE_COL, POD_COL, Obs
-from rlmodel.policies.heuristics import EfficientFirst
+from rlmodel.policies.heuristics import EfficientFirst, RuntimeAware
 from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES
 
-FEATURE_SCHEMA_VERSION = 5
+FEATURE_SCHEMA_VERSION = 6
 FEATURES: tuple[str, ...] = (
     "cpu_cores_x12",            # node cores / 12
     "memory_gib_x16",           # node memory / 16 GiB
@@ -54,9 +54,11 @@ FEATURES: tuple[str, ...] = (
     "workload_completed_log",      # log(1 + completed pods of its workload) / 5
     "expected_run_log_min",        # log(1 + its workload's mean run time in minutes) / 5 (the prior without one)
     "expected_run_vs_sleep",       # expected run time / the node's sleep_after_s, capped at 10 (0: never sleeps)
+    "runtime_aware_pick",          # 1 on the nodes the runtime-aware rule would choose (a prior, as above)
 )
 NUM_FEATURES = len(FEATURES)
 _EFFICIENT_FIRST = EfficientFirst()
+_RUNTIME_AWARE = RuntimeAware()
 
 
 def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
@@ -126,6 +128,8 @@ def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
     # every node the heuristic might pick (it breaks ties at random), so that the feature is a function of the state
     ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf)
     col["efficient_first_pick"] = fits & (ef_scores == ef_scores.max())
+    ra_scores = np.where(fits, _RUNTIME_AWARE.scores(obs, fits), -np.inf)
+    col["runtime_aware_pick"] = fits & (ra_scores == ra_scores.max())
     for name in (*(f"owner_{k.lower()}" for k in OWNER_KINDS), *(f"qos_{q.lower()}" for q in QOS_CLASSES)):
         col[name] = float(pod[POD_COL[name]])
     p = float(pod[POD_COL["priority"]])

@@ -73,6 +73,7 @@ def model_data(*, hyperparameters: dict[str, Any], scenario: Scenario, num_nodes
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "feature_schema": {"version": FEATURE_SCHEMA_VERSION, "features": list(FEATURES)},
         "network": {"hidden": hyperparameters["hidden"], "layers": hyperparameters["layers"],
+                    "attention": bool(hyperparameters.get("attention", False)),
                     "num_features": NUM_FEATURES},
         "hyperparameters": hyperparameters,
         "scenario": {"name": scenario.name, "source": scenario.source, "num_nodes": num_nodes},
@@ -224,8 +225,11 @@ def load_model(path: str | Path, *, device: str = "cpu") -> LoadedModel:
     if not (1 <= net_cfg["hidden"] <= 65_536 and 0 <= net_cfg["layers"] <= 64):
         raise ModelError(f"{path}: field network: hidden = {net_cfg['hidden']}, layers = {net_cfg['layers']} are "
                          "out of range")
+    if not isinstance(net_cfg.get("attention", False), bool) or (net_cfg.get("attention") and net_cfg["layers"] < 1):
+        raise ModelError(f"{path}: field network: attention must be true or false (and needs layers >= 1)")
     try:
-        network = NodeScorer(NUM_FEATURES, hidden=net_cfg["hidden"], layers=net_cfg["layers"])
+        network = NodeScorer(NUM_FEATURES, hidden=net_cfg["hidden"], layers=net_cfg["layers"],
+                             attention=net_cfg.get("attention", False))
         network.load_state_dict(data["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__

@@ -155,6 +155,7 @@ class RuntimeAware(ScoringPolicy):
     name = "runtime-aware"
 
     def __init__(self, long_s: float = 600.0):
+        super().__init__()
         self.long_s = long_s
 
     def expected_run_s(self, pod: np.ndarray) -> float:
