@@ -12,7 +12,10 @@ scheduler does. This planner knows only what a scheduler could know at the momen
 At each decision it draws `samples` possible futures consistent with that knowledge: the pod's usage
 and run time; the remaining run time of each running pod given the work it has done (run times are
 uniform on `duration_s`, so a pod that has done d s of work has U(max(d, low), high) - d left);
-the arrivals, requests, usage and run times of the pods still to come. For every feasible node it
+the arrivals, requests, usage and run times of the pods still to come. With workload classes or a trace, the
+pods to come are a fresh draw of the workload (classes, batches, the daily cycle from its start; a trace window
+from another offset) shifted to start one gap from now, and a bound pod's run time and usage are drawn from
+the envelope of the classes' ranges: a coarser belief than the classes allow. For every feasible node it
 places the pod there and plays efficient-first to the end of the episode in each sampled future, in
 the twin (common random numbers: every node is tried in the same futures). It then keeps
 efficient-first's own choice unless another node is cheaper on average by more than `z` standard
