@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet --upgrade pip
 	# torch first, pinned, so pip takes the CPU wheel on the machine and never a CUDA build
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
-	$(PIP) install --quiet -e '.[test,dev,services,testbed,serve]'
+	$(PIP) install --quiet -e '.[test,dev,services,testbed,serve,sweep]'
 	touch $@
 
 setup: $(VENV)/.installed ## Create .venv and install torch (CPU) and the project with its test extras (idempotent)

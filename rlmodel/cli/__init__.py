@@ -39,9 +39,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from rlmodel.cli import load, power, scheduler, serve, testbed, trace, twin
+    from rlmodel.cli import load, power, scheduler, serve, sweep, testbed, trace, twin
 
-    for module in (twin, trace, testbed, power, load, scheduler, serve):
+    for module in (twin, trace, sweep, testbed, power, load, scheduler, serve):
         for command in module.COMMANDS:
             main.add_command(command)
 
