@@ -396,3 +396,15 @@ def test_a_hundred_nodes_and_two_hundred_pods(api, scheduler):
             assert filter_node(p, (0.0, 0.0), info) is None, (p["metadata"]["name"], name)
     wait_for(lambda: scheduler.records_pending == 0, 300, every_s=1.0)
     assert len([e for e in events(api) if e["reason"] == "Scheduled"]) == len(ours)
+
+
+def test_a_pod_seen_before_any_node_waits_and_binds_when_one_joins(api, scheduler):
+    """An empty cluster view (the pod's event came before any node's) is 0/0 nodes, not an error."""
+    make_pod(api, "early")
+    scheduler.start()
+    wait_for(lambda: any(e["reason"] == "FailedScheduling" and e["involvedObject"]["name"] == "early"
+                         for e in events(api)))
+    failed = [e["message"] for e in events(api) if e["involvedObject"]["name"] == "early"]
+    assert failed[0].startswith("0/0 nodes are available")
+    make_node(api, "late")
+    wait_for(lambda: pods(api)["early"]["spec"].get("nodeName") == "late")

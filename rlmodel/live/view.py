@@ -32,7 +32,7 @@ from rlmodel.live.filter import NodeInfo, node_info
 from rlmodel.live.podspec import Obj, ObjectError, is_terminated, pod_requests
 from rlmodel.live.signals import History, owner_of, pod_signals, run_time_s, timestamp_s
 from rlmodel.sim.backend import ASLEEP, AWAKE, fits_mask
-from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType, PowerCurves
+from rlmodel.sim.power import BUILTIN_NODE_TYPES, CURVE_POINTS, NodeType, PowerCurves
 
 log = logging.getLogger("rlsched.live")
 NODE_TYPE_LABEL = "rlsched.io/node-type"
@@ -339,7 +339,7 @@ class ClusterView:
             names = sorted(self._infos)
             infos = [self._infos[n] for n in names]
             types = [self._static[n][0] for n in names]
-            curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(names), -1))
+            curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(names), CURVE_POINTS))
             self._statics = NodeStatics(
                 infos=infos, names=names, types=types,
                 asleep=np.array([self._static[n][1] for n in names], dtype=bool),
