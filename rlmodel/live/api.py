@@ -44,7 +44,7 @@ from rlmodel.live.podspec import ObjectError, pod_requests, resources
 from rlmodel.live.signals import History, pod_signals
 from rlmodel.live.view import DEFAULT_ASLEEP_TAINTS, ClusterView, CurveResolver, LiveState, is_asleep
 from rlmodel.policies.base import Policy, predict_with_scores
-from rlmodel.sim.podtrace import MAX_PRIORITY, OWNER_KINDS, QOS_CLASSES
+from rlmodel.sim.podtrace import MAX_PRIORITY, OWNER_KINDS, QOS_CLASSES, default_qos
 from rlmodel.sim.power import CURVE_POINTS, NodeType
 
 log = logging.getLogger("rlsched.serve")
@@ -388,9 +388,9 @@ def _schedule(state: ServeState, metrics: ServeMetrics, body: ScheduleRequest) -
         return ScheduleResponse(scheduled_node=None, bids={n: None for n in names}, policy=state.policy.name,
                                 model_version=state.model_label, warnings=warnings[:20],
                                 reason=f"0/{len(names)} nodes have {request[0]:g} cores and {request[1]:g} GiB free")
-    qos = body.qos if body.qos is not None else (
-        "BestEffort" if body.cpu_request == 0 and body.memory_request == 0 else "Burstable")
-    signals = PodSignals(owner_kind=OWNER_KINDS.index(body.owner_kind), qos=QOS_CLASSES.index(qos),
+    qos = QOS_CLASSES.index(body.qos) if body.qos is not None else \
+        int(default_qos(np.array([body.cpu_request]), np.array([body.memory_request]))[0])
+    signals = PodSignals(owner_kind=OWNER_KINDS.index(body.owner_kind), qos=qos,
                          priority=body.priority, replicas=body.replicas, workload_completed=body.workload_completed,
                          workload_mean_run_s=body.workload_mean_run_s)
     choice, scores, used_policy = _decide(state, metrics, cluster, request, mask, signals)

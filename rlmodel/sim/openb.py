@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from rlmodel.errors import ScenarioError
-from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES, PodTrace, batch_sizes, csv_lines, write_trace
+from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES, PodTrace, batch_sizes, csv_lines, csv_number, write_trace
 from rlmodel.sim.power import BUILTIN_NODE_TYPES, NodeType
 
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec", "qos", "pod_phase",
@@ -82,16 +82,10 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
 
 
 def _num(row: dict[str, str], name: str, where: str, *, empty: float | None = None, high: float = 1e12) -> float:
-    text = row[name]
-    if not text and empty is not None:
+    """Column `name` of an OpenB row, >= 0 and at most `high`; `empty` when the cell is empty (if given)."""
+    if not row[name] and empty is not None:
         return empty
-    try:
-        value = float(text)
-    except ValueError:
-        raise ScenarioError(f"{where}, column {name}: expected a number, got {text[:40]!r}") from None
-    if not math.isfinite(value) or not 0 <= value <= high:
-        raise ScenarioError(f"{where}, column {name}: expected a number from 0 to {high:g}, got {text[:40]!r}")
-    return value
+    return csv_number(row[name], f"{where}, column {name}", low=0.0, high=high)
 
 
 def read_openb_pods(path: str | Path, *, cpu_only: bool = False, report: ImportReport | None = None) -> PodTrace:

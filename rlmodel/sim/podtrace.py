@@ -151,7 +151,8 @@ class TraceFile:
     source: str
 
 
-def _number(text: str, where: str, *, low: float, high: float, positive: bool = False) -> float:
+def csv_number(text: str, where: str, *, low: float, high: float, positive: bool = False) -> float:
+    """A CSV cell as a finite number in [low, high] (> 0 with `positive`); ScenarioError naming `where`."""
     try:
         value = float(text)
     except ValueError:
@@ -196,16 +197,16 @@ def parse_trace_rows(rows: Iterable[list[str]], source: str) -> PodTrace:
         def at(name: str, line: int = line) -> str:
             return f"{source}: line {line}, column {name}"
 
-        a = _number(cell("arrival_s"), at("arrival_s"), low=0.0, high=MAX_TRACE_SECONDS)
+        a = csv_number(cell("arrival_s"), at("arrival_s"), low=0.0, high=MAX_TRACE_SECONDS)
         if a < last:
             raise ScenarioError(f"{at('arrival_s')}: {a:g} is before the previous row's {last:g} (rows must be in "
                                 "arrival order)")
         last = a
-        c = _number(cell("cpu_request_cores"), at("cpu_request_cores"), low=0.0, high=MAX_TRACE_CORES)
-        m = _number(cell("memory_request_gib"), at("memory_request_gib"), low=0.0, high=MAX_TRACE_GIB)
+        c = csv_number(cell("cpu_request_cores"), at("cpu_request_cores"), low=0.0, high=MAX_TRACE_CORES)
+        m = csv_number(cell("memory_request_gib"), at("memory_request_gib"), low=0.0, high=MAX_TRACE_GIB)
         u_text = cell("cpu_usage_cores")
-        u = math.nan if not u_text else _number(u_text, at("cpu_usage_cores"), low=0.0, high=MAX_TRACE_CORES)
-        d = _number(cell("duration_s"), at("duration_s"), low=0.0, high=MAX_TRACE_SECONDS, positive=True)
+        u = math.nan if not u_text else csv_number(u_text, at("cpu_usage_cores"), low=0.0, high=MAX_TRACE_CORES)
+        d = csv_number(cell("duration_s"), at("duration_s"), low=0.0, high=MAX_TRACE_SECONDS, positive=True)
         kind = cell("owner_kind") or "Pod"
         if kind not in OWNER_KINDS:
             raise ScenarioError(f"{at('owner_kind')}: {kind[:40]!r} is not one of {', '.join(OWNER_KINDS)}")

@@ -464,19 +464,25 @@ def _parse_node_group(source: str, i: int, table: Any) -> NodeGroup:
 
 def fitting_share(groups: tuple[NodeGroup, ...], workload: WorkloadSpec) -> float:
     """Share of the workload's pods whose requests fit some empty node: exact for uniform requests and for a
-    trace, estimated from 4,000 pods drawn with a fixed seed for workload classes."""
-    if workload.trace is not None or workload.classes:
-        if workload.trace is not None:
-            req_cpu, req_mem = workload.trace.cpu_request_cores, workload.trace.memory_request_gib
-        else:
-            from rlmodel.sim.workload import sample_trace
-
-            sample = sample_trace(replace(workload, pods_per_episode=4000), np.random.default_rng(0))
-            req_cpu, req_mem = sample.cpu_request_cores, sample.memory_request_gib
+    trace; for workload classes, each class's share of the pods (weight x mean batch size) times the share of
+    4,000 of its requests, drawn with a fixed seed, that fit (a BestEffort pod requests nothing: it fits)."""
+    def fit_share(req_cpu: np.ndarray, req_mem: np.ndarray) -> float:
         fits = np.zeros(len(req_cpu), dtype=bool)
         for g in groups:
             fits |= (req_cpu <= g.node_type.cpu_cores + 1e-9) & (req_mem <= g.node_type.memory_gib + 1e-9)
         return float(fits.mean())
+
+    if workload.trace is not None:
+        return fit_share(workload.trace.cpu_request_cores, workload.trace.memory_request_gib)
+    if workload.classes:
+        rng = np.random.default_rng(0)
+        pods, fitting = 0.0, 0.0
+        for c in workload.classes:
+            share = c.weight * float(np.maximum(np.round(c.replicas.sample(rng, 4000)), 1).mean())
+            fit = 1.0 if c.qos == "BestEffort" else fit_share(c.cpu_request_cores.sample(rng, 4000),
+                                                              c.memory_request_gib.sample(rng, 4000))
+            pods, fitting = pods + share, fitting + share * fit
+        return fitting / pods
 
     def at_most(limit: float, low: float, high: float) -> float:  # P(uniform request on [low, high] <= limit)
         if high <= low:

@@ -4,6 +4,7 @@ classes with a daily cycle, or a window of a recorded trace)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -42,8 +43,6 @@ def sample_pods(spec: WorkloadSpec, rng: np.random.Generator, n: int, *, start_s
     sample possible futures. Each pod's request, memory, usage factor and run time are drawn together
     (sample_trace draws each quantity for the whole episode in turn), so the random stream differs."""
     if spec.classes or spec.trace is not None:  # a fresh episode's pods, shifted to start one gap after start_s
-        from dataclasses import replace
-
         later = sample_trace(replace(spec, pods_per_episode=max(n, 1)), rng)
         shift = start_s + float(rng.exponential(spec.mean_interarrival_s))
         return replace(later, arrival_s=later.arrival_s[:n] + shift, cpu_request_cores=later.cpu_request_cores[:n],
@@ -78,8 +77,6 @@ def _sample_window(spec: WorkloadSpec, rng: np.random.Generator) -> PodTrace:
     if missing.any():
         drawn = window.cpu_request_cores * rng.uniform(*spec.usage_of_request, size=n)
         usage = np.where(missing, drawn, usage)
-    from dataclasses import replace
-
     return replace(window, usage_cores=usage)
 
 
