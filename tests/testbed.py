@@ -184,8 +184,9 @@ class KubeApi:
         self.url = f"http://127.0.0.1:{self.port}"
         _clients(self)
 
-    def add_node(self, name: str, address: str, cpu: str = "2", memory: str = "4Gi") -> None:
-        self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+    def add_node(self, name: str, address: str, cpu: str = "2", memory: str = "4Gi",
+                 labels: dict | None = None) -> None:
+        self.core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}},
                                "status": {"addresses": [{"type": "InternalIP", "address": address},
                                                         {"type": "Hostname", "address": name}],
                                           "allocatable": {"cpu": cpu, "memory": memory}}})
@@ -414,7 +415,8 @@ class Testbed:
     __test__ = False
 
     def __init__(self, tmp: Path, *, nodes: int = 3, profile: str = "rlsched", rapl_watts: float = 40.0,
-                 vm_duty: tuple[float, ...] = (0.1, 0.2, 0.3), window_s: float = 3.0, never_ready: bool = False):
+                 vm_duty: tuple[float, ...] = (0.1, 0.2, 0.3), window_s: float = 3.0, never_ready: bool = False,
+                 host_monitor: bool = True):
         self.tmp = tmp
         self.profile = profile
         self.rapl_watts = rapl_watts
@@ -436,20 +438,21 @@ class Testbed:
             self.kubelets = Kubelets(self.kube, self.addresses, "rlsched", self.ports, tmp / "kubelets", self.proxy,
                                      never_ready=never_ready)
             self._cleanup.append(self.kubelets.stop)
-            # the host: fake RAPL, one qemu-like process per node, the power monitor serving metrics
-            self.rapl = FakeRapl(tmp / "powercap", [rapl_watts], [2**32], process=True)
-            self.rapl.__enter__()
-            self._cleanup.append(lambda: self.rapl.__exit__(None, None, None))
-            self.vms = [start_fake_vm(n, vm_duty[i % len(vm_duty)]) for i, n in enumerate(self.node_names)]
-            for vm in self.vms:
-                self._cleanup.append(lambda vm=vm: _stop_process(vm))
             self.monitor_port = free_port_all()
-            self.monitor = subprocess.Popen(
-                [sys.executable, str(ROOT / "rlmodel/power/kvm_power_monitor.py"), "--rapl-root",
-                 str(tmp / "powercap"), "--interval", "0.5", "--listen", f"127.0.0.1:{self.monitor_port}",
-                 "--csv", str(tmp / "power.csv")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            self._cleanup.append(lambda: _stop_process(self.monitor))
-            wait_http(f"http://127.0.0.1:{self.monitor_port}/metrics")
+            if host_monitor:
+                # the host: fake RAPL, one qemu-like process per node, the power monitor serving metrics
+                self.rapl = FakeRapl(tmp / "powercap", [rapl_watts], [2**32], process=True)
+                self.rapl.__enter__()
+                self._cleanup.append(lambda: self.rapl.__exit__(None, None, None))
+                self.vms = [start_fake_vm(n, vm_duty[i % len(vm_duty)]) for i, n in enumerate(self.node_names)]
+                for vm in self.vms:
+                    self._cleanup.append(lambda vm=vm: _stop_process(vm))
+                self.monitor = subprocess.Popen(
+                    [sys.executable, str(ROOT / "rlmodel/power/kvm_power_monitor.py"), "--rapl-root",
+                     str(tmp / "powercap"), "--interval", "0.5", "--listen", f"127.0.0.1:{self.monitor_port}",
+                     "--csv", str(tmp / "power.csv")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                self._cleanup.append(lambda: _stop_process(self.monitor))
+                wait_http(f"http://127.0.0.1:{self.monitor_port}/metrics")
             self.prom_port = free_port_all()
             self.config = tmp / "rlsched.toml"
             self.config.write_text(f"""

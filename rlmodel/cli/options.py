@@ -43,9 +43,10 @@ def backend_options(f):
     f = click.option("--testbed-set", "testbed_set", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override a testbed setting (repeatable); `rlsched cluster config` lists them.")(f)
     f = config_file_option(f)
-    return click.option("--backend", type=click.Choice(["sim", "minikube"]), default="sim", show_default=True,
-                        envvar="RLSCHED_BACKEND", show_envvar=True,
-                        help="Where episodes run: the embedded simulated cluster, or the Minikube testbed.")(f)
+    return click.option("--backend", type=click.Choice(["sim", "minikube", "kubernetes"]), default="sim",
+                        show_default=True, envvar="RLSCHED_BACKEND", show_envvar=True,
+                        help="Where episodes run: the embedded simulated cluster, the Minikube testbed, or any "
+                             "cluster a kubeconfig context reaches (see `rlsched cluster apply`).")(f)
 
 
 def testbed_config(config_path: Path | None, testbed_set: tuple[str, ...]):
@@ -56,10 +57,12 @@ def testbed_config(config_path: Path | None, testbed_set: tuple[str, ...]):
 
 def make_env(backend: str, sc: Scenario, config_path: Path | None, testbed_set: tuple[str, ...],
              record_dir: Path | None, run: str = "") -> PodPlacementEnv:
-    """The env for `backend`: the twin, or the same env over a MinikubeCluster. Close it with `env.sim.close()`."""
+    """The env for `backend`: the twin, or the same env over a real cluster (MinikubeCluster or
+    KubernetesCluster). Close it with `env.sim.close()`."""
     if backend == "sim":
         return PodPlacementEnv(sc)
-    from rlmodel.testbed.backend import MinikubeCluster
+    from rlmodel.testbed.backend import KubernetesCluster, MinikubeCluster
 
-    cluster = MinikubeCluster(sc, testbed_config(config_path, testbed_set), record_dir=record_dir, run=run)
+    kind = MinikubeCluster if backend == "minikube" else KubernetesCluster
+    cluster = kind(sc, testbed_config(config_path, testbed_set), record_dir=record_dir, run=run)
     return PodPlacementEnv(sc, cluster=cluster)

@@ -1,4 +1,5 @@
-"""Commands on the digital twin (and, with --backend minikube, the testbed): scenarios, benchmark, train, test."""
+"""Commands on the digital twin (and, with --backend minikube or kubernetes, a real cluster): scenarios, benchmark,
+train, test."""
 
 from __future__ import annotations
 
@@ -87,8 +88,10 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
       rlsched benchmark --model Dale.pth --scale 4 --reference efficient-first
       rlsched benchmark --backend minikube --scenario minikube --policies round-robin,dqn --model Dale.pth -n 3
 
-    With --backend minikube the episodes run on the testbed (see `rlsched cluster up`), there is no
-    oracle row, and OUT/windows.csv and OUT/power_samples.csv hold every measurement window.
+    With --backend minikube the episodes run on the testbed (see `rlsched cluster up`), with
+    --backend kubernetes on any cluster (see `rlsched cluster apply`); there is no oracle row, and
+    OUT/windows.csv and OUT/power_samples.csv (and, with Kepler, OUT/pod_power.csv) hold every
+    measurement window.
     """
     from tqdm import tqdm
 
@@ -164,7 +167,8 @@ def benchmark(scenario: str, policies: str | None, episodes: int, seed: int, sca
         click.echo(f"oracle: {', '.join(kinds)} (exact: offline optimum; lower-bound: the larger of the fluid "
                    "and cover bounds, see docs/results.md)")
     click.echo(f"wrote {out / 'episodes.csv'}, {out / 'summary.csv'}, {out / 'benchmark.png'}"
-               + (f", {out / 'windows.csv'}, {out / 'power_samples.csv'}" if backend != "sim" else ""))
+               + (f", {out / 'windows.csv'}, {out / 'power_samples.csv'}" if backend != "sim" else "")
+               + (f", {out / 'pod_power.csv'}" if (out / "pod_power.csv").exists() else ""))
 
 
 def _remove_if_unused(log_dir: Path, created: bool) -> None:
@@ -232,8 +236,8 @@ def train(model: Path, scenario: str | None, steps: int | None, seed: int, resum
       rlsched train --model Dale.pth --resume --steps 100000
       rlsched train --model Dale.pth --resume --steps 60200 --backend minikube --scenario minikube
 
-    With --backend minikube every step is a real pod and a measurement window (LOG_DIR also gets
-    windows.csv and power_samples.csv); validation of checkpoints still runs in the twin.
+    With --backend minikube or kubernetes every step is a real pod and a measurement window (LOG_DIR
+    also gets windows.csv and power_samples.csv); validation of checkpoints still runs in the twin.
     """
     import dataclasses
 

@@ -7,7 +7,7 @@ Two protocols, checked by mypy against every implementation (see the `_implement
   (`rlmodel.envs.observation.ObservationBuilder`). A live cluster view implements only this.
 * `ClusterBackend`, a cluster an episode runs on: the state plus the episode's counters and the actions
   (`reset`, `place`, `reject`, `advance_to`, `drain`, `close`). Implemented by the digital twin
-  (`rlmodel.sim.cluster.ClusterSim`) and the Minikube testbed (`rlmodel.testbed.backend.MinikubeCluster`).
+  (`rlmodel.sim.cluster.ClusterSim`) and the testbeds (`rlmodel.testbed.backend.KubernetesCluster`, `MinikubeCluster`).
 
 Units: time in s, CPU in cores, memory in GiB, power in W, energy in J. Per-node sequences have one
 entry per node, in the order of `names`.

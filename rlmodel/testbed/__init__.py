@@ -1,3 +1,4 @@
-"""The Minikube testbed: configuration (`config`), bring-up (`cluster`), the Kubernetes API (`kube`), the
-`MinikubeCluster` backend (`backend`), Prometheus reads and scrape config (`metrics`, `prometheus`) and
-power-curve calibration (`calibrate`)."""
+"""The testbeds: configuration (`config`), Minikube bring-up and any-cluster apply (`cluster`), the Kubernetes
+API (`kube`, `selector`), the `KubernetesCluster` and `MinikubeCluster` backends (`backend`), Prometheus reads
+and scrape config (`metrics`, `prometheus`), power sources (`power_sources`: host monitor, Kepler,
+Scaphandre) and power-curve calibration (`calibrate`)."""

@@ -1,13 +1,18 @@
-"""The Minikube backend: the same interface as the digital twin (`ClusterSim`), on a real cluster.
+"""The testbed backends: the same interface as the digital twin (`ClusterSim`), on a real cluster.
 
-`PodPlacementEnv(scenario, cluster=MinikubeCluster(scenario, cfg))` is the Gymnasium env of the twin
-with the real cluster behind it; the agent, `rlsched train|test|benchmark` use it with
-`--backend minikube`.
+`PodPlacementEnv(scenario, cluster=KubernetesCluster(scenario, cfg))` is the Gymnasium env of the twin
+with a real cluster behind it; the agent, `rlsched train|test|benchmark` use it with `--backend
+kubernetes` (any cluster a kubeconfig context reaches; `rlsched cluster apply` deploys the agents) or
+`--backend minikube` (`MinikubeCluster`: the testbed `rlsched cluster up` made, its context the profile).
+Neither calls `minikube`.
 
-Semantics (docs/testbed.md, "--backend minikube", says the same for users):
-* Nodes are the cluster's nodes sorted by name; their number must equal the scenario's. CPU and
-  memory capacity are the nodes' allocatable minus what other pods already request; the scenario's
-  power curves (fit yours with `rlsched calibrate`) give the `watts_if_placed` feature only.
+Semantics (docs/testbed.md, "--backend minikube" and "Any Kubernetes cluster", says the same for users):
+* Nodes are the cluster's nodes that match `kubernetes.node_selector`, sorted by name; their number must
+  equal the scenario's. CPU and memory capacity are the nodes' allocatable minus what other pods already
+  request. A node's power curve (the `watts_if_placed` feature only) is the node type its label
+  `rlsched.io/node-type` names, else the first `[scheduler.node_types]` pattern matching its name (the
+  live scheduler's mapping), else the scenario's type at its position; a type is one of the scenario's or
+  a built-in one (fit yours with `rlsched calibrate`).
 * reset: deletes every test app pod, sets each node's background load through its resource blocker
   (the scenario's `background_cpu_cores`, `background_memory_gib`), and starts the clock at 0.
 * place(pod, node): creates the test app pod with the trace's requests and binds it to the node
@@ -53,13 +58,17 @@ from rlmodel.testbed.kube import (
     load_manifests,
     memory_gib,
     testapp_template,
+    with_registry,
 )
 from rlmodel.testbed.metrics import PrometheusReader, WindowPower
+from rlmodel.testbed.power_sources import power_source
 
 WINDOW_COLUMNS = ["run", "episode", "step", "window_start_s", "window_end_s", "window_s", "pods", "requests",
                   "misses", "latency_p50_ms", "latency_p95_ms", "energy_j", "host_watts", "overload_pod_s"]
 POWER_COLUMNS = ["run", "episode", "step", "node", "vm", "window_start_s", "window_end_s", "watts", "energy_j",
-                 "cpu_util", "test_pods", "cpu_requested_cores"]
+                 "cpu_util", "test_pods", "cpu_requested_cores", "source", "zone"]
+POD_POWER_COLUMNS = ["run", "episode", "step", "node", "namespace", "pod", "window_start_s", "window_end_s", "watts",
+                     "energy_j", "source", "zone"]
 
 
 class _RowLog:
@@ -85,28 +94,37 @@ class _RowLog:
         self.fh.close()
 
 
-class MinikubeCluster:
+class KubernetesCluster:
     """A real cluster behind the written cluster interface, `rlmodel.sim.backend.ClusterBackend` (see the
     module docstring for the semantics)."""
 
-    wake_s = 0.0  # Minikube nodes never sleep
+    wake_s = 0.0  # testbed nodes never sleep
+    backend = "kubernetes"
 
     def __init__(self, scenario: Scenario, cfg: TestbedConfig, *, record_dir: Path | None = None,
                  run: str = "", kube: Kube | None = None):
         self.scenario, self.cfg, self.run = scenario, cfg, run
-        self.kube = kube or Kube(cfg)
+        # kubernetes: the configured context, else the kubeconfig's current one; minikube: the profile's
+        self.kube = kube or Kube(cfg, context=(cfg.kubernetes.context or None) if self.backend == "kubernetes" else "")
         self.prom = PrometheusReader(cfg.prometheus.url, timeout_s=cfg.prometheus.query_timeout_s,
                                      retries=cfg.kubernetes.retries, scrape_interval_s=cfg.prometheus.scrape_interval_s)
-        self.nodes = self.kube.nodes()
+        selector = cfg.kubernetes.node_selector
+        self.nodes = self.kube.nodes(selector)
         n = len(self.nodes)
         if n != scenario.num_nodes:
-            raise TestbedError(f"scenario {scenario.name} has {scenario.num_nodes} nodes, the cluster "
-                               f"{cfg.minikube.profile} has {n}: use a scenario with {n} nodes (rlsched calibrate "
-                               "writes one)")
+            where = f"the cluster {cfg.minikube.profile}" if self.backend == "minikube" else \
+                f"the cluster at {self.kube.api.configuration.host}"
+            chosen = f" matching kubernetes.node_selector {selector!r}" if selector else ""
+            raise TestbedError(f"scenario {scenario.name} has {scenario.num_nodes} nodes, {where} has {n}{chosen}: "
+                               f"use a scenario with {n} nodes (rlsched calibrate writes one)"
+                               + ("" if selector or self.backend == "minikube" else
+                                  ", or choose nodes with kubernetes.node_selector"))
         self.num_nodes = n
         self.names = [nd.name for nd in self.nodes]
+        self.power = power_source(cfg, self.prom, self.nodes)
         self.vms = {nd.name: cfg.power.vm_prefix + nd.name for nd in self.nodes}
-        types = scenario.node_types
+        types, self.curve_from = node_curves(scenario, self.nodes, cfg)
+        self.node_type_names = [t.name for t in types]
         self.curves = np.array([t.watts for t in types], dtype=np.float64)
         self.idle_watts = self.curves[:, 0].copy()
         self.peak_watts = self.curves[:, -1].copy()
@@ -117,12 +135,15 @@ class MinikubeCluster:
         used_cpu, used_mem = self._other_requests()
         self.cores = np.maximum(np.array([nd.cpu_cores for nd in self.nodes]) - used_cpu, 0.0)
         self.memory_gib = np.maximum(np.array([nd.memory_gib for nd in self.nodes]) - used_mem, 0.0)
-        self.template = testapp_template(load_manifests())
+        template = testapp_template(load_manifests())
+        self.template = with_registry(template, cfg.images.registry) if self.backend == "kubernetes" else template
         self.target_url = cfg.jmeter.target_url or \
             f"http://{self.nodes[0].address}:{cfg.ports.testapp_node_port}/work"
         self.record_dir = record_dir
         self._windows = _RowLog(record_dir / "windows.csv", WINDOW_COLUMNS) if record_dir else None
         self._power = _RowLog(record_dir / "power_samples.csv", POWER_COLUMNS) if record_dir else None
+        self._pod_power = _RowLog(record_dir / "pod_power.csv", POD_POWER_COLUMNS) \
+            if record_dir and cfg.power.source == "kepler" and cfg.power.pods else None
         self.episode = -1
         self.trace: PodTrace | None = None
 
@@ -222,7 +243,7 @@ class MinikubeCluster:
 
     def close(self) -> None:
         """Close the window and power CSVs (idempotent)."""
-        for log in (self._windows, self._power):
+        for log in (self._windows, self._power, self._pod_power):
             if log is not None:
                 log.close()
 
@@ -310,7 +331,7 @@ class MinikubeCluster:
                  threads=cfg.jmeter.threads, duration_s=max(1, round(cfg.measurement.window_s)), ramp_up_s=0,
                  mode=cfg.jmeter.mode, intensity=cfg.jmeter.intensity, jmeter=cfg.jmeter.binary or None)
         jw = jtl_window(out / "results.jtl", cfg.slo.latency_ms)
-        power: WindowPower = self.prom.window_power(self.vms, jw.start_s, jw.end_s)
+        power: WindowPower = self.power.window(jw.start_s, jw.end_s)
         seconds = power.seconds
         pods = self.pods_active
         energy = sum(power.node_energy_j(n) for n in self.names)
@@ -329,15 +350,25 @@ class MinikubeCluster:
                                  "window_s": f"{seconds:.3f}", "pods": pods, "requests": jw.requests,
                                  "misses": jw.misses, "latency_p50_ms": f"{jw.latency_p50_ms:.1f}",
                                  "latency_p95_ms": f"{jw.latency_p95_ms:.1f}", "energy_j": f"{energy:.3f}",
-                                 "host_watts": f"{power.host_watts:.3f}", "overload_pod_s": f"{overload:.3f}"})
+                                 "host_watts": "" if math.isnan(power.host_watts) else f"{power.host_watts:.3f}",
+                                 "overload_pod_s": f"{overload:.3f}"})
         if self._power is not None:
             for i, name in enumerate(self.names):
                 self._power.write({"run": self.run, "episode": self.episode, "step": self._step, "node": name,
-                                   "vm": self.vms[name], "window_start_s": f"{jw.start_s:.3f}",
+                                   "vm": self.vms[name] if power.source == "rlsched-monitor" else "",
+                                   "window_start_s": f"{jw.start_s:.3f}",
                                    "window_end_s": f"{jw.end_s:.3f}", "watts": f"{power.node_watts[name]:.3f}",
                                    "energy_j": f"{power.node_energy_j(name):.3f}",
                                    "cpu_util": f"{power.node_cpu_util[name]:.4f}", "test_pods": self.pods_on[i],
-                                   "cpu_requested_cores": f"{self.cpu_requested[i]:.3f}"})
+                                   "cpu_requested_cores": f"{self.cpu_requested[i]:.3f}",
+                                   "source": power.source, "zone": power.zone})
+        if self._pod_power is not None:
+            for node, namespace, pod, watts in power.pod_watts:
+                self._pod_power.write({"run": self.run, "episode": self.episode, "step": self._step, "node": node,
+                                       "namespace": namespace, "pod": pod, "window_start_s": f"{jw.start_s:.3f}",
+                                       "window_end_s": f"{jw.end_s:.3f}", "watts": f"{watts:.3f}",
+                                       "energy_j": f"{watts * seconds:.3f}", "source": power.source,
+                                       "zone": power.zone})
         self._step += 1
 
     def _retire(self, t: float) -> None:
@@ -361,6 +392,50 @@ class MinikubeCluster:
                     self.empty_since[node] = self.now_s
 
 
+class MinikubeCluster(KubernetesCluster):
+    """The Minikube testbed (`rlsched cluster up`): its context is the profile's, its power the host monitor's
+    unless `power.source` says otherwise."""
+
+    backend = "minikube"
+
+
+def node_curves(scenario: Scenario, nodes: list, cfg: TestbedConfig) -> tuple[list, list[str]]:
+    """Each node's type (see the module docstring) and where it came from: "label", "pattern" or "position"."""
+    import re
+
+    from rlmodel.live.view import NODE_TYPE_LABEL
+    from rlmodel.sim.power import BUILTIN_NODE_TYPES
+
+    known = {**BUILTIN_NODE_TYPES, **{t.name: t for t in scenario.node_types}}
+    patterns = list(cfg.scheduler.node_types.items())
+    for pattern, name in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise TestbedError(f"scheduler.node_types: {pattern!r}: invalid regular expression: {exc}") from None
+        if name not in known:
+            raise TestbedError(f"scheduler.node_types: {pattern!r} = {name!r}: not a type of scenario {scenario.name} "
+                               f"nor a built-in one (known: {', '.join(sorted(known))})")
+    types, how = [], []
+    for i, node in enumerate(nodes):
+        label = dict(node.labels).get(NODE_TYPE_LABEL)
+        if label is not None:
+            if label not in known:
+                raise TestbedError(f"node {node.name}: label {NODE_TYPE_LABEL}={label!r} names no type of scenario "
+                                   f"{scenario.name} nor a built-in one (known: {', '.join(sorted(known))})")
+            types.append(known[label])
+            how.append("label")
+            continue
+        match = next((name for pattern, name in patterns if re.search(pattern, node.name)), None)
+        if match is not None:
+            types.append(known[match])
+            how.append("pattern")
+        else:
+            types.append(scenario.node_types[i])
+            how.append("position")
+    return types, how
+
+
 if TYPE_CHECKING:
-    def _implements(cluster: MinikubeCluster) -> ClusterBackend:
-        return cluster  # mypy: MinikubeCluster implements the written cluster interface
+    def _implements(cluster: KubernetesCluster) -> ClusterBackend:
+        return cluster  # mypy: KubernetesCluster implements the written cluster interface

@@ -4,7 +4,10 @@ Inputs, either kind of CSV (several files are concatenated):
 * the harness's `power_samples.csv` (written by `--backend minikube` runs): columns `node`, `watts`,
   `cpu_util` (0-1), one row per node per measurement window;
 * the power monitor's CSV (`timestamp`, `vm`, `vm_watts`, ...), joined with node-exporter's utilization
-  read from Prometheus over the CSV's time span (the VM name minus `power.vm_prefix` is the node).
+  read from Prometheus over the CSV's time span (the VM name minus `power.vm_prefix` is the node);
+* or no file: a power source's counters in Prometheus over a past span (`samples_from_source`, `rlsched
+  calibrate --source kepler|scaphandre|rlsched-monitor --last-s S`), cut into `step_s` slices: each slice's
+  mean watts (counter difference / sample span) and node-exporter utilization (idle seconds difference).
 
 Model: per node, a least-squares polynomial in utilization (quadratic with 12 or more samples, else
 linear), evaluated at 0, 10, ..., 100 % and made non-decreasing: the 11-point curve of a scenario's
@@ -168,9 +171,25 @@ def _fit_curve(util: np.ndarray, watts: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(curve)  # power never falls as utilization rises
 
 
-def calibrate(samples: pd.DataFrame, *, like: Scenario, cpu_cores: float, memory_gib: float,
-              seed: int = 0) -> tuple[list[NodeFit], str]:
-    """Fits per node (sorted by name) and the scenario TOML text built from them and `like`."""
+def samples_from_source(source, start_s: float, end_s: float, step_s: float) -> pd.DataFrame:
+    """Samples (node, watts, cpu_util) from a power source (`rlmodel.testbed.power_sources`) over [start_s, end_s]
+    (Unix s), one per node per `step_s` slice; slices without a utilization reading are dropped."""
+    if end_s - start_s < 2 * step_s:
+        raise CalibrationError(f"the span ({end_s - start_s:g} s) holds fewer than two {step_s:g} s slices: "
+                               "widen it or shorten --step-s")
+    rows = source.samples(start_s, end_s, step_s)
+    df = pd.DataFrame(rows, columns=["node", "t", "watts", "cpu_util"])
+    df = df.dropna()
+    if df.empty:
+        raise CalibrationError(f"{source.name}: no slice with both power and node-exporter utilization in the span "
+                               "(is node-exporter scraped?)")
+    return df[["node", "watts", "cpu_util"]]
+
+
+def calibrate(samples: pd.DataFrame, *, like: Scenario, cpu_cores: float | dict[str, float], memory_gib: float |
+              dict[str, float], seed: int = 0) -> tuple[list[NodeFit], str]:
+    """Fits per node (sorted by name) and the scenario TOML text built from them and `like`. `cpu_cores` and
+    `memory_gib`: one value for every node, or one per node name."""
     fits = [fit_node(str(node), g["cpu_util"].to_numpy(float), g["watts"].to_numpy(float), seed=seed)
             for node, g in sorted(samples.groupby("node"), key=lambda kv: str(kv[0]))]
     bg_cpu = like.background_cpu_cores[0] if like.num_nodes else 0.0
@@ -181,14 +200,16 @@ def calibrate(samples: pd.DataFrame, *, like: Scenario, cpu_cores: float, memory
         lines += ["[cluster]", f"idle_sleep_after_s = {like.idle_sleep_after_s:g}",
                   f"sleep_watts = {like.sleep_watts:g}", f"wake_s = {like.wake_s:g}", ""]
     for f in fits:
+        cores = cpu_cores[f.node] if isinstance(cpu_cores, dict) else cpu_cores
+        memory = memory_gib[f.node] if isinstance(memory_gib, dict) else memory_gib
         mape = "n/a" if math.isnan(f.holdout_mape) else f"{100 * f.holdout_mape:.1f} %"
         lines += ["[[node_types]]", f'name = "calibrated-{f.node}"',
                   f'description = "node {f.node}: {f.samples} samples, utilization {100 * f.util_range[0]:.0f}-'
                   f'{100 * f.util_range[1]:.0f} %, held-out MAPE {mape}"',
-                  "count = 1", f"cpu_cores = {cpu_cores:g}", f"memory_gib = {memory_gib:g}",
+                  "count = 1", f"cpu_cores = {cores:g}", f"memory_gib = {memory:g}",
                   "watts = [" + ", ".join(f"{w:g}" for w in f.watts) + "]",
-                  f"background_cpu_cores = {min(bg_cpu, cpu_cores):g}",
-                  f"background_memory_gib = {min(bg_mem, memory_gib):g}", ""]
+                  f"background_cpu_cores = {min(bg_cpu, cores):g}",
+                  f"background_memory_gib = {min(bg_mem, memory):g}", ""]
     lines += ["[workload]", f"pods_per_episode = {wl.pods_per_episode}",
               f"mean_interarrival_s = {wl.mean_interarrival_s:g}",
               f"cpu_request_cores = [{wl.cpu_request_cores[0]:g}, {wl.cpu_request_cores[1]:g}]",

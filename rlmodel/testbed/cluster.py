@@ -1,4 +1,4 @@
-"""`rlsched cluster up|down|status`: Minikube, images, manifests, Prometheus, and checks that all answer.
+"""`rlsched cluster up|down|status|apply|delete`: Minikube, images, manifests, Prometheus, and checks that all answer.
 
 up      minikube start (profile, driver, --nodes, --cpus, --memory); images built with the Docker SDK and
         loaded with `minikube image load` (unless skip_images); manifests applied (create or update);
@@ -7,6 +7,11 @@ up      minikube start (profile, driver, --nodes, --cpus, --memory); images buil
 status  each piece up or down.
 down    deletes the manifests' objects, stops the Prometheus `up` started, and `minikube delete`
         (unless keep_minikube).
+apply   any cluster (`--backend kubernetes`): the manifests only, on the context `kubernetes.context` (else the
+        kubeconfig's current one), the agents' DaemonSets limited to the nodes `kubernetes.node_selector`
+        selects; then waits until those nodes' agents answer. No `minikube`, no Prometheus: the cluster's own
+        Prometheus scrapes node-exporter and the power source (docs/testbed.md, "Any Kubernetes cluster").
+delete  any cluster: the test app pods and the manifests' objects.
 
 Nothing here needs root; every subprocess gets an argument list (no shell) and a timeout.
 """
@@ -30,7 +35,7 @@ import requests
 from rlmodel.assets import asset_path
 from rlmodel.atomic import atomic_path
 from rlmodel.testbed.config import TestbedConfig
-from rlmodel.testbed.kube import Kube, NodeInfo, TestbedError, load_manifests
+from rlmodel.testbed.kube import Kube, NodeInfo, TestbedError, load_manifests, with_registry
 from rlmodel.testbed.prometheus import render_config, write_config
 
 # image tag -> (build context, Dockerfile relative to it); the tags are those in the manifests. The contexts are
@@ -417,3 +422,118 @@ def cluster_down(cfg: TestbedConfig, *, keep_minikube: bool = False, say: Say = 
     else:
         minikube(cfg, "delete", timeout_s=300)
         say(f"minikube profile {cfg.minikube.profile}: deleted")
+
+
+# ---------------------------------------------------------------------------------------- any cluster
+AGENTS = ("node-exporter", "resource-blocker")  # the DaemonSets `apply --skip` may leave out
+
+
+def any_cluster_kube(cfg: TestbedConfig) -> Kube:
+    """The API of the cluster `--backend kubernetes` uses: `kubernetes.context`, else the current context."""
+    return Kube(cfg, context=cfg.kubernetes.context or None)
+
+
+def node_affinity(selector: str) -> dict | None:
+    """The selector as a required node affinity (= and in -> In, != and notin -> NotIn, KEY -> Exists, !KEY ->
+    DoesNotExist), for the agents' DaemonSets; None for the empty selector."""
+    from rlmodel.testbed.selector import parse_selector
+
+    ops = {"=": "In", "in": "In", "!=": "NotIn", "notin": "NotIn", "exists": "Exists", "!exists": "DoesNotExist"}
+    reqs = parse_selector(selector).requirements
+    if not reqs:
+        return None
+    exprs = [{"key": r.key, "operator": ops[r.op], **({"values": list(r.values)} if r.values else {})} for r in reqs]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": exprs}]}}}
+
+
+def any_cluster_manifests(cfg: TestbedConfig, skip: tuple[str, ...] = ()) -> list[dict]:
+    """The manifests `apply` sends: without the skipped agents, DaemonSets limited to the selected nodes."""
+    import copy
+
+    unknown = [s for s in skip if s not in AGENTS]
+    if unknown:
+        raise TestbedError(f"--skip {unknown[0]}: expected one of {', '.join(AGENTS)}")
+    affinity = node_affinity(cfg.kubernetes.node_selector)
+    docs = []
+    for doc in load_manifests():
+        if doc["kind"] == "DaemonSet" and doc["metadata"]["name"] in skip:
+            continue
+        if doc["kind"] == "DaemonSet" and affinity is not None:
+            doc = copy.deepcopy(doc)
+            doc["spec"]["template"]["spec"]["affinity"] = affinity
+        docs.append(with_registry(doc, cfg.images.registry))
+    return docs
+
+
+def cluster_apply(cfg: TestbedConfig, *, skip: tuple[str, ...] = (), say: Say = print) -> list[Check]:
+    """Apply the manifests to any cluster and wait for the selected nodes' agents; the final checks."""
+    docs = any_cluster_manifests(cfg, skip)
+    kube = any_cluster_kube(cfg)
+    say(f"cluster at {kube.api.configuration.host}" + (f", nodes matching {cfg.kubernetes.node_selector!r}"
+                                                      if cfg.kubernetes.node_selector else ", every node"))
+    for kind, name, action in kube.apply(docs):
+        say(f"{kind} {name}: {action}")
+    nodes = kube.nodes(cfg.kubernetes.node_selector)
+    if not nodes:
+        raise TestbedError(f"no node matches kubernetes.node_selector {cfg.kubernetes.node_selector!r}")
+    say(f"{len(nodes)} nodes: {', '.join(n.name for n in nodes)}")
+    return wait_for_agents(cfg, nodes, cfg.measurement.ready_timeout_s)
+
+
+def power_checks(cfg: TestbedConfig, nodes: list[NodeInfo]) -> list[Check]:
+    """The power source answers for every node: the host monitor's endpoint, or Kepler's or Scaphandre's series in
+    Prometheus (one check per node)."""
+    from rlmodel.testbed.metrics import PrometheusReader
+    from rlmodel.testbed.power_sources import KeplerSource, MonitorSource, power_source
+
+    reader = PrometheusReader(cfg.prometheus.url, timeout_s=cfg.prometheus.query_timeout_s, retries=1,
+                              scrape_interval_s=cfg.prometheus.scrape_interval_s)
+    source = power_source(cfg, reader, nodes)
+    if isinstance(source, MonitorSource):
+        return [power_monitor_check(cfg)]
+    try:
+        selector = source.selector()
+        seen = {source.matcher.node_of(r.get("metric") or {}) for r in reader.query(selector)}
+    except TestbedError as exc:
+        return [Check(f"{source.name}", cfg.prometheus.url, False, str(exc))]
+    version = f"Kepler {source.version}, " if isinstance(source, KeplerSource) else ""
+    return [Check(f"{source.name} {n.name}", selector, n.name in seen,
+                  f"{version}zone {source.zone}" if n.name in seen else "no series for this node")
+            for n in nodes]
+
+
+def cluster_status_any(cfg: TestbedConfig) -> list[Check]:
+    """Each piece of an any-cluster testbed up or down: API, objects, the selected nodes' agents, Prometheus,
+    the power source per node. Never raises for a piece that is down; never calls minikube."""
+    checks = []
+    nodes: list[NodeInfo] = []
+    try:
+        kube = any_cluster_kube(cfg)
+        nodes = kube.nodes(cfg.kubernetes.node_selector)
+        chosen = f" matching {cfg.kubernetes.node_selector!r}" if cfg.kubernetes.node_selector else ""
+        checks.append(Check("kubernetes API", kube.api.configuration.host, bool(nodes), f"{len(nodes)} nodes{chosen}"))
+        for doc in any_cluster_manifests(cfg):
+            if doc["kind"] == "Pod":
+                continue
+            checks.append(Check(f"{doc['kind']} {doc['metadata']['name']}",
+                                kube.namespace_of(doc["metadata"].get("namespace", doc["metadata"]["name"])),
+                                kube.exists(doc)))
+        checks += agent_checks(cfg, nodes)
+    except TestbedError as exc:
+        checks.append(Check("kubernetes API", cfg.kubernetes.context or "(current context)", False, str(exc)))
+    ready = _answers(cfg.prometheus.url.rstrip("/") + "/-/ready", cfg.prometheus.query_timeout_s)
+    checks.append(Check("prometheus", cfg.prometheus.url, ready))
+    if ready and nodes:
+        checks += power_checks(cfg, nodes)
+    return checks
+
+
+def cluster_delete(cfg: TestbedConfig, *, say: Say = print) -> None:
+    """Remove what `apply` created on any cluster: the test app pods and the manifests' objects."""
+    kube = any_cluster_kube(cfg)
+    removed = kube.delete_testapp_pods()
+    if removed:
+        say(f"test app pods: {removed} deleted")
+    for kind, name, action in kube.delete(any_cluster_manifests(cfg)):
+        say(f"{kind} {name}: {action}")

@@ -69,12 +69,18 @@ class KubernetesConfig:
     """timeout of every API call"""
     retries: int = 3
     """attempts per API call on connection errors and 5xx"""
+    node_selector: str = ""
+    """label selector of the nodes the testbed backends use, in name order ("" = every node), e.g.
+    "rlsched.io/testbed=true"; `=`, `==`, `!=`, `in (...)`, `notin (...)`, `KEY` and `!KEY` terms"""
 
 
 @dataclass
 class ImagesConfig:
     docker_host: str = ""
     """Docker engine to build with ("" = $DOCKER_HOST or the local socket)"""
+    registry: str = ""
+    """any cluster: registry the rlsched/* images were pushed to, e.g. "registry.lab:5000" ("" = the images are
+    on the nodes already, pull policy Never)"""
 
 
 @dataclass
@@ -103,10 +109,26 @@ class PrometheusConfig:
 
 @dataclass
 class PowerConfig:
+    source: str = "rlsched-monitor"
+    """where node energy comes from: rlsched-monitor (the host script, per VM), kepler or scaphandre (their
+    Prometheus metrics)"""
     monitor: str = "127.0.0.1:9877"
     """HOST:PORT where host_scripts/kvm_power_monitor.py --listen serves its metrics"""
     vm_prefix: str = ""
     """prefix of the qemu guest names before the node name ("" : minikube's kvm2 names VMs after nodes)"""
+    zone: str = "package"
+    """Kepler zone: package, core, uncore, dram, psys (0.10+ zone label; pre-0.10 has kepler_node_ZONE_joules_total
+    for package, core, uncore, dram and platform)"""
+    node_label: str = ""
+    """label naming a power series' node ("" = node_name, node, exported_instance, then instance, by node
+    name or address)"""
+    host_label: str = "instance"
+    """Scaphandre: the label that identifies a host (its host part is matched against `hosts`, then node names
+    and addresses)"""
+    hosts: dict = field(default_factory=dict)
+    """Scaphandre: a table HOST = NODE for hosts that are neither a node's name nor one of its addresses"""
+    pods: bool = True
+    """Kepler: record each pod's energy per window (pod_power.csv) alongside the nodes'"""
 
 
 @dataclass
@@ -211,7 +233,9 @@ _POSITIVE = {"nodes", "cpus", "memory_mib", "retries", "threads", "intensity", "
              "latency_ms", "node_exporter", "resource_blocker", "testapp_node_port", "usage_window_s", "usage_every_s"}
 _BOUNDS = {"node_exporter": 65535, "resource_blocker": 65535, "testapp_node_port": 65535, "nodes": 100,
            "intensity": 20, "threads": 10_000, "retries": 20}
-_CHOICES = {"mode": ("cpu", "memory", "io", "mixed"), "cpu_in_use": ("requests", "prometheus")}
+_CHOICES = {"mode": ("cpu", "memory", "io", "mixed"), "cpu_in_use": ("requests", "prometheus"),
+            "source": ("rlsched-monitor", "kepler", "scaphandre"),
+            "zone": ("package", "core", "uncore", "dram", "psys", "platform")}
 
 
 def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) -> Any:
@@ -227,12 +251,17 @@ def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) 
         raise ConfigError(f"{where}: {key}: must be at most {_BOUNDS[name]}, got {value!r}")
     if name in _CHOICES and out not in _CHOICES[name]:
         raise ConfigError(f"{where}: {key}: expected one of {', '.join(_CHOICES[name])}, got {value!r}")
+    if name == "node_selector":
+        from rlmodel.testbed.selector import parse_selector
+
+        parse_selector(out, where=f"{where}: {key}")
     return out
 
 
 def _set(cfg: TestbedConfig, section: str | None, key: str, value: Any, where: str, *, from_text: bool) -> None:
     target: Any = cfg if section is None else getattr(cfg, section)
-    names = [f.name for f in dataclasses.fields(target) if f.name != "source" and f.name not in SECTIONS]
+    names = [f.name for f in dataclasses.fields(target)
+             if not (section is None and f.name == "source") and f.name not in SECTIONS]
     if key not in names:
         label = f"[{section}]" if section else "top level"
         raise ConfigError(f"{where}: unknown key {key!r} in {label} (expected one of: {', '.join(names)})")

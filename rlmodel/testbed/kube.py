@@ -35,6 +35,10 @@ class NodeInfo:
     address: str
     cpu_cores: float
     memory_gib: float
+    labels: tuple[tuple[str, str], ...] = ()
+    """the node's labels, as (key, value) pairs"""
+    addresses: tuple[str, ...] = ()
+    """every address in status.addresses (InternalIP, ExternalIP, Hostname)"""
 
 
 def cpu_cores(value: str | int | float) -> float:
@@ -77,6 +81,23 @@ def testapp_template(docs: Iterable[dict[str, Any]]) -> dict[str, Any]:
     raise TestbedError(f"{MANIFEST_DIR}: no Pod named testapp-template")
 
 
+def with_registry(doc: dict[str, Any], registry: str) -> dict[str, Any]:
+    """A copy of the manifest whose rlsched/* images are pulled from `registry` (pull policy IfNotPresent);
+    the manifest itself when `registry` is ""."""
+    import copy
+
+    if not registry:
+        return doc
+    doc = copy.deepcopy(doc)
+    spec = doc.get("spec") or {}
+    pod_spec = (spec.get("template") or {}).get("spec") if doc.get("kind") != "Pod" else spec
+    for c in (pod_spec or {}).get("containers", []) + (pod_spec or {}).get("initContainers", []):
+        if str(c.get("image", "")).startswith("rlsched/"):
+            c["image"] = f"{registry.rstrip('/')}/{c['image']}"
+            c["imagePullPolicy"] = "IfNotPresent"
+    return doc
+
+
 def _is_template(doc: dict[str, Any]) -> bool:
     return doc.get("kind") == "Pod" and doc["metadata"]["name"].endswith("-template")
 
@@ -84,7 +105,9 @@ def _is_template(doc: dict[str, Any]) -> bool:
 class Kube:
     """A thin, bounded wrapper over the client for what the harness needs."""
 
-    def __init__(self, cfg: TestbedConfig):
+    def __init__(self, cfg: TestbedConfig, *, context: str | None = ""):
+        """`context`: the kubeconfig context; "" = the configured one (`kubernetes.context`, else the Minikube
+        profile), None = the kubeconfig's current context."""
         from kubernetes import client, config
         from kubernetes.config.config_exception import ConfigException
 
@@ -96,11 +119,13 @@ class Kube:
         import yaml
 
         where = cfg.kubernetes.kubeconfig or "~/.kube/config"
+        ctx = cfg.context if context == "" else context
         try:
-            api = config.new_client_from_config(config_file=cfg.kubernetes.kubeconfig or None, context=cfg.context)
+            api = config.new_client_from_config(config_file=cfg.kubernetes.kubeconfig or None, context=ctx)
         except (ConfigException, OSError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise TestbedError(f"kubeconfig {where}, context {cfg.context!r}: {first} "
+            shown = repr(ctx) if ctx else "(current)"
+            raise TestbedError(f"kubeconfig {where}, context {shown}: {first} "
                                "(run `rlsched cluster up` first, or set kubernetes.kubeconfig/context)") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
@@ -139,18 +164,27 @@ class Kube:
                            f"{self.retries} attempts ({last[:200]})")
 
     # ------------------------------------------------------------------ nodes
-    def nodes(self) -> list[NodeInfo]:
-        """Ready-or-not nodes sorted by name, with their InternalIP and allocatable resources."""
-        items = self.call("list nodes", self.core.list_node).items
+    def nodes(self, selector: str = "") -> list[NodeInfo]:
+        """Ready-or-not nodes sorted by name, with their InternalIP and allocatable resources; only those matching
+        the label selector `selector` ("" = all; sent to the server and applied here too)."""
+        from rlmodel.testbed.selector import parse_selector
+
+        sel = parse_selector(selector)
+        kwargs = {"label_selector": str(sel)} if sel.requirements else {}
+        items = self.call("list nodes", self.core.list_node, **kwargs).items
         out = []
         for n in items:
+            labels = dict(n.metadata.labels or {})
+            if not sel.matches(labels):
+                continue
             addresses = {a.type: a.address for a in (n.status.addresses or [])} if n.status else {}
             address = addresses.get("InternalIP") or addresses.get("ExternalIP") or addresses.get("Hostname")
             alloc = (n.status.allocatable or {}) if n.status else {}
             if not address:
                 raise TestbedError(f"node {n.metadata.name}: no InternalIP in status.addresses")
             out.append(NodeInfo(n.metadata.name, address, cpu_cores(alloc.get("cpu", "0")),
-                                memory_gib(alloc.get("memory", "0"))))
+                                memory_gib(alloc.get("memory", "0")), tuple(sorted(labels.items())),
+                                tuple(a.address for a in (n.status.addresses or []) if a.address)))
         return sorted(out, key=lambda n: n.name)
 
     # ------------------------------------------------------------------ manifests

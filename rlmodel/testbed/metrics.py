@@ -31,6 +31,12 @@ class WindowPower:
     node_watts: dict[str, float]
     host_watts: float
     node_cpu_util: dict[str, float]
+    source: str = "rlsched-monitor"
+    """the power source (`power.source`)"""
+    zone: str = "package"
+    """what the source measures: package, core, uncore, dram, psys, platform (Kepler) or host (Scaphandre)"""
+    pod_watts: tuple[tuple[str, str, str, float], ...] = ()
+    """(node, namespace, pod, mean W) per pod, when the source attributes energy to pods (Kepler)"""
 
     @property
     def seconds(self) -> float:
