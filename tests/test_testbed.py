@@ -269,6 +269,15 @@ def test_config_file_env_and_set_precedence(tmp_path):
     assert load_config(tmp_path / "printed.toml", env={}).minikube.nodes == 6
     example = Path(__file__).resolve().parents[1] / "rlsched.example.toml"
     assert load_config(example, env={}).as_dict() == TestbedConfig().as_dict()
+    # and it lists every key (tables such as [scheduler.node_types] as a section)
+    from rlmodel.testbed.config import describe
+
+    text = example.read_text()
+    for key, default, _ in describe():
+        section, _, name = key.rpartition(".")
+        listed = f"[{key}]" in text if isinstance(default, dict) else re.search(rf"(?m)^{name} = ", text.split(
+            f"[{section}]")[1].split("\n[")[0] if section else text.split("\n[")[0])
+        assert listed, f"rlsched.example.toml does not list {key}"
 
 
 @pytest.mark.hardware

@@ -1,0 +1,128 @@
+"""The pieces of `--backend kubernetes` that need no server: label selectors, counter arithmetic, which node a
+series belongs to, which curve a node gets, the manifests `cluster apply` sends."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rlmodel.errors import ConfigError, TestbedError
+from rlmodel.sim.scenario import load_scenario
+from rlmodel.testbed.backend import node_curves
+from rlmodel.testbed.cluster import any_cluster_manifests, node_affinity
+from rlmodel.testbed.config import load_config
+from rlmodel.testbed.kube import NodeInfo
+from rlmodel.testbed.power_sources import NodeMatcher, counter_increase
+from rlmodel.testbed.selector import parse_selector
+
+KEYS = st.sampled_from(["a", "rlsched.io/testbed", "kubernetes.io/os", "tier"])
+VALUES = st.sampled_from(["true", "x", "linux", "b-1", ""])
+
+
+@st.composite
+def requirements(draw):
+    key = draw(KEYS)
+    kind = draw(st.sampled_from(["=", "==", "!=", "in", "notin", "exists", "!exists"]))
+    if kind in ("=", "==", "!="):
+        value = draw(VALUES)
+        return f"{key}{kind}{value}", (key, kind, (value,))
+    if kind in ("in", "notin"):
+        values = draw(st.lists(VALUES.filter(bool), min_size=1, max_size=3))
+        return f"{key} {kind} ({', '.join(values)})", (key, kind, tuple(values))
+    return (key if kind == "exists" else f"!{key}"), (key, kind, ())
+
+
+def reference(req, labels) -> bool:
+    key, kind, values = req
+    if kind == "exists":
+        return key in labels
+    if kind == "!exists":
+        return key not in labels
+    if kind in ("=", "==", "in"):
+        return labels.get(key) in values if key in labels else False
+    return key not in labels or labels[key] not in values
+
+
+@given(st.lists(requirements(), max_size=4), st.dictionaries(KEYS, VALUES, max_size=4))
+def test_a_selector_selects_as_the_api_server_does(reqs, labels):
+    text = ",".join(t for t, _ in reqs)
+    sel = parse_selector(text)
+    assert len(sel.requirements) == len(reqs)
+    assert sel.matches(labels) == all(reference(r, labels) for _, r in reqs)
+
+
+@given(st.text(max_size=60))
+def test_any_text_parses_or_is_one_config_error(text):
+    try:
+        parse_selector(text)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("kubernetes.node_selector: ")
+
+
+def test_a_bad_selector_in_the_configuration_names_the_key():
+    with pytest.raises(ConfigError, match=r"node_selector=a b: kubernetes.node_selector: invalid term"):
+        load_config(None, env={}, overrides=["kubernetes.node_selector=a b"])
+
+
+@given(st.lists(st.tuples(st.floats(0.1, 5), st.floats(0, 50), st.booleans()), min_size=2, max_size=30))
+def test_counter_increase_is_the_energy_drawn_whatever_the_restarts(steps):
+    """A counter that gains `gain` per sample and sometimes restarts from zero just before a sample: the increase
+    is the sum of the gains, the span the samples' span."""
+    t, value, samples, gained = 0.0, 1000.0, [(0.0, 1000.0)], 0.0
+    for dt, gain, restart in steps:
+        t += dt
+        value = gain if restart and gain < value else value + gain
+        samples.append((t, value))
+        gained += gain
+    inc = counter_increase(samples, 0.0, t)
+    assert inc is not None
+    assert inc[0] == pytest.approx(gained)
+    assert (inc[1], inc[2]) == (0.0, t)
+
+
+def test_series_belong_to_nodes_by_label_name_address_or_host_mapping():
+    nodes = [NodeInfo("a", "10.0.0.1", 2, 4), NodeInfo("b", "10.0.0.2", 2, 4, addresses=("10.0.0.2", "b.lab")),
+             NodeInfo("c", "10.0.0.3", 2, 4)]
+    m = NodeMatcher(nodes, hosts={"192.168.1.9": "c", "192.168.1.8": "elsewhere"})
+    assert m.node_of({"node_name": "a"}) == "a"
+    assert m.node_of({"exported_instance": "b"}) == "b"
+    assert m.node_of({"instance": "10.0.0.2:9102"}) == "b"
+    assert m.node_of({"instance": "b.lab:9102"}) == "b"
+    assert m.node_of({"instance": "192.168.1.9:8080"}) == "c"
+    assert m.node_of({"instance": "192.168.1.8:8080"}) is None  # mapped to a node not selected
+    assert m.node_of({"node_name": "zzz", "instance": "10.0.0.1:1"}) == "a"  # the next label is tried
+    assert NodeMatcher(nodes, ("node_name",)).node_of({"instance": "10.0.0.1:1"}) is None
+
+
+def test_node_curves_come_from_the_label_then_a_pattern_then_the_position():
+    sc = load_scenario("hetero")
+    cfg = load_config(None, env={}, overrides=['scheduler.node_types={"^gpu-": "x3550"}'])
+    n = sc.num_nodes
+    nodes = [NodeInfo(f"n{i}", "10.0.0.1", 2, 4) for i in range(n)]
+    nodes[0] = NodeInfo("n0", "10.0.0.1", 2, 4, labels=(("rlsched.io/node-type", "ml110-g4"),))
+    nodes[1] = NodeInfo("gpu-1", "10.0.0.1", 2, 4)
+    types, how = node_curves(sc, nodes, cfg)
+    assert how[:3] == ["label", "pattern", "position"]
+    assert [t.name for t in types[:3]] == ["ml110-g4", "x3550", sc.node_types[2].name]
+    nodes[0] = NodeInfo("n0", "10.0.0.1", 2, 4, labels=(("rlsched.io/node-type", "nope"),))
+    with pytest.raises(TestbedError, match="node n0: label rlsched.io/node-type='nope' names no type"):
+        node_curves(sc, nodes, cfg)
+
+
+def test_apply_limits_the_agents_to_the_selected_nodes_and_pulls_from_the_registry():
+    cfg = load_config(None, env={}, overrides=["kubernetes.node_selector=lab=true,!gpu",
+                                               "images.registry=registry.lab:5000"])
+    assert node_affinity("") is None
+    docs = any_cluster_manifests(cfg, skip=("node-exporter",))
+    daemonsets = [d for d in docs if d["kind"] == "DaemonSet"]
+    assert [d["metadata"]["name"] for d in daemonsets] == ["resource-blocker"]
+    spec = daemonsets[0]["spec"]["template"]["spec"]
+    exprs = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"][0]["matchExpressions"]
+    assert exprs == [{"key": "lab", "operator": "In", "values": ["true"]}, {"key": "gpu", "operator": "DoesNotExist"}]
+    container = spec["containers"][0]
+    assert container["image"] == "registry.lab:5000/rlsched/resource-blocker:latest"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    with pytest.raises(TestbedError, match="--skip prometheus: expected one of"):
+        any_cluster_manifests(cfg, skip=("prometheus",))
