@@ -305,7 +305,7 @@ def test_calibrate_fits_the_curve_from_kepler_data(lab, applied):
     assert "MAPE" in out.output and all(n in out.output for n in lab.node_names[:2])
 
 
-def test_benchmark_and_test_on_any_cluster_with_kepler_power(lab, applied, tmp_path):
+def test_benchmark_train_and_test_on_any_cluster_with_kepler_power(lab, applied, tmp_path):
     scenario = tmp_path / "lab3.toml"
     scenario.write_text(SCENARIO)
     bench = tmp_path / "bench"
@@ -331,8 +331,14 @@ def test_benchmark_and_test_on_any_cluster_with_kepler_power(lab, applied, tmp_p
     assert len(testapp) >= 3 and testapp.pod.str.startswith("testapp-").all()
     assert testapp.watts.between(1.8, 2.2).all(), testapp.watts
     assert lab.kube.core.list_namespaced_pod("rlsched").items == []
-    shown = run(["test", "--scenario", scenario, "--model", _tiny_model(tmp_path, scenario), "--backend",
-                 "kubernetes", "--config", lab.lab_config]).output
+    model = _tiny_model(tmp_path, scenario)
+    out = run(["train", "--model", model, "--resume", "--steps", "203", "--backend", "kubernetes", "--config",
+               lab.lab_config, "--log-dir", tmp_path / "lab-train"]).output
+    assert "trained 203 steps" in out
+    trained = pd.read_csv(tmp_path / "lab-train" / "power_samples.csv")
+    assert len(trained) == 9 and set(trained.source) == {"kepler"}
+    shown = run(["test", "--scenario", scenario, "--model", model, "--backend", "kubernetes", "--config",
+                 lab.lab_config]).output
     assert "energy" in shown and lab.minikube.calls == []
     assert not math.isnan(float(episodes.energy_j.iloc[0]))
 
