@@ -200,7 +200,8 @@ class CounterSource:
             missing = [n for n in self.names if n not in by_node]
             if missing:
                 raise TestbedError(self._missing(selector, missing, by_node))
-            late = [n for n in self.names if min(s.samples[-1][0] for s in by_node[n] if s.samples) < end_s]
+            late = [n for n in self.names
+                    if min((s.samples[-1][0] for s in by_node[n] if s.samples), default=-math.inf) < end_s]
             if not late:
                 break
             if time.time() >= deadline:
