@@ -25,6 +25,7 @@ from rlmodel.testbed.kube import NodeInfo
 from rlmodel.testbed.metrics import PrometheusReader
 from rlmodel.testbed.power_sources import KeplerSource, NodeMatcher, ScaphandreSource, counter_increase, power_source
 from tests.services import ROOT
+from tests.test_testbed import SCENARIO  # three nodes, three pods: a short episode
 from tests.testbed import Testbed, _stop_process, free_port_all, wait_http
 
 pytestmark = [pytest.mark.testbed, pytest.mark.timeout(600)]
@@ -33,24 +34,6 @@ SELECT = "rlsched.io/testbed=true"
 KEPLER_W = [30.0, 45.0, 60.0]  # node 1 has two sockets: its watts are two series that add up
 SCAPH_W = [50.0, 70.0, 90.0]
 CURVES = [(40.0, 120.0), (60.0, 100.0)]  # pre-0.10 fakes: idle and peak watts, following the host's CPU
-SCENARIO = """
-description = "three lab nodes, three pods"
-[[node_types]]
-name = "lab-node"
-count = 3
-cpu_cores = 2
-memory_gib = 4
-watts = [30, 33, 36, 39, 42, 45, 48, 51, 54, 57, 60]
-background_cpu_cores = 0.1
-background_memory_gib = 0.0625
-
-[workload]
-pods_per_episode = 3
-mean_interarrival_s = 30.0
-cpu_request_cores = [0.1, 0.4]
-memory_request_gib = [0.0625, 0.125]
-duration_s = [20, 60]
-"""
 
 
 def run(args, *, ok: bool = True):

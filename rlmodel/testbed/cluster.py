@@ -325,6 +325,13 @@ def agent_checks(cfg: TestbedConfig, nodes: list[NodeInfo]) -> list[Check]:
     return out
 
 
+def object_checks(kube: Kube, docs: list[dict]) -> list[Check]:
+    """Whether each manifest's object (templates aside) exists."""
+    return [Check(f"{doc['kind']} {doc['metadata']['name']}",
+                  kube.namespace_of(doc["metadata"].get("namespace", doc["metadata"]["name"])), kube.exists(doc))
+            for doc in docs if doc["kind"] != "Pod"]
+
+
 def wait_for_agents(cfg: TestbedConfig, nodes: list[NodeInfo], timeout_s: float) -> list[Check]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -389,12 +396,7 @@ def cluster_status(cfg: TestbedConfig) -> list[Check]:
         kube = Kube(cfg)
         nodes = kube.nodes()
         checks.append(Check("kubernetes API", kube.api.configuration.host, True, f"{len(nodes)} nodes"))
-        for doc in load_manifests():
-            if doc["kind"] == "Pod":
-                continue
-            checks.append(Check(f"{doc['kind']} {doc['metadata']['name']}",
-                                kube.namespace_of(doc["metadata"].get("namespace", doc["metadata"]["name"])),
-                                kube.exists(doc)))
+        checks += object_checks(kube, load_manifests())
         checks += agent_checks(cfg, nodes)
     except TestbedError as exc:
         checks.append(Check("kubernetes API", cfg.context, False, str(exc)))
@@ -513,12 +515,7 @@ def cluster_status_any(cfg: TestbedConfig) -> list[Check]:
         nodes = kube.nodes(cfg.kubernetes.node_selector)
         chosen = f" matching {cfg.kubernetes.node_selector!r}" if cfg.kubernetes.node_selector else ""
         checks.append(Check("kubernetes API", kube.api.configuration.host, bool(nodes), f"{len(nodes)} nodes{chosen}"))
-        for doc in any_cluster_manifests(cfg):
-            if doc["kind"] == "Pod":
-                continue
-            checks.append(Check(f"{doc['kind']} {doc['metadata']['name']}",
-                                kube.namespace_of(doc["metadata"].get("namespace", doc["metadata"]["name"])),
-                                kube.exists(doc)))
+        checks += object_checks(kube, any_cluster_manifests(cfg))
         checks += agent_checks(cfg, nodes)
     except TestbedError as exc:
         checks.append(Check("kubernetes API", cfg.kubernetes.context or "(current context)", False, str(exc)))
