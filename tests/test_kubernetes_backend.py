@@ -161,6 +161,7 @@ def test_cluster_apply_selects_nodes_and_never_calls_minikube(lab, applied):
     assert "DOWN" not in status and "3 nodes matching" in status
     for n in lab.node_names:
         assert f"kepler {n}" in status and f"resource-blocker {n}" in status
+        assert f"node-exporter series {n}" in status  # matched by the address in `instance`
     assert "Kepler 0.10+, zone package" in status
     scaph = run(["cluster", "status", "--backend", "kubernetes", "--config", lab.lab_config, "--set",
                  "power.source=scaphandre"]).output

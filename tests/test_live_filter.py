@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from rlmodel.live.filter import NodeInfo, Taint, describe, filter_node, filter_nodes, node_info, unsupported
@@ -128,6 +128,7 @@ json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st
                            max_leaves=12)
 
 
+@example({"nodeSelector": {"\n": False}})  # a key with a newline: the message stays one line
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(["containers", "initContainers", "tolerations", "nodeSelector", "affinity",
                                         "nodeName", "overhead", "topologySpreadConstraints"]), json_values,

@@ -22,7 +22,12 @@ Obj = Mapping[str, Any]
 
 
 class ObjectError(RlschedError):
-    """A Kubernetes object that is malformed where rlsched reads it; the message names the field."""
+    """A Kubernetes object that is malformed where rlsched reads it; the message names the field.
+
+    The message is always one line: control characters from the object (a key with a newline) are escaped."""
+
+    def __init__(self, message: str):
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in str(message)))
 
 
 def as_map(value: Any, field: str) -> Mapping[str, Any]:

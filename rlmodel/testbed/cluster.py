@@ -492,16 +492,32 @@ def power_checks(cfg: TestbedConfig, nodes: list[NodeInfo]) -> list[Check]:
     reader = PrometheusReader(cfg.prometheus.url, timeout_s=cfg.prometheus.query_timeout_s, retries=1,
                               scrape_interval_s=cfg.prometheus.scrape_interval_s)
     source = power_source(cfg, reader, nodes)
+    checks = utilization_checks(reader, nodes)
     if isinstance(source, MonitorSource):
-        return [power_monitor_check(cfg)]
+        return checks + [power_monitor_check(cfg)]
     try:
         selector = source.selector()
         seen = {source.matcher.node_of(r.get("metric") or {}) for r in reader.query(selector)}
     except TestbedError as exc:
         return [Check(f"{source.name}", cfg.prometheus.url, False, str(exc))]
     version = f"Kepler {source.version}, " if isinstance(source, KeplerSource) else ""
-    return [Check(f"{source.name} {n.name}", selector, n.name in seen,
-                  f"{version}zone {source.zone}" if n.name in seen else "no series for this node")
+    return checks + [Check(f"{source.name} {n.name}", selector, n.name in seen,
+                           f"{version}zone {source.zone}" if n.name in seen else "no series for this node")
+                     for n in nodes]
+
+
+def utilization_checks(reader, nodes: list[NodeInfo]) -> list[Check]:
+    """node-exporter's CPU series in Prometheus for every node (by its `node` label or its address in `instance`):
+    without them a window's cpu_util is empty and `calibrate --source` has nothing to fit."""
+    from rlmodel.testbed.power_sources import IDLE, NodeMatcher
+
+    matcher = NodeMatcher(nodes, ("node", "instance"))
+    try:
+        seen = {matcher.node_of(r.get("metric") or {}) for r in reader.query(f"count by (node, instance) ({IDLE})")}
+    except TestbedError as exc:
+        return [Check("node-exporter series", reader.url, False, str(exc))]
+    return [Check(f"node-exporter series {n.name}", IDLE, n.name in seen,
+                  "" if n.name in seen else "no series matches the node's name or addresses")
             for n in nodes]
 
 
