@@ -126,3 +126,21 @@ def test_apply_limits_the_agents_to_the_selected_nodes_and_pulls_from_the_regist
     assert container["imagePullPolicy"] == "IfNotPresent"
     with pytest.raises(TestbedError, match="--skip prometheus: expected one of"):
         any_cluster_manifests(cfg, skip=("prometheus",))
+
+
+def test_row_logs_append_only_to_a_file_with_the_same_columns(tmp_path):
+    from rlmodel.testbed.backend import POWER_COLUMNS, _RowLog
+
+    path = tmp_path / "power_samples.csv"
+    log = _RowLog(path, POWER_COLUMNS)
+    log.write({c: 1 for c in POWER_COLUMNS})
+    log.close()
+    again = _RowLog(path, POWER_COLUMNS)  # the same columns: appended, one header
+    again.write({c: 2 for c in POWER_COLUMNS})
+    again.close()
+    assert path.read_text().count("run,episode") == 1 and len(path.read_text().splitlines()) == 3
+    old = tmp_path / "old.csv"  # a file from before the source and zone columns
+    old.write_text(",".join(POWER_COLUMNS[:-2]) + "\n1,2,3\n")
+    with pytest.raises(TestbedError, match=r"old.csv: its columns .* are not this version's"):
+        _RowLog(old, POWER_COLUMNS)
+    assert old.read_text().endswith("1,2,3\n")

@@ -78,6 +78,12 @@ class _RowLog:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             new = not path.exists() or path.stat().st_size == 0
+            if not new:  # appending: only to a file with these very columns, never a mixed CSV
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    header = fh.readline().rstrip("\r\n")
+                if header != ",".join(columns):
+                    raise TestbedError(f"{path}: its columns ({header[:120]}) are not this version's "
+                                       f"({','.join(columns)}): write to another folder, or move the file away")
             self.fh = open(path, "a", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise TestbedError(f"{path}: cannot write: {exc.strerror or exc}") from None
