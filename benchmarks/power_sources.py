@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))  # the fake exporters and the harness ship with th
 from rlmodel.testbed.kube import NodeInfo  # noqa: E402
 from rlmodel.testbed.metrics import PrometheusReader  # noqa: E402
 from rlmodel.testbed.power_sources import KeplerSource, NodeMatcher, ScaphandreSource  # noqa: E402
-from tests.testbed import _stop_process, free_port_all, wait_http  # noqa: E402
+from tests.testbed import _stop_process, free_port_all, start_prometheus, wait_http  # noqa: E402
 
 
 def measure(kind: str, n: int, windows: int, window_s: float) -> dict:
@@ -46,16 +46,7 @@ def measure(kind: str, n: int, windows: int, window_s: float) -> dict:
                 procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             for nd in nodes:
                 wait_http(f"http://{nd.address}:{port}/metrics")
-            config = {"global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-                      "scrape_configs": [{"job_name": kind, "static_configs": [
-                          {"targets": [f"{nd.address}:{port}" for nd in nodes]}]}]}
-            (Path(tmp) / "prometheus.yml").write_text(json.dumps(config))
-            prom_port = free_port_all()
-            procs.append(subprocess.Popen(
-                ["prometheus", f"--config.file={tmp}/prometheus.yml", f"--storage.tsdb.path={tmp}/tsdb",
-                 f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            url = f"http://127.0.0.1:{prom_port}"
-            wait_http(url + "/-/ready")
+            url = start_prometheus(Path(tmp), {kind: [f"{nd.address}:{port}" for nd in nodes]}, procs)
             reader = PrometheusReader(url, scrape_interval_s=1.0)
             matcher = NodeMatcher(nodes)
             source = KeplerSource(reader, nodes, matcher, pods=False) if kind == "kepler" else \

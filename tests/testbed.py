@@ -57,6 +57,23 @@ def wait_http(url: str, seconds: float = 20.0) -> None:
     raise RuntimeError(f"{url} did not answer within {seconds} s")
 
 
+def start_prometheus(folder: Path, jobs: dict[str, list[str]], procs: list) -> str:
+    """A real Prometheus scraping `jobs` (name -> HOST:PORT targets) every second, its data in `folder`; the process
+    is appended to `procs` (the caller stops it); returns its URL once /-/ready answers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+              "scrape_configs": [{"job_name": name, "static_configs": [{"targets": targets}]}
+                                 for name, targets in jobs.items()]}
+    (folder / "prometheus.yml").write_text(json.dumps(config))
+    port = free_port_all()
+    procs.append(subprocess.Popen(
+        ["prometheus", f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/-/ready")
+    return url
+
+
 # ------------------------------------------------------------------------------------------ Kubernetes API
 def _patch_kmock_paths() -> None:
     """kmock parses /api/v1/namespaces[/NAME] as a namespace with no resource: make it the namespaces resource;
