@@ -144,3 +144,13 @@ def test_row_logs_append_only_to_a_file_with_the_same_columns(tmp_path):
     with pytest.raises(TestbedError, match=r"old.csv: its columns .* are not this version's"):
         _RowLog(old, POWER_COLUMNS)
     assert old.read_text().endswith("1,2,3\n")
+
+
+def test_the_monitor_source_finds_a_node_by_its_vm_name():
+    from rlmodel.testbed.power_sources import MonitorSource
+
+    nodes = [NodeInfo("a", "10.0.0.1", 2, 4), NodeInfo("b", "10.0.0.2", 2, 4)]
+    source = MonitorSource(reader=None, nodes=nodes, vm_prefix="mk-")  # type: ignore[arg-type]
+    assert source.matcher.node_of({"vm": "mk-b"}) == "b"
+    assert source.matcher.node_of({"vm": "other"}) is None
+    assert source.selector() == "rlsched_vm_energy_joules_total"

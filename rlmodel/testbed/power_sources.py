@@ -323,37 +323,28 @@ class ScaphandreSource(CounterSource):
         return "Map hosts to nodes with [power.hosts] HOST = NODE, or set power.host_label."
 
 
-class MonitorSource:
-    """The host power monitor (`rlmodel.testbed.metrics`): per-VM energy, the VM named after the node."""
+class MonitorSource(CounterSource):
+    """The host power monitor (`rlmodel.testbed.metrics`): per-VM energy counters, the VM named `vm_prefix` + node.
+    A window uses the monitor's own sample times (`PrometheusReader.window_power`); `samples` is the counter
+    sources' slicing."""
 
     name = "rlsched-monitor"
     zone = "package"
 
     def __init__(self, reader: PrometheusReader, nodes: Sequence[NodeInfo], vm_prefix: str = ""):
-        self.reader, self.nodes = reader, list(nodes)
-        self.vms = {n.name: vm_prefix + n.name for n in self.nodes}
+        self.vms = {n.name: vm_prefix + n.name for n in nodes}
+        super().__init__(reader, nodes, NodeMatcher(nodes, ("vm",), {vm: node for node, vm in self.vms.items()}))
+
+    def selector(self) -> str:
+        from rlmodel.testbed.metrics import VM_ENERGY
+
+        return VM_ENERGY
 
     def window(self, start_s: float, end_s: float, timeout_s: float | None = None) -> WindowPower:
         return self.reader.window_power(self.vms, start_s, end_s)
 
-    def samples(self, start_s: float, end_s: float, step_s: float) -> list[tuple[str, float, float, float]]:
-        from rlmodel.testbed.metrics import VM_ENERGY
-
-        series = raw_series(self.reader, VM_ENERGY, start_s, end_s)
-        by_vm = {s.labels.get("vm", ""): s for s in series}
-        util_series = _by_node(raw_series(self.reader, IDLE, start_s, end_s),
-                               NodeMatcher(self.nodes, ("node", "instance")))
-        out = []
-        t = start_s
-        while t + step_s <= end_s + 1e-9:
-            for node, vm in self.vms.items():
-                if vm not in by_vm:
-                    raise TestbedError(f"node {node}: no {VM_ENERGY}{{vm=\"{vm}\"}} in Prometheus at {self.reader.url}")
-                w = _mean_watts([by_vm[vm]], t, t + step_s, 1.0)
-                if w is not None:
-                    out.append((node, t, w, utilization(util_series.get(node, []), t, t + step_s)))
-            t += step_s
-        return out
+    def _hint(self) -> str:
+        return "Set power.vm_prefix if the VMs are named differently."
 
 
 PowerSource = MonitorSource | KeplerSource | ScaphandreSource
