@@ -4,7 +4,11 @@ under a bounded concurrent load.
 The service runs in a process of its own (uvicorn, one worker, as `rlsched serve` runs it) with the DQN (an
 untrained network of the default shape: latency does not depend on the weights) or `--model`:
 * nodeCacheCapable: false -> the request carries every Node object in full, as kube-scheduler serializes them
-  (tests/fixtures/v1-node.json, renamed and resized), and requests come from their annotations;
+  (tests/fixtures/v1-node.json, renamed and resized), and requests come from their annotations. Two cases:
+  "full-nodes" sends the same objects every time, as kube-scheduler does while its nodes do not change (the
+  service reads each Node once, then finds it by its bytes); "full-nodes-changed" changes every node's
+  resourceVersion before each request (every node updated since the last request: the service reads all of
+  them again; the worst case, and the first request after a start);
 * nodeCacheCapable: true -> the request carries node names; the service's cluster view holds the nodes (fed
   directly here, as its informers would).
 Latency is measured by the client, one request at a time (p50, p99 of `--requests`), then `--concurrency`
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import socket
 import subprocess
@@ -63,16 +68,26 @@ def child(n: int, port: int, model: str | None) -> None:
     view = ClusterView()
     for node in nodes(n):
         view.upsert_node(node, 0.0)
+    gc.freeze()  # as the informer does after a list (rlmodel.live.scheduler)
     state = ServeState(policy=policy, fallback=make_policy("efficient-first"), view=view)
     uvicorn.run(create_app(state), host="127.0.0.1", port=port, log_level="error", access_log=False)
 
 
-def measure(url: str, body: bytes, count: int) -> list[float]:
+def changed(body: bytes, j: int) -> bytes:
+    """`body` with every node's resourceVersion set to a value of request `j` (each Node object is new)."""
+    rv = NODE["metadata"]["resourceVersion"]
+    return body.replace(f'"resourceVersion": "{rv}"'.encode(), f'"resourceVersion": "{10**9 + j}"'.encode())
+
+
+def measure(url: str, body: bytes, count: int, change: bool = False) -> list[float]:
     session = requests.Session()
     out = []
-    for _ in range(count):
+    for j in range(count):
+        sent = changed(body, j) if change else body
+        if change and sent == body:
+            raise RuntimeError("the Node objects did not change")
         t0 = time.perf_counter()
-        r = session.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+        r = session.post(url, data=sent, headers={"Content-Type": "application/json"}, timeout=30)
         out.append(time.perf_counter() - t0)
         if r.status_code != 200 or len(r.json()) == 0:
             raise RuntimeError(f"{url}: HTTP {r.status_code} {r.text[:200]}")
@@ -131,14 +146,21 @@ def main() -> None:
                     raise RuntimeError("the service did not start")
                 time.sleep(0.2)
             full = nodes(n)
-            for mode, body in (("full-nodes", {"Pod": POD, "Nodes": {"items": full}, "NodeNames": None}),
-                               ("node-names", {"Pod": POD, "Nodes": None,
-                                               "NodeNames": [x["metadata"]["name"] for x in full]})):
+            cases = (("full-nodes", False, {"Pod": POD, "Nodes": {"items": full}, "NodeNames": None}),
+                     ("full-nodes-changed", True, {"Pod": POD, "Nodes": {"items": full}, "NodeNames": None}),
+                     ("node-names", False, {"Pod": POD, "Nodes": None,
+                                            "NodeNames": [x["metadata"]["name"] for x in full]}))
+            for mode, change, body in cases:
                 raw = json.dumps(body).encode()
                 url = f"http://127.0.0.1:{port}/prioritize"
                 count = max(20, args.requests // max(1, n // 1000))
                 measure(url, raw, 5)  # warm up
-                lat = measure(url, raw, count)
+                lat = measure(url, raw, count, change)
+                if change:  # under load every request would need bodies of its own: measured one at a time only
+                    print(json.dumps({"nodes": n, "mode": mode, "body_mib": round(len(raw) / 2**20, 2),
+                                      "requests": count, "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
+                                      "p99_ms": round(1000 * float(np.percentile(lat, 99)), 1)}), flush=True)
+                    continue
                 rps, p99_load = load(url, raw, args.concurrency, args.load_s)
                 print(json.dumps({"nodes": n, "mode": mode, "body_mib": round(len(raw) / 2**20, 2),
                                   "requests": count, "p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),

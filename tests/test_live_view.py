@@ -228,6 +228,16 @@ def test_the_cached_arrays_give_the_same_state_as_the_node_by_node_path():
     assert view.state(40.0 + view.usage_max_age_s + 1).demand[0] == pytest.approx(0.25 + 1.0 + 1.75)  # stale
     for name in ("cores", "memory_gib", "idle_watts", "peak_watts", "curves"):
         assert np.array_equal(getattr(fast, name), getattr(slow, name)), name
+    # a subset in any order (the extender's node names): the arrays of those nodes, as the slow path gives them
+    names = ["n3", "n0", "n2"]
+    part = view.state(40.0, statics=view.subset(names))
+    slow = view._state_of(40.0, [view.node_infos()[view.statics().position[n]] for n in names])
+    for name in ("names", "cpu_requested", "mem_requested", "demand", "pods_on", "state", "empty_since", "watts"):
+        assert list(getattr(part, name)) == pytest.approx(list(getattr(slow, name))), name
+    for name in ("cores", "memory_gib", "idle_watts", "peak_watts", "curves"):
+        assert np.array_equal(getattr(part, name), getattr(slow, name)), name
+    with pytest.raises(KeyError):
+        view.subset(["n0", "nope"])
 
 
 def test_pod_signals_from_kubernetes_objects():

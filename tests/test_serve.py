@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,14 +19,17 @@ import numpy as np
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rlmodel.live.api import ServeLimits, ServeState, create_app, extender_scores
 from rlmodel.live.filter import filter_nodes, node_info
-from rlmodel.live.podspec import pod_requests
+from rlmodel.live.podspec import ObjectError, pod_requests, resources
 from rlmodel.live.scheduler import Scheduler, SchedulerConfig
 from rlmodel.live.view import ClusterView
+from rlmodel.live.wire import ClientError, NodeCache, decode_args
 from rlmodel.policies import make_policy
+from rlmodel.sim.power import BUILTIN_NODE_TYPES
 
 FIXTURES = Path(__file__).with_name("fixtures")
 JSON = {"Content-Type": "application/json"}
@@ -245,6 +249,106 @@ def test_extender_scores_keep_the_policys_order():
 def test_node_names_without_a_cluster_view_is_a_clear_400(server):
     r = server.post("/filter", extender_args(cluster(), kube_pod(), cache_capable=True))
     assert r.status_code == 400 and "nodeCacheCapable" in r.json()["Error"]
+
+
+# ------------------------------------------------------------------------------------------ reading extender bodies
+QUANTITIES = st.sampled_from(["4", "3500m", "16Gi", "8000Mi", "1.5", "2e3", "0", "lots", "-1", "", "1Ki"])
+NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", max_size=12)
+
+
+@st.composite
+def node_objects(draw) -> dict:
+    """v1.Node objects as JSON, well-typed, with values the reading may refuse (bad quantities, no name)."""
+    node = json.loads((FIXTURES / "v1-node.json").read_text())
+    node["metadata"]["name"] = draw(NAMES)
+    node["metadata"]["labels"] = draw(st.dictionaries(NAMES, NAMES, max_size=4))
+    node["metadata"]["annotations"] = draw(st.fixed_dictionaries({}, optional={
+        "rlsched.io/cpu-requested": QUANTITIES, "rlsched.io/memory-requested": QUANTITIES}))
+    node["spec"] = draw(st.fixed_dictionaries({}, optional={
+        "unschedulable": st.booleans(),
+        "taints": st.lists(st.fixed_dictionaries({"key": NAMES, "effect": st.sampled_from(
+            ["NoSchedule", "NoExecute", "PreferNoSchedule"])}, optional={"value": NAMES}), max_size=3)}))
+    node["status"]["allocatable"] = draw(st.fixed_dictionaries({}, optional={
+        "cpu": QUANTITIES, "memory": QUANTITIES, "pods": st.sampled_from(["110", "8", "x"])}))
+    return node
+
+
+@given(node_objects())
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_the_fast_node_reading_agrees_with_node_info(node):
+    """The extender's typed reading of a Node's bytes gives what `node_info` gives for the same object (and the
+    requests of its annotations), or both refuse it; the refusal is one line naming the node."""
+    cache = NodeCache(lambda info: (BUILTIN_NODE_TYPES["x3550"], False))
+    try:
+        expected = node_info(node)
+        ann = node["metadata"]["annotations"]
+        requested = {k: ann[f"rlsched.io/{k}-requested"] for k in ("cpu", "memory")
+                     if f"rlsched.io/{k}-requested" in ann}
+        expected.cpu_requested, expected.memory_requested = resources(requested, "annotations")
+    except ObjectError:
+        expected = None
+    raw = json.dumps(node).encode()
+    if expected is None:
+        with pytest.raises(ClientError) as err:
+            cache.entry(raw, "Nodes.items", 3)
+        assert str(err.value).startswith("Nodes.items[3]: ") and "\n" not in str(err.value)
+    else:
+        assert cache.entry(raw, "Nodes.items", 3).info == expected
+        assert cache.entry(raw, "Nodes.items", 3).info is cache.entry(raw, "x").info and cache.hits == 2
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                               st.sampled_from(["Pod", "Nodes", "NodeNames", "items", "metadata", "name", "x"]),
+                               inner, max_size=4), max_leaves=12)
+
+
+@given(st.one_of(JSON_VALUES.map(lambda v: json.dumps(v).encode()), st.binary(max_size=60)))
+@settings(max_examples=300, deadline=None)
+def test_any_extender_body_decodes_or_is_one_line_naming_the_field(body):
+    try:
+        args = decode_args(body)
+    except ClientError as exc:
+        assert "\n" not in str(exc) and ": " in str(exc), str(exc)
+        return
+    assert isinstance(args.Pod, dict)
+    assert args.Nodes is None or isinstance(args.Nodes.items, list)
+
+
+def test_extender_reading_errors_name_the_field():
+    for body, field in [(b'{"Pod": {}, "Nodes": {"items": [{"metadata": {"name": 5}}]}}',
+                         "Nodes.items[0].metadata.name: Expected `str | null`, got `int`"),
+                        (b'{"Pod": {}, "Nodes": {"items": [{"metadata": {"labels": {"a": 1}}}]}}',
+                         "Nodes.items[0].metadata.labels"),
+                        (b'{"Pod": [], "Nodes": null}', "Pod: Expected `object`"),
+                        (b'{"Pod": {}, "NodeNames": ["' + b"a" * 300 + b'"]}', "NodeNames[0]"),
+                        (b'{"Pod": {}, "Nodes": {"items": 1}}', "Nodes.items: Expected `array`"),
+                        (b'{"Pod": {', "body: not valid JSON")]:
+        with pytest.raises(ClientError, match=re.escape(field)):
+            nodes = decode_args(body).Nodes
+            NodeCache(lambda info: (BUILTIN_NODE_TYPES["x3550"], False)).entries(nodes.items, "Nodes.items")
+
+
+def test_a_changed_node_is_read_again_and_the_cache_is_bounded():
+    """The readings are keyed by the Node's bytes: the same name with new content (more capacity) is read anew;
+    the cache keeps at most its limit."""
+    srv = Server(state(limits=ServeLimits(node_cache_entries=8)))
+    try:
+        pod = kube_pod(cpu="6", memory="1Gi")
+        small = [kube_node("a", "4", "8Gi", labels={"rlsched.io/node-type": "x3550"})]
+        assert srv.post("/filter", extender_args(small, pod, False)).json()["FailedNodes"] == {"a": "Insufficient cpu"}
+        grown = [kube_node("a", "8", "8Gi", labels={"rlsched.io/node-type": "x3550"})]
+        r = srv.post("/filter", extender_args(grown, pod, False)).json()
+        assert [n["metadata"]["name"] for n in r["Nodes"]["items"]] == ["a"] and r["FailedNodes"] == {}
+        for k in range(30):
+            nodes = [kube_node(f"n{k}-{j}", "4", "8Gi") for j in range(3)]
+            assert srv.post("/prioritize", extender_args(nodes, kube_pod(), False)).status_code == 200
+        assert len(srv.state.node_cache) <= 8 and srv.state.node_cache.misses == 2 + 90
+        dup = [kube_node("a", "4", "8Gi"), kube_node("a", "8", "8Gi")]
+        r = srv.post("/prioritize", extender_args(dup, pod, False))
+        assert r.status_code == 400 and "Nodes.items[1].metadata.name: 'a' appears twice" in r.json()["detail"]
+    finally:
+        srv.stop()
 
 
 # ------------------------------------------------------------------------------------------ bounded input

@@ -28,29 +28,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rlmodel.envs.observation import PRIOR_RUN_S, ObservationBuilder, PodSignals
 from rlmodel.errors import RlschedError
-from rlmodel.live.filter import EPS, NodeInfo, PodFilter, node_info
-from rlmodel.live.podspec import ObjectError, pod_requests, resources
+from rlmodel.live.filter import EPS, NodeInfo, PodFilter
+from rlmodel.live.podspec import ObjectError, pod_requests
 from rlmodel.live.signals import History, pod_signals
-from rlmodel.live.view import DEFAULT_ASLEEP_TAINTS, ClusterView, CurveResolver, LiveState, is_asleep
+from rlmodel.live.view import DEFAULT_ASLEEP_TAINTS, ClusterView, CurveResolver, LiveState, NodeStatics, is_asleep
+from rlmodel.live.wire import ClientError, ExtenderArgsWire, NodeCache, decode_args, encode
 from rlmodel.policies.base import Policy, predict_with_scores
 from rlmodel.sim.podtrace import MAX_PRIORITY, OWNER_KINDS, QOS_CLASSES, default_qos
 from rlmodel.sim.power import CURVE_POINTS, NodeType
 
 log = logging.getLogger("rlsched.serve")
 MAX_EXTENDER_PRIORITY = 10  # k8s.io/kube-scheduler/extender/v1.MaxExtenderPriority
-REQUESTED_CPU_ANNOTATION = "rlsched.io/cpu-requested"  # on a Node: what its pods request (a quantity)
-REQUESTED_MEMORY_ANNOTATION = "rlsched.io/memory-requested"
 SWAGGER_UI = Path(__file__).resolve().parent / "swagger_ui"  # Swagger UI 5 from swagger-ui-dist, shipped here
 
 # finite, non-negative, and bounded (beyond any real node: a million cores, an exbibyte, a megawatt)
@@ -68,6 +70,8 @@ class ServeLimits:
     """request body limit (the default fits 5,000 full Node objects as kube-scheduler sends them)"""
     max_nodes: int = 10_000
     """nodes in one request"""
+    node_cache_entries: int = 20_000
+    """Node objects (full mode) whose reading is kept, by their bytes (about 3 KiB each)"""
 
 
 # ------------------------------------------------------------------------------------------ /schedule
@@ -154,10 +158,6 @@ BAD: dict[int | str, dict[str, Any]] = {
     400: {"model": BadRequest, "description": "the request is invalid (the field is named)"}}
 
 
-class ClientError(RlschedError):
-    """The request is wrong: a 400 with this one line."""
-
-
 # ------------------------------------------------------------------------------------------ the service
 @dataclass
 class ServeState:
@@ -174,6 +174,8 @@ class ServeState:
     view_ready: Callable[[], bool] | None = None
     limits: ServeLimits = field(default_factory=ServeLimits)
     clock: Callable[[], float] = time.time
+    node_cache: NodeCache | None = None  # made on first use (full Node objects)
+    last_nodes: tuple[list[Any], NodeStatics | None] = ([], None)  # the last request's entries and arrays
 
 
 class ServeMetrics:
@@ -217,6 +219,73 @@ def _one_line(errors: Sequence[Mapping[str, Any]]) -> str:
     return f"{where}: {msg}{more}"
 
 
+_ENDPOINTS = frozenset({"/schedule", "/filter", "/prioritize", "/model", "/healthz", "/readyz", "/metrics"})
+
+
+class _Bounded:
+    """ASGI middleware: refuses a body over the limit (by its Content-Length, or counted as it arrives when it
+    is chunked), and counts every response by endpoint and code with its latency. (Plain ASGI: Starlette's
+    BaseHTTPMiddleware re-streams the body, which costs ~10 ms on a 15 MiB extender request.)"""
+
+    def __init__(self, app: ASGIApp, state: ServeState, metrics: ServeMetrics):
+        self.app, self.state, self.metrics = app, state, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path = scope["path"]
+        status = [500]
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        limit = self.state.limits.max_body_bytes
+        too_large = _bad(f"body: larger than the limit of {limit} bytes", path)
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length")
+        try:
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await too_large(scope, receive, counted_send)
+            elif length is None and scope.get("method") == "POST" and \
+                    headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                body = bytearray()
+                while True:  # read once, bounded; the app is handed what was read
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
+                    body += message.get("body", b"")
+                    if len(body) > limit or not message.get("more_body", False):
+                        break
+                if len(body) > limit:
+                    await too_large(scope, receive, counted_send)
+                else:
+                    await self.app(scope, _replay(bytes(body), receive), counted_send)
+            else:
+                await self.app(scope, receive, counted_send)
+        finally:
+            endpoint = path if path in _ENDPOINTS else "other"
+            self.metrics.requests.labels(endpoint, str(status[0])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """An ASGI receive that gives `body` once, then defers to `receive` (for the disconnect)."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 def create_app(state: ServeState) -> FastAPI:
     """The FastAPI app serving `state` (see the module docstring)."""
     metrics = ServeMetrics()
@@ -227,33 +296,7 @@ def create_app(state: ServeState) -> FastAPI:
     app.state.metrics = metrics
     app.mount("/static/swagger-ui", StaticFiles(directory=str(SWAGGER_UI)), name="swagger-ui")
 
-    @app.middleware("http")
-    async def bounded(request: Request, call_next):
-        start = time.perf_counter()
-        path = request.url.path
-        length = request.headers.get("content-length")
-        response: Response
-        if length is not None and (not length.isdigit() or int(length) > state.limits.max_body_bytes):
-            response = _bad(f"body: larger than the limit of {state.limits.max_body_bytes} bytes", path)
-        elif length is None and request.method == "POST" and \
-                request.headers.get("transfer-encoding", "").lower() == "chunked":
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) > state.limits.max_body_bytes:
-                    break
-            if len(body) > state.limits.max_body_bytes:
-                response = _bad(f"body: larger than the limit of {state.limits.max_body_bytes} bytes", path)
-            else:
-                request._body = body  # read once, bounded; FastAPI reads it from here
-                response = await call_next(request)
-        else:
-            response = await call_next(request)
-        endpoint = path if path in ("/schedule", "/filter", "/prioritize", "/model", "/healthz", "/readyz",
-                                    "/metrics") else "other"
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(_Bounded, state=state, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -276,15 +319,21 @@ def create_app(state: ServeState) -> FastAPI:
         """Score the nodes for one pod and pick one (the bidding scheduler's API)."""
         return _schedule(state, metrics, body)
 
-    @app.post("/filter", response_model=ExtenderFilterResult, response_model_exclude_none=True, responses=BAD)
-    def filter_(args: ExtenderArgs) -> ExtenderFilterResult:
-        """kube-scheduler extender: the nodes where the pod fits by the rules rlsched evaluates."""
-        return _filter(state, args)
+    extender_body = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": _inline_schema(ExtenderArgs)}}}}
 
-    @app.post("/prioritize", response_model=list[HostPriority], responses=BAD)
-    def prioritize(args: ExtenderArgs) -> list[HostPriority]:
-        """kube-scheduler extender: every node's score in 0..10; the node the model picks gets 10."""
-        return _prioritize(state, metrics, args)
+    @app.post("/filter", response_model=ExtenderFilterResult, response_model_exclude_none=True, responses=BAD,
+              openapi_extra=extender_body)
+    async def filter_(request: Request) -> Response:
+        """kube-scheduler extender: the nodes where the pod fits by the rules rlsched evaluates (body:
+        ExtenderArgs)."""
+        return await run_in_threadpool(_filter, state, await request.body())
+
+    @app.post("/prioritize", response_model=list[HostPriority], responses=BAD, openapi_extra=extender_body)
+    async def prioritize(request: Request) -> Response:
+        """kube-scheduler extender: every node's score in 0..10; the node the model picks gets 10 (body:
+        ExtenderArgs)."""
+        return await run_in_threadpool(_prioritize, state, metrics, await request.body())
 
     @app.get("/model")
     def model() -> dict[str, Any]:
@@ -312,6 +361,24 @@ def create_app(state: ServeState) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of `model` with its `$defs` inlined (an `openapi_extra` request body has no components)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 def _version() -> str:
@@ -400,123 +467,179 @@ def _schedule(state: ServeState, metrics: ServeMetrics, body: ScheduleRequest) -
                             model_version=state.model_label, warnings=warnings[:20])
 
 
-def _extender_nodes(state: ServeState, args: ExtenderArgs) -> tuple[list[NodeInfo], list[dict[str, Any]] | None]:
-    """The nodes of an ExtenderArgs with what is requested on them: from the cluster view when there is one,
-    else from the Node objects (requests from the rlsched.io/*-requested annotations, else zero)."""
+@dataclass
+class _Candidates:
+    """The nodes of one extender request with what is bound to them, as arrays (`statics`), the CPU in use
+    (`demand`, cores), and the Node objects as sent (full mode) to echo back from /filter."""
+
+    statics: NodeStatics
+    demand: np.ndarray
+    now_s: float
+    sleep_after_s: float
+    raws: list[msgspec.Raw] | None
+
+    def live_state(self) -> LiveState:
+        st = self.statics
+        empty = np.where(np.isnan(st.empty_since), self.now_s, st.empty_since)
+        return LiveState.of_arrays(st, st.cpu_requested, st.memory_requested, st.pods, self.demand, empty,
+                                   self.now_s, self.sleep_after_s)
+
+
+def _node_cache(state: ServeState) -> NodeCache:
+    if state.node_cache is None:
+        taints, labels = (state.view.asleep_taints, state.view.asleep_labels) if state.view is not None else \
+            (set(DEFAULT_ASLEEP_TAINTS), set())
+
+        def resolve(info: NodeInfo) -> tuple[NodeType, bool]:
+            return state.resolver.resolve(info.name, info.labels)[0], is_asleep(info, taints, labels)
+
+        state.node_cache = NodeCache(resolve, max_entries=state.limits.node_cache_entries)
+    return state.node_cache
+
+
+def _first_repeat(names: Sequence[str]) -> int:
+    """The position of the first name seen before (-1: none)."""
+    seen: set[str] = set()
+    for k, name in enumerate(names):
+        if name in seen:
+            return k
+        seen.add(name)
+    return -1
+
+
+def _own_totals(st: NodeStatics) -> NodeStatics:
+    """`st` with copies of the arrays a request changes (what is requested, pods, empty since)."""
+    return dataclasses.replace(st, cpu_requested=st.cpu_requested.copy(), memory_requested=st.memory_requested.copy(),
+                               pods=st.pods.copy(), empty_since=st.empty_since.copy())
+
+
+def _candidates(state: ServeState, args: ExtenderArgsWire) -> _Candidates:
+    """The nodes of an ExtenderArgs. Full Node objects: capacity, labels and taints from them; what is requested
+    from the cluster view when there is one (it knows what is bound where), else from the rlsched.io/*-requested
+    annotations (else zero). Node names: everything from the cluster view, as `rlsched scheduler` sees it."""
+    now = state.clock()
     if args.Nodes is not None:
         items = args.Nodes.items
         if len(items) > state.limits.max_nodes:
             raise ClientError(f"Nodes.items: {len(items)} nodes, more than the limit of {state.limits.max_nodes}")
-        infos = []
-        for i, node in enumerate(items):
-            try:
-                info = node_info(node)
-                ann = (node.get("metadata") or {}).get("annotations") or {}
-                if not isinstance(ann, Mapping):
-                    raise ObjectError("metadata.annotations: expected an object")
-                # read as a requests map: {"cpu": ..., "memory": ...} from the two annotations present
-                requested = {kind: ann[key] for kind, key in (("cpu", REQUESTED_CPU_ANNOTATION),
-                                                              ("memory", REQUESTED_MEMORY_ANNOTATION)) if key in ann}
-                info.cpu_requested, info.memory_requested = resources(
-                    requested, "metadata.annotations[rlsched.io/{cpu,memory}-requested]")
-            except ObjectError as exc:
-                raise ClientError(f"Nodes.items[{i}]: {exc}") from None
-            except (AttributeError, TypeError) as exc:
-                raise ClientError(f"Nodes.items[{i}]: not a Node object ({type(exc).__name__})") from None
-            infos.append(info)
-        if state.view is not None:  # the cluster view knows what is bound where: its totals win
-            with state.view_lock:
-                st = state.view.statics()
-                for info in infos:
-                    k = st.position.get(info.name)
-                    if k is not None:
-                        known = st.infos[k]
-                        info.cpu_requested, info.memory_requested, info.pods = \
-                            known.cpu_requested, known.memory_requested, known.pods
-        return infos, items
+        cache = _node_cache(state)
+        entries = cache.entries(items, "Nodes.items")
+        last_entries, last = state.last_nodes
+        if last is not None and len(entries) == len(last_entries) and \
+                all(a is b for a, b in zip(entries, last_entries, strict=True)):
+            st = _own_totals(last)  # the same nodes as the last request (kube-scheduler's usual case)
+        else:
+            st = NodeStatics.build([e.info for e in entries], [e.node_type for e in entries],
+                                   [e.asleep for e in entries], np.full(len(entries), math.nan))
+            state.last_nodes = (entries, _own_totals(st))
+        if len(st.position) != len(entries):
+            k = _first_repeat(st.names)
+            raise ClientError(f"Nodes.items[{k}].metadata.name: {entries[k].info.name!r} appears twice")
+        if state.view is None:
+            return _Candidates(st, st.cpu_requested.copy(), now, 0.0, items)
+        with state.view_lock:  # the cluster view's totals win over the annotations
+            view = state.view.statics()
+            index = np.fromiter((view.position.get(n, -1) for n in st.names), dtype=np.int64, count=len(st.names))
+            known, at = index >= 0, index[index >= 0]
+            for name in ("cpu_requested", "memory_requested", "pods", "empty_since"):
+                getattr(st, name)[known] = getattr(view, name)[at]
+            return _Candidates(st, state.view.demand(st, now), now, state.view.sleep_after_s, items)
     if args.NodeNames is not None:
-        if len(args.NodeNames) > state.limits.max_nodes:
-            raise ClientError(f"NodeNames: {len(args.NodeNames)} nodes, more than the limit of "
-                              f"{state.limits.max_nodes}")
+        names = args.NodeNames
+        if len(names) > state.limits.max_nodes:
+            raise ClientError(f"NodeNames: {len(names)} nodes, more than the limit of {state.limits.max_nodes}")
         if state.view is None:
             raise ClientError("NodeNames: this extender has no cluster view (nodeCacheCapable needs `rlsched serve "
                               "--kubeconfig`); configure nodeCacheCapable: false")
         with state.view_lock:
-            st = state.view.statics()
-            missing = [n for n in args.NodeNames if n not in st.position]
-            if missing:
-                raise ClientError(f"NodeNames: {missing[0]!r} is not in the cluster view")
-            return [dataclasses.replace(st.infos[st.position[n]]) for n in args.NodeNames], None
+            position = state.view.statics().position
+            missing = next((n for n in names if n not in position), None)
+            if missing is not None:
+                raise ClientError(f"NodeNames: {missing!r} is not in the cluster view")
+            st = state.view.subset(names)
+            if len(st.position) != len(names):
+                raise ClientError(f"NodeNames: {names[_first_repeat(names)]!r} appears twice")
+            return _Candidates(st, state.view.demand(st, now), now, state.view.sleep_after_s, None)
     raise ClientError("Nodes, NodeNames: one of them must be given")
 
 
 _UNRESOLVABLE = ("node(s) didn't match", "node(s) had untolerated taint", "node(s) were unschedulable")
 
 
-def _filter(state: ServeState, args: ExtenderArgs) -> ExtenderFilterResult:
-    infos, items = _extender_nodes(state, args)
+def _feasible(args: ExtenderArgsWire, nodes: _Candidates) -> tuple[PodFilter, tuple[float, float], np.ndarray]:
+    """(the pod's filter, its requests in cores and GiB, the (N,) mask of nodes that can take it)."""
+    st = nodes.statics
     try:
         request = pod_requests(args.Pod)
         check = PodFilter(args.Pod, request)
-        reasons = [check.reason(info) for info in infos]
+        fit = check.resources_fit(st.cpu_requested, st.memory_requested, st.pods, st.cores, st.memory_gib,
+                                  st.max_pods)
+        return check, request, check.mask(st.infos, fit, st.hard)
     except ObjectError as exc:
         raise ClientError(f"Pod: {exc}") from None
+
+
+def _filter(state: ServeState, body: bytes) -> Response:
+    args = decode_args(body)
+    nodes = _candidates(state, args)
+    check, _, mask = _feasible(args, nodes)
+    st = nodes.statics
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
-    for info, reason in zip(infos, reasons, strict=True):
-        if reason is not None:
-            # preemption cannot help with a selector, taint or cordon; it can with resources
-            (unresolvable if reason.startswith(_UNRESOLVABLE) else failed)[info.name] = reason
-    keep = [k for k, r in enumerate(reasons) if r is None]
-    if items is not None:
-        return ExtenderFilterResult(Nodes=NodeList(items=[items[k] for k in keep]), FailedNodes=failed,
-                                    FailedAndUnresolvableNodes=unresolvable)
-    return ExtenderFilterResult(NodeNames=[infos[k].name for k in keep], FailedNodes=failed,
-                                FailedAndUnresolvableNodes=unresolvable)
+    for k in np.flatnonzero(~mask).tolist():
+        info = st.infos[k]
+        reason = check.constraint_reason(info) or \
+            check.resource_reason(st.cpu_requested[k], st.memory_requested[k], st.pods[k], info) or "rejected"
+        # preemption cannot help with a selector, taint or cordon; it can with resources
+        (unresolvable if reason.startswith(_UNRESOLVABLE) else failed)[info.name] = reason
+    keep = np.flatnonzero(mask).tolist()
+    rest = encode({"FailedNodes": failed, "FailedAndUnresolvableNodes": unresolvable, "Error": ""})
+    if nodes.raws is not None:  # the Node objects go back byte for byte as they came
+        kept = b",".join(bytes(nodes.raws[k]) for k in keep)
+        out = b'{"Nodes":{"items":[' + kept + b"]}," + rest[1:]
+    else:
+        out = b'{"NodeNames":' + encode([st.names[k] for k in keep]) + b"," + rest[1:]
+    return Response(out, media_type="application/json")
 
 
 def extender_scores(scores: np.ndarray | None, choice: int, mask: np.ndarray) -> list[int]:
     """Integer scores in 0..MaxExtenderPriority with the policy's order: the chosen node alone gets the maximum,
     the other feasible nodes 0..max-1 by their score (min-max scaled), infeasible nodes 0."""
     n = len(mask)
-    out = [0] * n
+    out = np.zeros(n, dtype=np.int64)
     if scores is not None:
-        others = [k for k in range(n) if mask[k] and k != choice and math.isfinite(scores[k])]
-        if others:
-            lo, hi = min(scores[k] for k in others), max(scores[k] for k in others)
-            for k in others:
-                frac = (scores[k] - lo) / (hi - lo) if hi > lo else 1.0
-                out[k] = int(math.floor(frac * (MAX_EXTENDER_PRIORITY - 1) + 1e-9))
+        values = np.asarray(scores, dtype=np.float64)
+        others = np.asarray(mask, dtype=bool) & np.isfinite(values)
+        others[choice] = False
+        if others.any():
+            lo, hi = values[others].min(), values[others].max()
+            frac = (values[others] - lo) / (hi - lo) if hi > lo else np.ones(int(others.sum()))
+            out[others] = np.floor(frac * (MAX_EXTENDER_PRIORITY - 1) + 1e-9).astype(np.int64)
     out[choice] = MAX_EXTENDER_PRIORITY
-    return out
+    return out.tolist()
 
 
-def _prioritize(state: ServeState, metrics: ServeMetrics, args: ExtenderArgs) -> list[HostPriority]:
-    infos, _ = _extender_nodes(state, args)
-    if not infos:
-        return []
-    try:
-        request = pod_requests(args.Pod)
-        check = PodFilter(args.Pod, request)
-        mask = np.array([check.reason(info) is None for info in infos], dtype=bool)
-    except ObjectError as exc:
-        raise ClientError(f"Pod: {exc}") from None
+def _prioritize(state: ServeState, metrics: ServeMetrics, body: bytes) -> Response:
+    args = decode_args(body)
+    nodes = _candidates(state, args)
+    names = nodes.statics.names
+    if not names:
+        return Response(b"[]", media_type="application/json")
+    _, request, mask = _feasible(args, nodes)
     if not mask.any():
-        return [HostPriority(Host=i.name, Score=0) for i in infos]
-    taints, labels = (state.view.asleep_taints, state.view.asleep_labels) if state.view is not None else \
-        (DEFAULT_ASLEEP_TAINTS, ())
-    types = [state.resolver.resolve(info.name, info.labels)[0] for info in infos]
-    asleep = [is_asleep(info, taints, labels) for info in infos]
-    now = state.clock()
-    cluster = LiveState(infos, types, asleep, [now] * len(infos), now)
-    if state.view is not None:
-        with state.view_lock:
-            signals = state.view.signals(args.Pod)
-    else:
-        signals = pod_signals(args.Pod, History())
-    choice, scores, _ = _decide(state, metrics, cluster, request, mask, signals)
-    return [HostPriority(Host=i.name, Score=s) for i, s in zip(infos, extender_scores(scores, choice, mask),
-                                                                 strict=True)]
+        return Response(encode([{"Host": n, "Score": 0} for n in names]), media_type="application/json")
+    try:
+        if state.view is not None:
+            with state.view_lock:
+                signals = state.view.signals(args.Pod)
+        else:
+            signals = pod_signals(args.Pod, History())
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ClientError(f"Pod: not a Pod object ({type(exc).__name__})") from None
+    choice, scores, _ = _decide(state, metrics, nodes.live_state(), request, mask, signals)
+    return Response(encode([{"Host": n, "Score": s} for n, s in zip(names, extender_scores(scores, choice, mask),
+                                                                     strict=True)]),
+                    media_type="application/json")
 
 
 __all__ = ["ExtenderArgs", "ScheduleRequest", "ServeLimits", "ServeState", "create_app", "extender_scores"]

@@ -57,20 +57,28 @@ class NodeInfo:
 def node_info(node: Obj, *, cpu_requested: float = 0.0, memory_requested: float = 0.0, pods: int = 0) -> NodeInfo:
     """NodeInfo of a Node object (capacity from `status.allocatable`)."""
     meta, spec, status = node.get("metadata") or {}, node.get("spec") or {}, node.get("status") or {}
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise ObjectError("Node.metadata.name: missing")
-    alloc = status.get("allocatable") or {}
-    cpu, mem = resources(alloc, f"Node {name}: status.allocatable")
-    try:
-        max_pods = int(str(alloc.get("pods", 110)))
-    except ValueError:
-        raise ObjectError(f"Node {name}: status.allocatable.pods: not a whole number") from None
-    taints = [Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+    taints = [(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
               for t in spec.get("taints") or [] if isinstance(t, Mapping)]
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
-    return NodeInfo(name, labels, taints, bool(spec.get("unschedulable")), cpu, mem, max_pods, cpu_requested,
-                    memory_requested, pods)
+    return node_info_of(meta.get("name"), labels, taints, bool(spec.get("unschedulable")),
+                        status.get("allocatable") or {}, cpu_requested=cpu_requested,
+                        memory_requested=memory_requested, pods=pods)
+
+
+def node_info_of(name: object, labels: dict[str, str], taints: Iterable[tuple[str, str, str]],
+                 unschedulable: bool, allocatable: Obj, *, cpu_requested: float = 0.0, memory_requested: float = 0.0,
+                 pods: int = 0) -> NodeInfo:
+    """NodeInfo of a Node's parts: name, labels (kept, not copied), taints as (key, value, effect),
+    `spec.unschedulable` and `status.allocatable` (a map of quantities)."""
+    if not isinstance(name, str) or not name:
+        raise ObjectError("Node.metadata.name: missing")
+    cpu, mem = resources(allocatable, f"Node {name}: status.allocatable")
+    try:
+        max_pods = int(str(allocatable.get("pods", 110)))
+    except ValueError:
+        raise ObjectError(f"Node {name}: status.allocatable.pods: not a whole number") from None
+    return NodeInfo(name, labels, [Taint(*t) for t in taints],
+                    unschedulable, cpu, mem, max_pods, cpu_requested, memory_requested, pods)
 
 
 def tolerates(tolerations: Iterable[Obj], taint: Taint) -> bool:
@@ -175,17 +183,17 @@ class PodFilter:
         return not self.node_name and not self.selector and self.terms is None
 
     def mask(self, nodes: Sequence[NodeInfo], fit: np.ndarray, hard: np.ndarray) -> np.ndarray:
-        """(N,) bool, the nodes that can take the pod: `reason(node) is None` for each, computed only where it is
-        needed. `fit`: NodeResourcesFit already evaluated for every node (vectorized: `resources_fit`); `hard`:
-        the nodes that are cordoned or carry a NoSchedule/NoExecute taint."""
+        """(N,) bool, the nodes that can take the pod: `reason(node) is None` for each, with the totals `fit` was
+        computed from, evaluated only where it is needed. `fit`: NodeResourcesFit for every node (vectorized:
+        `resources_fit`); `hard`: the nodes that are cordoned or carry a NoSchedule/NoExecute taint."""
         if self.simple:
             out = fit & ~hard
             check = np.flatnonzero(fit & hard)
         else:
             out = np.zeros(len(nodes), dtype=bool)
             check = np.flatnonzero(fit)
-        for i in check:
-            out[i] = self.reason(nodes[int(i)]) is None
+        for i in check:  # resources already fit there: only the constraints are left to check
+            out[i] = self.constraint_reason(nodes[int(i)]) is None
         return out
 
     def resources_fit(self, cpu_requested: np.ndarray, memory_requested: np.ndarray, pods: np.ndarray,
@@ -196,6 +204,22 @@ class PodFilter:
 
     def reason(self, node: NodeInfo) -> str | None:
         """Why `node` cannot take the pod (kube-scheduler's reason, one line), or None when it can."""
+        return self.constraint_reason(node) or self.resource_reason(node.cpu_requested, node.memory_requested,
+                                                                    node.pods, node)
+
+    def resource_reason(self, cpu_requested: float, memory_requested: float, pods: float, node: NodeInfo
+                        ) -> str | None:
+        """NodeResourcesFit's reason with these totals on `node` (its capacity), or None."""
+        if pods + 1 > node.max_pods:
+            return "Too many pods"
+        if cpu_requested + self.cpu > node.cpu_cores + EPS:
+            return "Insufficient cpu"
+        if memory_requested + self.mem > node.memory_gib + EPS:
+            return "Insufficient memory"
+        return None
+
+    def constraint_reason(self, node: NodeInfo) -> str | None:
+        """Why `node` cannot take the pod whatever its resources (name, cordon, taints, selector, affinity)."""
         if self.node_name and self.node_name != node.name:
             return "node(s) didn't match the requested node name"
         if node.unschedulable and not tolerates(self.tolerations, Taint(UNSCHEDULABLE_TAINT, "", "NoSchedule")):
@@ -208,12 +232,6 @@ class PodFilter:
         if self.terms is not None and not any(_term_matches(t, node, f"{self.where}[{i}]")
                                               for i, t in enumerate(self.terms)):
             return "node(s) didn't match Pod's node affinity/selector"
-        if node.pods + 1 > node.max_pods:
-            return "Too many pods"
-        if node.cpu_requested + self.cpu > node.cpu_cores + EPS:
-            return "Insufficient cpu"
-        if node.memory_requested + self.mem > node.memory_gib + EPS:
-            return "Insufficient memory"
         return None
 
 
@@ -246,5 +264,5 @@ def describe(failed: Mapping[str, str], total: int) -> str:
     return f"0/{total} nodes are available: {parts}." if parts else f"0/{total} nodes are available."
 
 
-__all__ = ["NodeInfo", "PodFilter", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "tolerates",
-           "unsupported"]
+__all__ = ["NodeInfo", "PodFilter", "Taint", "describe", "filter_node", "filter_nodes", "node_info", "node_info_of",
+           "tolerates", "unsupported"]

@@ -11,6 +11,7 @@ before it; plus the pod's `overhead`. CPU in cores, memory in GiB.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from decimal import Decimal
@@ -67,16 +68,24 @@ def quantity(value: Any, field: str) -> float:
     """A Kubernetes quantity ("1500m", "4Gi", "3927800Ki") as a float in base units (cores, bytes), as
     `kubernetes.utils.parse_quantity` reads it; ObjectError naming `field` when it is not one. The common form
     (whole number, optional suffix) is computed here with the same Decimal arithmetic, the rest by the client."""
+    if isinstance(value, str) and len(value) <= 40:
+        parsed = _parse_text(value)
+        if parsed is not None:
+            return parsed
     from kubernetes.utils import parse_quantity
 
-    if isinstance(value, str):
-        simple = _SIMPLE.fullmatch(value)
-        if simple is not None:
-            return float(Decimal(simple.group(1)) * _SUFFIX[simple.group(2) or ""])
     try:
         return float(parse_quantity(value))
     except (ValueError, TypeError, ArithmeticError):
         raise ObjectError(f"{field}: invalid quantity {str(value)[:40]!r}") from None
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_text(value: str) -> float | None:
+    """The common form (whole number, optional suffix), or None. Cached: a cluster's nodes and pods repeat a
+    handful of quantities."""
+    simple = _SIMPLE.fullmatch(value)
+    return float(Decimal(simple.group(1)) * _SUFFIX[simple.group(2) or ""]) if simple is not None else None
 
 
 def resources(values: Obj | None, field: str) -> tuple[float, float]:

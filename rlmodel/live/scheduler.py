@@ -24,6 +24,7 @@ most `event_max_delay_s`.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
 import json
@@ -226,6 +227,11 @@ class Scheduler:
                     self.synced[kind] = True
                 delay = 0.5
                 rv = (data.get("metadata") or {}).get("resourceVersion")
+                del data, resp
+                # the list is most of what this process holds and lives until the objects change: keep it out
+                # of the cyclic collector's full passes (about 0.2 s per million objects, paid by one decision);
+                # the objects are still freed by reference counting when the view drops them
+                gc.freeze()
                 w = watch.Watch()
                 kwargs: dict[str, Any] = {"_request_timeout": self.cfg.watch_timeout_s, "deserialize": False}
                 if rv:

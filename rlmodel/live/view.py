@@ -103,6 +103,44 @@ class NodeStatics:
     pods: np.ndarray
     empty_since: np.ndarray
 
+    @classmethod
+    def build(cls, infos: Sequence[NodeInfo], types: Sequence[NodeType], asleep: Sequence[bool],
+              empty_since: Sequence[float] | np.ndarray) -> NodeStatics:
+        """The arrays of `infos` (with their current totals), their curves, whether each is asleep, and since
+        when each has been empty (Unix s; NaN: not known)."""
+        infos = list(infos)
+        n = len(infos)
+        curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(n, CURVE_POINTS))
+        return cls(
+            infos=infos, names=[i.name for i in infos], types=list(types),
+            asleep=np.array(asleep, dtype=bool).reshape(n),
+            cores=np.array([i.cpu_cores for i in infos], dtype=np.float64),
+            memory_gib=np.array([i.memory_gib for i in infos], dtype=np.float64),
+            max_pods=np.array([i.max_pods for i in infos], dtype=np.float64),
+            hard=np.array([i.unschedulable or any(t.effect in ("NoSchedule", "NoExecute") for t in i.taints)
+                           for i in infos], dtype=bool).reshape(n),
+            curves=curves, idle_watts=curves.curves[:, 0].copy(), peak_watts=curves.curves[:, -1].copy(),
+            position={i.name: k for k, i in enumerate(infos)},
+            cpu_requested=np.array([i.cpu_requested for i in infos], dtype=np.float64),
+            memory_requested=np.array([i.memory_requested for i in infos], dtype=np.float64),
+            pods=np.array([i.pods for i in infos], dtype=np.float64),
+            empty_since=np.array(empty_since, dtype=np.float64).reshape(n))
+
+    def take(self, index: np.ndarray) -> NodeStatics:
+        """The nodes at `index` (positions, in that order). The arrays are copies; the `NodeInfo` objects are
+        shared (read them under the same lock as the view)."""
+        index = np.asarray(index, dtype=np.int64)
+        infos = [self.infos[k] for k in index.tolist()]
+        curves = PowerCurves(self.curves.curves[index])
+        return NodeStatics(
+            infos=infos, names=[i.name for i in infos], types=[self.types[k] for k in index.tolist()],
+            asleep=self.asleep[index], cores=self.cores[index], memory_gib=self.memory_gib[index],
+            max_pods=self.max_pods[index], hard=self.hard[index], curves=curves,
+            idle_watts=self.idle_watts[index], peak_watts=self.peak_watts[index],
+            position={i.name: k for k, i in enumerate(infos)}, cpu_requested=self.cpu_requested[index],
+            memory_requested=self.memory_requested[index], pods=self.pods[index],
+            empty_since=self.empty_since[index])
+
 
 def is_asleep(info: NodeInfo, taints: Iterable[str], labels: Iterable[str] = ()) -> bool:
     """A node counts as asleep when it carries one of `taints` (keys) or one of `labels` (keys)."""
@@ -324,7 +362,8 @@ class ClusterView:
     # ------------------------------------------------------------------ reading
     def signals(self, pod: Obj) -> PodSignals:
         """The pod's owner kind, QoS, priority, batch size and its workload's history, as the twin has them."""
-        key = (pod["metadata"].get("namespace", ""), pod["metadata"]["name"])
+        meta = pod.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", "")) if isinstance(meta, Mapping) else ("", "")
         batch = self._batch_of.get(key)
         return pod_signals(pod, self.history, len(self._batches.get(batch, ())) if batch is not None else 1)
 
@@ -337,41 +376,42 @@ class ClusterView:
         """The per-node arrays that change only when a node does (recomputed then)."""
         if self._statics is None:
             names = sorted(self._infos)
-            infos = [self._infos[n] for n in names]
-            types = [self._static[n][0] for n in names]
-            curves = PowerCurves(np.array([t.watts for t in types], dtype=np.float64).reshape(len(names), CURVE_POINTS))
-            self._statics = NodeStatics(
-                infos=infos, names=names, types=types,
-                asleep=np.array([self._static[n][1] for n in names], dtype=bool),
-                cores=np.array([i.cpu_cores for i in infos], dtype=np.float64),
-                memory_gib=np.array([i.memory_gib for i in infos], dtype=np.float64),
-                max_pods=np.array([i.max_pods for i in infos], dtype=np.float64),
-                hard=np.array([i.unschedulable or any(t.effect in ("NoSchedule", "NoExecute") for t in i.taints)
-                               for i in infos], dtype=bool),
-                curves=curves, idle_watts=curves.curves[:, 0].copy(), peak_watts=curves.curves[:, -1].copy(),
-                position={n: k for k, n in enumerate(names)},
-                cpu_requested=np.array([i.cpu_requested for i in infos], dtype=np.float64),
-                memory_requested=np.array([i.memory_requested for i in infos], dtype=np.float64),
-                pods=np.array([i.pods for i in infos], dtype=np.float64),
-                empty_since=np.array([self._empty_since.get(n, math.nan) for n in names], dtype=np.float64))
+            self._statics = NodeStatics.build(
+                [self._infos[n] for n in names], [self._static[n][0] for n in names],
+                [self._static[n][1] for n in names], [self._empty_since.get(n, math.nan) for n in names])
         return self._statics
 
-    def state(self, now_s: float, infos: Sequence[NodeInfo] | None = None) -> LiveState:
-        """The cluster at `now_s`: every node (`infos` None or `node_infos()`), or the nodes `infos`."""
+    def state(self, now_s: float, infos: Sequence[NodeInfo] | None = None, *,
+              statics: NodeStatics | None = None) -> LiveState:
+        """The cluster at `now_s`: every node (`infos` None or `node_infos()`), or the nodes `infos`, or the nodes
+        of `statics` (from `subset`: the fast path for a subset)."""
+        if statics is not None:
+            return self._fast_state(now_s, statics)
         if infos is None or (self._statics is not None and infos is self._statics.infos):
             return self._fast_state(now_s)
         return self._state_of(now_s, infos)
 
-    def _fast_state(self, now_s: float) -> LiveState:
+    def subset(self, names: Sequence[str]) -> NodeStatics:
+        """`statics()` of the nodes `names`, in that order (KeyError for a name that is not a readable node)."""
         st = self.statics()
+        return st.take(np.fromiter((st.position[n] for n in names), dtype=np.int64, count=len(names)))
+
+    def _fast_state(self, now_s: float, st: NodeStatics | None = None) -> LiveState:
+        """The state of every node, or of the nodes of `st` (from `subset`)."""
+        st = self.statics() if st is None else st
         empty = np.where(np.isnan(st.empty_since), now_s, st.empty_since)
+        return LiveState.of_arrays(st, st.cpu_requested, st.memory_requested, st.pods, self.demand(st, now_s),
+                                   empty, now_s, self.sleep_after_s)
+
+    def demand(self, st: NodeStatics, now_s: float) -> np.ndarray:
+        """(N,) CPU in use, cores, of the nodes of `st`: the measured value where a reading at most
+        `usage_max_age_s` old exists, else what is requested (`st.cpu_requested`)."""
         demand = st.cpu_requested.copy()
         for name, (cores, read_at) in self._cpu_used.items():
             k = st.position.get(name)
             if k is not None and now_s - read_at <= self.usage_max_age_s:
                 demand[k] = cores
-        return LiveState.of_arrays(st, st.cpu_requested, st.memory_requested, st.pods, demand, empty, now_s,
-                                   self.sleep_after_s)
+        return demand
 
     def _state_of(self, now_s: float, infos: Sequence[NodeInfo]) -> LiveState:
         """The slow path, node by node (a subset of the nodes); the same values as `_fast_state`."""
