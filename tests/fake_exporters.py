@@ -10,7 +10,9 @@ a dynamic and an idle series, kepler_container_package_joules_total), scaphandre
 `--sockets` packages, and over the dynamic/idle modes for kepler-old), or with `--idle-watts I --peak-watts P`
 at I + (P - I) x the host's CPU utilization read from /proc/stat every 0.1 s. `POST /reset`: the counters
 restart from 0, as when the exporter restarts. `--kube URL`: Kepler also reports every
-pod the API server at URL has bound to the node, at `--pod-watts` each.
+pod the API server at URL has bound to the node, at `--pod-watts` each. Like Kepler, it follows the pods in
+the background (every 0.5 s): a scrape answers with the counters as of its arrival, never after a round
+trip to a slow API server (which would value a sample later than Prometheus stamps it).
 """
 
 from __future__ import annotations
@@ -175,14 +177,23 @@ def main() -> None:
     if (args.watts is None) == (args.idle_watts is None):
         ap.error("give --watts, or --idle-watts and --peak-watts")
     counter = Counter(args)
+    pods_now: list[list[tuple[str, str, str]]] = [[]]
+    if args.kube and args.kind != "scaphandre":
+        pods_now[0] = bound_pods(args.kube, args.node)
+
+        def follow_pods() -> None:
+            while True:
+                time.sleep(0.5)
+                pods_now[0] = bound_pods(args.kube, args.node)
+
+        threading.Thread(target=follow_pods, daemon=True).start()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
             if self.path not in ("/metrics", "/healthz"):
                 self.send_error(404)
                 return
-            pods = bound_pods(args.kube, args.node) if args.kube and args.kind != "scaphandre" else []
-            energy, watts, pod_j = counter.read(pods)
+            energy, watts, pod_j = counter.read(pods_now[0])
             if args.kind == "kepler":
                 body = kepler_text(args.node, energy, watts, args.sockets, pod_j)
             elif args.kind == "kepler-old":
