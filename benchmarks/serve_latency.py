@@ -11,7 +11,8 @@ untrained network of the default shape: latency does not depend on the weights) 
   them again; the worst case, and the first request after a start);
 * nodeCacheCapable: true -> the request carries node names; the service's cluster view holds the nodes (fed
   directly here, as its informers would).
-Latency is measured by the client, one request at a time (p50, p99 of `--requests`), then `--concurrency`
+Latency is measured by the client, one request at a time (p50, p99 of `--requests` up to 1,000 nodes; of
+--requests / (nodes / 1,000), at least 20, above: at 5,000 nodes the p99 of 20 is their slowest), then `--concurrency`
 clients send requests back to back for `--load-s` seconds (requests/s, p99 under load).
 
     .venv/bin/python benchmarks/serve_latency.py [--nodes 100,1000,5000] [--requests 200] [--model Dale.pth]

@@ -331,8 +331,8 @@ def test_extender_reading_errors_name_the_field():
 
 def test_a_changed_node_is_read_again_and_the_cache_is_bounded():
     """The readings are keyed by the Node's bytes: the same name with new content (more capacity) is read anew;
-    the cache keeps at most its limit."""
-    srv = Server(state(limits=ServeLimits(node_cache_entries=8)))
+    the cache keeps at most its limit (never below twice the nodes a request may carry)."""
+    srv = Server(state(limits=ServeLimits(node_cache_entries=6, max_nodes=4)))  # 2 x max_nodes wins
     try:
         pod = kube_pod(cpu="6", memory="1Gi")
         small = [kube_node("a", "4", "8Gi", labels={"rlsched.io/node-type": "x3550"})]

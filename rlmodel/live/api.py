@@ -70,7 +70,8 @@ class ServeLimits:
     max_nodes: int = 10_000
     """nodes in one request"""
     node_cache_entries: int = 20_000
-    """Node objects (full mode) whose reading is kept, by their bytes (about 3 KiB each)"""
+    """Node objects (full mode) whose reading is kept, by their bytes (about 3 KiB each); at least twice
+    `max_nodes`, so one request's nodes always fit (a cache smaller than the cycle of nodes would never hit)"""
 
 
 # ------------------------------------------------------------------------------------------ /schedule
@@ -494,7 +495,8 @@ def _node_cache(state: ServeState) -> NodeCache:
         def resolve(info: NodeInfo) -> tuple[NodeType, bool]:
             return state.resolver.resolve(info.name, info.labels)[0], is_asleep(info, taints, labels)
 
-        state.node_cache = NodeCache(resolve, max_entries=state.limits.node_cache_entries)
+        entries = max(state.limits.node_cache_entries, 2 * state.limits.max_nodes)
+        state.node_cache = NodeCache(resolve, max_entries=entries)
     return state.node_cache
 
 
