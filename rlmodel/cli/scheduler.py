@@ -79,6 +79,11 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
 
         return DQNPolicy.load(path)
 
+    import torch
+
+    # a decision scores a few thousand nodes at most with a small network: one intra-op thread is as fast,
+    # and more would spin on the cores the API server and the rest of the host need
+    torch.set_num_threads(1)
     policy = load(model) if model is not None else make_policy(policy_name or "")
     core = _core_api(kubeconfig, context)
     if leader_elect is None:

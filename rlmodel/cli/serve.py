@@ -80,6 +80,11 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
             "format", "format_version", "feature_schema", "network", "scenario", "global_step", "metrics")}
         return DQNPolicy(loaded.network)
 
+    import torch
+
+    # a decision scores a few thousand nodes at most with a small network: one intra-op thread is as fast,
+    # and more would spin on the cores the API server and the rest of the host need
+    torch.set_num_threads(1)
     state.policy = load(model) if model is not None else make_policy(policy_name or "")
     policy = state.policy
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -445,8 +445,9 @@ class Scheduler:
         ns, name = key
         top = []
         if scores is not None:
-            order = [i for i in np.argsort(-np.where(mask, scores, -np.inf), kind="stable") if mask[i]][:3]
-            top = [{"node": names[i], "score": round(float(scores[i]), 4)} for i in order]
+            feasible = np.flatnonzero(mask)
+            order = feasible[np.argsort(-scores[feasible], kind="stable")[:3]]
+            top = [{"node": names[i], "score": round(float(scores[i]), 4)} for i in order.tolist()]
         decision = {"policy": used, "model": self.model_label, "node": node, "top": top}
         # the API server copies a Binding's annotations onto the pod with spec.nodeName: one write
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns, "annotations": {
@@ -454,8 +455,10 @@ class Scheduler:
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
             # the client cannot deserialize the Status a Binding returns: do not let it try
-            self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False,
-                                                    _request_timeout=self.cfg.request_timeout_s)
+            resp = self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False,
+                                                           _request_timeout=self.cfg.request_timeout_s)
+            resp.read()  # read to the end, the connection goes back to the pool (else every bind opens a new one)
+            resp.release_conn()
         except ApiException as exc:
             with self.lock:
                 self.view.forget(ns, name)

@@ -190,12 +190,13 @@ class LiveState:
         self._power, self.curves = statics.curves, statics.curves.curves
         self.idle_watts, self.peak_watts = statics.idle_watts, statics.peak_watts
         self.sleep_after_s, self.now_s = sleep_after_s, now_s
-        self.cpu_requested, self.mem_requested = cpu_requested.tolist(), mem_requested.tolist()
-        self.demand, self.pods_on = demand.tolist(), pods.astype(np.int64).tolist()
-        self.state = np.where(statics.asleep, ASLEEP, AWAKE).tolist()
-        self.empty_since = empty_since.tolist()
-        self.wake_done = [math.inf] * self.num_nodes
-        self.watts = self.power_w(demand).tolist()
+        # arrays, not lists (both are sequences): the observation stacks them without a conversion per node
+        self.cpu_requested, self.mem_requested = cpu_requested.copy(), mem_requested.copy()
+        self.demand, self.pods_on = demand, pods.astype(np.int64)
+        self.state = np.where(statics.asleep, ASLEEP, AWAKE)
+        self.empty_since = empty_since
+        self.wake_done = np.full(self.num_nodes, math.inf)
+        self.watts = self.power_w(demand)
         return self
 
     def fits(self, cpu_request: float, memory_request: float) -> np.ndarray:

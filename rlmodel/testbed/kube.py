@@ -300,8 +300,10 @@ class Kube:
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
             # the client cannot deserialize a binding response: read it raw
-            self.call(f"bind pod {pod} to {node}", self.core.create_namespaced_pod_binding, pod, self.namespace,
-                      body, _preload_content=False)
+            resp = self.call(f"bind pod {pod} to {node}", self.core.create_namespaced_pod_binding, pod,
+                             self.namespace, body, _preload_content=False)
+            resp.read()  # read to the end: the connection goes back to the pool
+            resp.release_conn()
         except ApiException as exc:
             raise TestbedError(f"bind pod {pod} to node {node}: HTTP {exc.status} {exc.reason}") from None
 
