@@ -146,7 +146,7 @@ def test_an_unreachable_prometheus_is_reported_and_requests_stand_in():
             server.shutdown()
             server.server_close()
         with s.lock:
-            assert s.view.state(time.time()).demand == [0.0]  # the requests' estimate
+            assert list(s.view.state(time.time()).demand) == [0.0]  # the requests' estimate
     finally:
         s.stop()
         api.stop()

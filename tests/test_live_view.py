@@ -198,7 +198,7 @@ def test_an_autoscaler_taint_marks_a_node_asleep_and_assume_counts_at_once():
     node["spec"]["taints"] = [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]
     view.upsert_node(node, 0.0)
     view.upsert_node(node_object("b", "x3550", 12, 12), 0.0)
-    assert view.state(1.0).state == [1, 0]
+    assert list(view.state(1.0).state) == [1, 0]
     view.upsert_pod(pod_object(1, 2.0, 1.0), 1.0)
     view.assume("default", "p1", "b")
     assert view.node_infos()[1].cpu_requested == pytest.approx(2.0)

@@ -170,15 +170,17 @@ class LiveState:
         self.peak_watts = self.curves[:, -1].copy()
         self.sleep_after_s = sleep_after_s
         self.now_s = now_s
-        self.cpu_requested = [n.cpu_requested for n in nodes]
-        self.mem_requested = [n.memory_requested for n in nodes]
+        # arrays (sequences, as ClusterState asks): the observation stacks them without a conversion per node
+        self.cpu_requested = np.array([n.cpu_requested for n in nodes], dtype=np.float64)
+        self.mem_requested = np.array([n.memory_requested for n in nodes], dtype=np.float64)
         used = cpu_used if cpu_used is not None else [None] * len(nodes)
-        self.demand = [r if u is None else u for r, u in zip(self.cpu_requested, used, strict=True)]
-        self.pods_on = [n.pods for n in nodes]
-        self.state = [ASLEEP if a else AWAKE for a in asleep]
-        self.empty_since = list(empty_since)
-        self.wake_done = [math.inf] * len(nodes)
-        self.watts = self.power_w(np.asarray(self.demand)).tolist() if len(nodes) else []
+        self.demand = np.array([r if u is None else u for r, u in zip(self.cpu_requested.tolist(), used, strict=True)],
+                               dtype=np.float64)
+        self.pods_on = np.array([n.pods for n in nodes], dtype=np.int64)
+        self.state = np.array([ASLEEP if a else AWAKE for a in asleep], dtype=np.int64)
+        self.empty_since = np.array(empty_since, dtype=np.float64)
+        self.wake_done = np.full(len(nodes), math.inf)
+        self.watts = self.power_w(self.demand) if len(nodes) else np.zeros(0)
 
     @classmethod
     def of_arrays(cls, statics: NodeStatics, cpu_requested: np.ndarray, mem_requested: np.ndarray, pods: np.ndarray,
@@ -190,7 +192,6 @@ class LiveState:
         self._power, self.curves = statics.curves, statics.curves.curves
         self.idle_watts, self.peak_watts = statics.idle_watts, statics.peak_watts
         self.sleep_after_s, self.now_s = sleep_after_s, now_s
-        # arrays, not lists (both are sequences): the observation stacks them without a conversion per node
         self.cpu_requested, self.mem_requested = cpu_requested.copy(), mem_requested.copy()
         self.demand, self.pods_on = demand, pods.astype(np.int64)
         self.state = np.where(statics.asleep, ASLEEP, AWAKE)

@@ -26,6 +26,11 @@ AWAKE, ASLEEP, WAKING = 0, 1, 2
 """Values of `ClusterState.state`."""
 
 
+PerNode = Sequence[float] | np.ndarray
+"""One value per node: a list (the twin) or an array (a live view)."""
+PerNodeInt = Sequence[int] | np.ndarray
+
+
 class ClusterState(Protocol):
     """The state of a cluster at `now_s`, as an observation needs it."""
 
@@ -70,35 +75,35 @@ class ClusterState(Protocol):
         """The cluster's clock, s."""
 
     @property
-    def cpu_requested(self) -> Sequence[float]:
+    def cpu_requested(self) -> PerNode:
         """Per node: sum of the CPU requests of the pods bound there, cores."""
 
     @property
-    def mem_requested(self) -> Sequence[float]:
+    def mem_requested(self) -> PerNode:
         """Per node: sum of the memory requests of the pods bound there, GiB."""
 
     @property
-    def demand(self) -> Sequence[float]:
+    def demand(self) -> PerNode:
         """Per node: CPU in use (pods and background), cores; may exceed `cores`."""
 
     @property
-    def watts(self) -> Sequence[float]:
+    def watts(self) -> PerNode:
         """Per node: power drawn now (or measured over the last window), W."""
 
     @property
-    def pods_on(self) -> Sequence[int]:
+    def pods_on(self) -> PerNodeInt:
         """Per node: pods bound to it (running or waiting for it to wake)."""
 
     @property
-    def state(self) -> Sequence[int]:
+    def state(self) -> PerNodeInt:
         """Per node: AWAKE, ASLEEP or WAKING."""
 
     @property
-    def empty_since(self) -> Sequence[float]:
+    def empty_since(self) -> PerNode:
         """Per node: when it last became empty, s (meaningful while `pods_on` is 0)."""
 
     @property
-    def wake_done(self) -> Sequence[float]:
+    def wake_done(self) -> PerNode:
         """Per node: when a waking node runs its pods, s (inf when not waking)."""
 
     def fits(self, cpu_request: float, memory_request: float) -> np.ndarray:
