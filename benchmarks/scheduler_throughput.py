@@ -21,7 +21,7 @@ created before anything is timed:
 kmock here is the tests' harness (`tests/testbed.py`), which keeps kmock's request log short and looks
 objects up by key: unpatched, kmock's cost per request grows with every request it has served.
 
-    .venv/bin/python benchmarks/scheduler_throughput.py [--nodes 100,1000] [--pods 200] [--model Dale.pth]
+    .venv/bin/python benchmarks/scheduler_throughput.py [--nodes 100,1000] [--pods 200] [--repeat 1] [--model Dale.pth]
 """
 
 from __future__ import annotations
@@ -153,6 +153,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", default="100,1000", help="cluster sizes, comma-separated")
     parser.add_argument("--pods", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size and policy (then a line of medians: "
+                        "the machine is shared, and one run's ratio can be off by a factor of 2)")
     parser.add_argument("--model", default=None, help="a DQN model file (default: an untrained network of the "
                                                        "default shape; latency does not depend on the weights)")
     args = parser.parse_args()
@@ -162,7 +164,15 @@ def main() -> None:
     dqn = DQNPolicy.load(args.model) if args.model else DQNPolicy(NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers))
     for n in (int(x) for x in args.nodes.split(",")):
         for label, policy in (("dqn", dqn), ("least-allocated", make_policy("least-allocated"))):
-            print(json.dumps(run(n, args.pods, policy, label)), flush=True)
+            rows = []
+            for _ in range(args.repeat):
+                rows.append(run(n, args.pods, policy, label))
+                print(json.dumps(rows[-1]), flush=True)
+            if args.repeat > 1:
+                print(json.dumps({"nodes": n, "policy": label, "repeats": args.repeat, **{
+                    f"median_{k}": round(float(np.median([r[k] for r in rows])), 3)
+                    for k in ("pods_per_s", "kmock_bindings_per_s", "ratio_to_ceiling", "latency_p50_s",
+                              "latency_p99_s")}}), flush=True)
 
 
 if __name__ == "__main__":

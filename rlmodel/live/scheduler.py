@@ -164,7 +164,10 @@ class Scheduler:
         self._binds.put(None)  # the binder binds what was decided, then ends
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
-            t.join(timeout_s)
+            # an informer blocks in its watch until the next event or the watch's timeout; it only reads, and
+            # ends at its next wake-up (stop is set), so it is not waited for: SIGTERM must not wait for a watch
+            if t.name not in ("rlsched-nodes", "rlsched-pods"):
+                t.join(timeout_s)
         if self.leader is not None:
             self.leader.stop()  # after the last bind: release the lease for the next replica
 
