@@ -408,3 +408,27 @@ def test_a_pod_seen_before_any_node_waits_and_binds_when_one_joins(api, schedule
     assert failed[0].startswith("0/0 nodes are available")
     make_node(api, "late")
     wait_for(lambda: pods(api)["early"]["spec"].get("nodeName") == "late")
+
+
+def test_binds_reuse_connections_and_stop_does_not_wait_for_a_watch(api):
+    """Each Binding reply is read to the end, so its connection goes back to the pool (a new connection per pod
+    would be a TLS handshake per pod on a real API server); stop() returns without waiting for the informers'
+    watches to time out (SIGTERM must release the lease within the grace period)."""
+    import threading
+
+    make_node(api, "n1", cpu="16", memory="32Gi", labels={"rlsched.io/node-type": "x3550"})
+    s = Scheduler(api.core, make_policy("efficient-first"), SchedulerConfig(watch_timeout_s=600))
+    s.start()
+    try:
+        for i in range(40):
+            make_pod(api, f"p{i}", cpu="100m")
+        wait_for(lambda: all(p["spec"].get("nodeName") for p in pods(api).values()) and len(pods(api)) == 40)
+        wait_for(lambda: s.records_pending == 0)
+    finally:
+        stopper = threading.Thread(target=s.stop)
+        stopper.start()
+        stopper.join(60)  # the watches would block for 600 s
+        assert not stopper.is_alive(), "stop() waited for a watch"
+    pool = api.core.api_client.rest_client.pool_manager.connection_from_url(api.url)
+    # the test's own calls, two watches, lists, 40 binds and 40 events share the pool: far fewer than the binds
+    assert pool.num_connections < 10, pool.num_connections
