@@ -45,6 +45,7 @@ from rlmodel.agents.dqn import DQNConfig  # noqa: E402
 from rlmodel.agents.features import NUM_FEATURES  # noqa: E402
 from rlmodel.agents.policy import DQNPolicy  # noqa: E402
 from rlmodel.agents.qnet import NodeScorer  # noqa: E402
+from rlmodel.live.podspec import create_binding  # noqa: E402
 from rlmodel.live.scheduler import Scheduler, SchedulerConfig  # noqa: E402
 from rlmodel.policies import make_policy  # noqa: E402
 from tests.testbed import KubeApiProcess  # noqa: E402
@@ -83,11 +84,9 @@ def ceiling(nodes: int, pods: int) -> float:
         create(api, nodes, pods, "p")
         t0 = time.perf_counter()
         for i in range(pods):
-            resp = api.core.create_namespaced_pod_binding(f"p-{i:04d}", "default", {
+            create_binding(api.core, f"p-{i:04d}", "default", {  # the scheduler's own call
                 "apiVersion": "v1", "kind": "Binding", "metadata": {"name": f"p-{i:04d}"},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}}, _preload_content=False)
-            resp.read()  # as the scheduler does: the connection goes back to the pool
-            resp.release_conn()
+                "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}})
         return pods / (time.perf_counter() - t0)
     finally:
         api.stop()

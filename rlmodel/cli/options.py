@@ -66,3 +66,12 @@ def make_env(backend: str, sc: Scenario, config_path: Path | None, testbed_set: 
     kind = MinikubeCluster if backend == "minikube" else KubernetesCluster
     cluster = kind(sc, testbed_config(config_path, testbed_set), record_dir=record_dir, run=run)
     return PodPlacementEnv(sc, cluster=cluster)
+
+
+def inference_threads() -> None:
+    """One torch intra-op thread for the long-running commands that score pods (`scheduler run`, `serve`): a
+    decision scores a few thousand nodes at most with a small network, so one thread is as fast, and more would
+    spin on the cores the API server and the rest of the host need."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rlmodel.cli.options import config_options, testbed_config
+from rlmodel.cli.options import config_options, inference_threads, testbed_config
 
 
 @click.group()
@@ -79,11 +79,7 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
 
         return DQNPolicy.load(path)
 
-    import torch
-
-    # a decision scores a few thousand nodes at most with a small network: one intra-op thread is as fast,
-    # and more would spin on the cores the API server and the rest of the host need
-    torch.set_num_threads(1)
+    inference_threads()
     policy = load(model) if model is not None else make_policy(policy_name or "")
     core = _core_api(kubeconfig, context)
     if leader_elect is None:

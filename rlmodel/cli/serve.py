@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rlmodel.cli.options import config_options, testbed_config
+from rlmodel.cli.options import config_options, inference_threads, testbed_config
 
 
 @click.command("serve")
@@ -80,11 +80,7 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
             "format", "format_version", "feature_schema", "network", "scenario", "global_step", "metrics")}
         return DQNPolicy(loaded.network)
 
-    import torch
-
-    # a decision scores a few thousand nodes at most with a small network: one intra-op thread is as fast,
-    # and more would spin on the cores the API server and the rest of the host need
-    torch.set_num_threads(1)
+    inference_threads()
     state.policy = load(model) if model is not None else make_policy(policy_name or "")
     policy = state.policy
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -7,6 +7,8 @@ Effective requests (k8s.io/component-helpers `resource.PodRequests`, used by Nod
 the larger of (a) the sum over app containers plus restartable init containers ("sidecars",
 `restartPolicy: Always`) and (b) for each ordinary init container, its request plus the sidecars started
 before it; plus the pod's `overhead`. CPU in cores, memory in GiB.
+
+`create_binding` writes the one thing a scheduler writes about a pod: its Binding.
 """
 
 from __future__ import annotations
@@ -130,3 +132,12 @@ def pod_requests(pod: Obj) -> tuple[float, float]:
 def is_terminated(pod: Obj) -> bool:
     """Succeeded or Failed pods hold no resources on their node."""
     return as_map(pod.get("status"), "status").get("phase") in ("Succeeded", "Failed")
+
+
+def create_binding(core: Any, name: str, namespace: str, body: Obj, **kwargs: Any) -> None:
+    """POST pods/{name}/binding with the official client's CoreV1Api `core` (kwargs: `_request_timeout`...).
+    The client cannot deserialize the Status a Binding returns, so the reply is taken raw and read to the end:
+    only then does its connection go back to the pool (unread, every bind would open a new connection)."""
+    resp = core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False, **kwargs)
+    resp.read()
+    resp.release_conn()

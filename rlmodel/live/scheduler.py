@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from rlmodel.envs.observation import ObservationBuilder
 from rlmodel.errors import RlschedError
 from rlmodel.live.filter import PodFilter, describe, filter_nodes, unsupported
-from rlmodel.live.podspec import Obj, ObjectError, pod_requests
+from rlmodel.live.podspec import Obj, ObjectError, create_binding, pod_requests
 from rlmodel.live.view import ClusterView
 from rlmodel.policies.base import Policy, predict_with_scores
 
@@ -125,7 +125,10 @@ class Scheduler:
         self._finished: set[tuple[str, str]] = set()
         self._seq = itertools.count()
         self.synced = {"nodes": False, "pods": False}
-        self._threads: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []  # loop, binder, recorder, usage: stop() waits for them
+        # the informers block in a watch until its next event or timeout; they only read and end at their next
+        # wake-up, so stop() does not wait for them (SIGTERM must not wait for a watch)
+        self._informers: list[threading.Thread] = []
         # events and annotations are written off the scheduling path (kube-scheduler's event recorder does the
         # same): a slow API server delays them, not the next bind. Bounded: when full, the oldest are dropped.
         self._records: queue.Queue[tuple[float, tuple[Any, ...]] | None] = queue.Queue(maxsize=10_000)
@@ -138,13 +141,13 @@ class Scheduler:
         for target, name in ((self._informer_nodes, "nodes"), (self._informer_pods, "pods")):
             t = threading.Thread(target=target, name=f"rlsched-{name}", daemon=True)
             t.start()
-            self._threads.append(t)
+            self._informers.append(t)
 
     def start(self) -> None:
         if self.leader is not None:
             self.leader.start()
-        threads = [(self._informer_nodes, "nodes"), (self._informer_pods, "pods"), (self._loop, "loop"),
-                   (self._binder, "binder"), (self._recorder, "recorder")]
+        self.start_informers()
+        threads = [(self._loop, "loop"), (self._binder, "binder"), (self._recorder, "recorder")]
         if self.usage is not None:
             threads.append((self._read_usage, "usage"))
         for target, name in threads:
@@ -164,10 +167,7 @@ class Scheduler:
         self._binds.put(None)  # the binder binds what was decided, then ends
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
-            # an informer blocks in its watch until the next event or the watch's timeout; it only reads, and
-            # ends at its next wake-up (stop is set), so it is not waited for: SIGTERM must not wait for a watch
-            if t.name not in ("rlsched-nodes", "rlsched-pods"):
-                t.join(timeout_s)
+            t.join(timeout_s)
         if self.leader is not None:
             self.leader.stop()  # after the last bind: release the lease for the next replica
 
@@ -457,11 +457,7 @@ class Scheduler:
             DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
-            # the client cannot deserialize the Status a Binding returns: do not let it try
-            resp = self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False,
-                                                           _request_timeout=self.cfg.request_timeout_s)
-            resp.read()  # read to the end, the connection goes back to the pool (else every bind opens a new one)
-            resp.release_conn()
+            create_binding(self.core, name, ns, body, _request_timeout=self.cfg.request_timeout_s)
         except ApiException as exc:
             with self.lock:
                 self.view.forget(ns, name)

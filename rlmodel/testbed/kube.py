@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from rlmodel.assets import asset_path
 from rlmodel.errors import TestbedError
-from rlmodel.live.podspec import ObjectError, quantity
+from rlmodel.live.podspec import ObjectError, create_binding, quantity
 from rlmodel.testbed.config import TestbedConfig
 
 T = TypeVar("T")
@@ -299,11 +299,7 @@ class Kube:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
-            # the client cannot deserialize a binding response: read it raw
-            resp = self.call(f"bind pod {pod} to {node}", self.core.create_namespaced_pod_binding, pod,
-                             self.namespace, body, _preload_content=False)
-            resp.read()  # read to the end: the connection goes back to the pool
-            resp.release_conn()
+            self.call(f"bind pod {pod} to {node}", create_binding, self.core, pod, self.namespace, body)
         except ApiException as exc:
             raise TestbedError(f"bind pod {pod} to node {node}: HTTP {exc.status} {exc.reason}") from None
 
