@@ -48,7 +48,7 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
     print(format_table(summary))
     s = summary.set_index("policy")
     paired = df.pivot_table(index="seed", columns="policy", values="energy_j")
-    for ref in ("efficient-first", "runtime-aware"):
+    for ref in ("efficient-first", "runtime-aware", "runtime-aware-headroom"):
         ratio = (paired["dqn"] / paired[ref]).to_numpy()
         diff = (paired["dqn"] - paired[ref]).to_numpy() / 1e3
         print(f"  dqn / {ref:<16} energy {s.loc['dqn'].energy_j_mean / s.loc[ref].energy_j_mean:.4f} "
@@ -56,9 +56,9 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
               f"{ci95_halfwidth(diff):.1f} kJ)")
     best = s.drop(index=["dqn"])["cost_j_mean"].idxmin()
     print(f"  dqn / best baseline by cost ({best}) {s.loc['dqn'].cost_j_mean / s.loc[best].cost_j_mean:.4f}")
-    print(f"  overload pod-s: dqn {s.loc['dqn'].overload_pod_s_mean:.1f}, round-robin "
-          f"{s.loc['round-robin'].overload_pod_s_mean:.1f}, "
-          f"runtime-aware {s.loc['runtime-aware'].overload_pod_s_mean:.1f}")
+    print("  overload pod-s: " + ", ".join(f"{p} {s.loc[p].overload_pod_s_mean:.2f}" for p in
+                                         ("dqn", "round-robin", "efficient-first", "runtime-aware",
+                                          "runtime-aware-headroom")))
     return summary
 
 

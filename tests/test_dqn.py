@@ -365,6 +365,8 @@ def test_resume_with_another_network_shape_is_refused(tmp_path, trained):
     ("demo_episodes=100000000000", "demo_episodes = 100000000000: must be at most"),
     ("hidden=10000000", "hidden = 10000000: must be at most"),
     ("buffer_size=90000000", "more than half of this machine's"),
+    ("overload_penalty_j_per_pod_s=-2", "overload_penalty_j_per_pod_s = -2.0: must be -1"),
+    ("overload_penalty_j_per_pod_s=nan", "expected a finite number"),
 ])
 def test_hyperparameters_are_checked_before_anything_is_written(tmp_path, override, message):
     r = CliRunner().invoke(main, ["train", "--model", str(tmp_path / "m.pth"), "-s", "tiny", "--steps", "10",
@@ -495,3 +497,26 @@ def test_runtime_aware_pick_feature_marks_the_rules_choice():
         obs, _, done, _, info = env.step(rule.predict(obs, mask))
         if done:
             break
+
+
+def test_overload_weight_changes_what_training_optimises(tmp_path):
+    """`overload_penalty_j_per_pod_s` replaces the scenario's weight in what training and validation optimise: the
+    same (untrained) network validates higher by exactly (5000 - 20) J x its overload; the file keeps the scenario."""
+    from rlmodel.agents.dqn import VALIDATION_SEED_OFFSET
+    from rlmodel.agents.model_file import load_model
+
+    common = dict(SMALL, total_steps=50, learning_starts=1000, checkpoint_every=1000, demonstrator="",
+                  validation_episodes=3)
+    sc = load_scenario("classes")
+    assert sc.reward.overload_penalty_j_per_pod_s == 20
+    plain = train(DQNConfig(seed=3, **common), sc, tmp_path / "plain.pth")
+    heavy = train(DQNConfig(seed=3, overload_penalty_j_per_pod_s=5000, **common), sc, tmp_path / "heavy.pth")
+    env = PodPlacementEnv(sc)
+    policy = DQNPolicy.load(tmp_path / "heavy.pth")
+    overload = np.mean([run_episode(env, policy, VALIDATION_SEED_OFFSET + i).overload_pod_s for i in range(3)])
+    assert overload > 0  # an untrained network overloads nodes, so the check below can fail
+    diff_kj = heavy["metrics"]["validation_cost_kj"] - plain["metrics"]["validation_cost_kj"]
+    assert diff_kj == pytest.approx((5000 - 20) * overload / 1000, rel=1e-6)
+    assert load_model(tmp_path / "heavy.pth").hyperparameters["overload_penalty_j_per_pod_s"] == 5000
+    with pytest.raises(ModelError, match="applies to training in the twin"):
+        train(DQNConfig(seed=3, overload_penalty_j_per_pod_s=100, **common), sc, tmp_path / "x.pth", env=env)

@@ -339,6 +339,38 @@ def test_runtime_aware_rule_by_hand():
     assert make_policy("efficient-first").predict(_obs(120, 4), every) == 0
 
 
+def test_runtime_aware_headroom_rule_by_hand():
+    rule = make_policy("runtime-aware-headroom")
+    every = np.ones(4, dtype=bool)
+
+    def obs(run_s, request, used, requested3=0.0, waking3=0.0, requested0=4.0):
+        o = _obs(run_s, 4)
+        o["nodes"][0, NODE_COL["cpu_requested_cores"]] = requested0
+        o["pod"][POD_COL["cpu_request_cores"]] = request
+        o["nodes"][:, NODE_COL["cpu_used_cores"]] = used
+        o["nodes"][3, NODE_COL["cpu_requested_cores"]] = requested3
+        if waking3:
+            o["nodes"][3, NODE_COL["asleep"]], o["nodes"][3, NODE_COL["waking_s"]] = 0, waking3
+        return o
+
+    # long pod of 1 core: the x3550 in use 10.5 of 12 takes 1.1 more -> runtime-aware's pick stands
+    assert rule.predict(obs(3000, 1.0, [10.5, 1, 0, 0]), every) == 0
+    # 2 cores: 10.5 + 2.2 > 12; both g4s (2 cores) would be overloaded too -> the sleeping x3550 is woken
+    assert rule.predict(obs(3000, 2.0, [10.5, 1, 0, 0]), every) == 3
+    assert make_policy("runtime-aware").predict(obs(3000, 2.0, [10.5, 1, 0, 0]), every) == 0
+    # a waking node counts by its requests (its pods have not started, it uses 0): 11 + 2.2 > 12 -> every node
+    # is overloaded, so runtime-aware's order decides (the fuller x3550, 0), and the guard never leaves a pod unplaced
+    waking = obs(3000, 2.0, [10.5, 1, 0, 0], requested3=11, waking3=10, requested0=11.5)
+    assert rule.predict(waking, every) == make_policy("runtime-aware").predict(waking, every) == 0
+    waking["nodes"][3, NODE_COL["cpu_requested_cores"]] = 9  # 9 + 2.2 <= 12: the waking node
+    assert rule.predict(waking, every) == 3
+    # short pod of 0.5: the busy g4 (1 + 0.55 <= 2); once it uses 1.5, the busy x3550 instead
+    assert rule.predict(obs(120, 0.5, [10.5, 1.0, 0, 0]), every) == 1
+    assert rule.predict(obs(120, 0.5, [10.5, 1.5, 0, 0]), every) == 0
+    # CPU in use, not requests: the busy g4 has 1 core requested but uses 1.8
+    assert rule.predict(obs(120, 0.5, [4, 1.8, 0, 0]), every) == 0
+
+
 # ------------------------------------------------------------------------------------------ imbalance
 def test_imbalance_is_the_integral_of_the_utilization_std():
     sc = parse_scenario(NODES.replace("count = 2", "count = 1") + """

@@ -106,6 +106,10 @@ class DQNConfig:
     """hidden layers of the node-scoring MLP"""
     attention: bool = False
     """add a cross-node attention pooling: each node's bid also sees a summary of every node (qnet.NodeScorer)"""
+    overload_penalty_j_per_pod_s: float = -1.0
+    """train and validate with this weight of overload, J per pod-s of slowdown, instead of the scenario's
+    `[reward]` one (-1: the scenario's). A service-level choice made at training time: the model file keeps the
+    scenario as given, and the benchmark reports energy and overload apart and ranks by the scenario's cost"""
     checkpoint_every: int = 5_000
     """steps between checkpoints of the model file; each checkpoint also validates the greedy policy"""
     validation_episodes: int = 20
@@ -331,6 +335,12 @@ def train(
     validated like the others, so the model file is never worse on validation than the pretrained net.
     """
     check_config(cfg)
+    if cfg.overload_penalty_j_per_pod_s >= 0:
+        if env is not None:
+            raise ModelError("hyperparameter overload_penalty_j_per_pod_s applies to training in the twin; on "
+                             "another backend set the scenario's [reward] overload_penalty_j_per_pod_s instead")
+        scenario = dataclasses.replace(scenario, reward=dataclasses.replace(
+            scenario.reward, overload_penalty_j_per_pod_s=cfg.overload_penalty_j_per_pod_s))
     env = env if env is not None else PodPlacementEnv(scenario)
     check_memory(cfg, env.num_nodes, scenario.workload.pods_per_episode)
     device = resolve_device(cfg.device)
@@ -526,6 +536,10 @@ def check_config(cfg: DQNConfig) -> None:
         value = getattr(cfg, key)
         if value > high:
             raise ModelError(f"hyperparameter {key} = {value}: must be at most {high:g}")
+    penalty = cfg.overload_penalty_j_per_pod_s
+    if not (penalty == -1 or 0 <= penalty <= 1e9):
+        raise ModelError(f"hyperparameter overload_penalty_j_per_pod_s = {penalty}: must be -1 (the scenario's) "
+                         "or between 0 and 1e9")
     if not 0 <= cfg.seed < 2**31:
         raise ModelError(f"hyperparameter seed = {cfg.seed}: must be between 0 and {2**31 - 1}")
     if cfg.demonstrator and cfg.demo_episodes == 0:

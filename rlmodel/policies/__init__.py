@@ -16,6 +16,7 @@ from rlmodel.policies.heuristics import (
     RandomPolicy,
     RoundRobin,
     RuntimeAware,
+    RuntimeAwareHeadroom,
 )
 
 BASELINES: dict[str, Callable[[], Policy]] = {
@@ -28,6 +29,7 @@ BASELINES: dict[str, Callable[[], Policy]] = {
     "power-greedy": PowerGreedy,
     "efficient-first": EfficientFirst,
     "runtime-aware": RuntimeAware,
+    "runtime-aware-headroom": RuntimeAwareHeadroom,
 }
 
 

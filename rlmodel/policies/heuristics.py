@@ -182,6 +182,33 @@ class RuntimeAware(ScoringPolicy):
                         np.where(asleep == 0, 1e6 - 10.0 * watts_per_core + fill, -10.0 * watts_per_core + fill))
 
 
+class RuntimeAwareHeadroom(RuntimeAware):
+    """Runtime-aware, and no pod onto a node it would overload while another fits: a node is passed over when
+    its CPU in use plus `1 + headroom` times the pod's CPU request exceeds its cores (for a node that is asleep
+    or waking, whose pods have not started, its requests stand for its use). Pods use more CPU than they
+    request (Burstable and BestEffort ones may), and an overloaded node slows every pod on it (overload,
+    pod-s); packing rules fill nodes to their requests and so overload them. Among passed-over nodes the
+    runtime-aware order still holds, so a pod is never left unplaced by the guard.
+
+    `headroom` defaults to 0.1: the pod is assumed to use up to 1.1 x its request.
+    """
+
+    name = "runtime-aware-headroom"
+
+    def __init__(self, long_s: float = 600.0, headroom: float = 0.1):
+        super().__init__(long_s)
+        self.headroom = headroom
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        scores = super().scores(obs, action_mask)
+        nodes = obs["nodes"].astype(np.float64)
+        not_running = (nodes[:, COL["asleep"]] > 0) | (nodes[:, COL["waking_s"]] > 0)
+        in_use = np.where(not_running, nodes[:, COL["cpu_requested_cores"]], nodes[:, COL["cpu_used_cores"]])
+        pod_cores = (1.0 + self.headroom) * float(obs["pod"][POD_COL["cpu_request_cores"]])
+        # runtime-aware's scores lie within (-1e6 - 1e4, 3e6): 1e7 below puts every overloaded node after the rest
+        return np.where(in_use + pod_cores > nodes[:, COL["cpu_cores"]], scores - 1e7, scores)
+
+
 class RoundRobin:
     """Cycles over the nodes in index order, skipping nodes where the pod does not fit."""
 
