@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from rlmodel.envs.observation import NODE_COL, POD_COL, Obs
-from rlmodel.policies.heuristics import EfficientFirst, RuntimeAware
+from rlmodel.policies.heuristics import EfficientFirst, RuntimeAware, RuntimeAwareHeadroom
 from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES
 
-FEATURE_SCHEMA_VERSION = 6
+FEATURE_SCHEMA_VERSION = 7
 FEATURES: tuple[str, ...] = (
     "cpu_cores_x12",            # node cores / 12
     "memory_gib_x16",           # node memory / 16 GiB
@@ -55,10 +55,14 @@ FEATURES: tuple[str, ...] = (
     "expected_run_log_min",        # log(1 + its workload's mean run time in minutes) / 5 (the prior without one)
     "expected_run_vs_sleep",       # expected run time / the node's sleep_after_s, capped at 10 (0: never sleeps)
     "runtime_aware_pick",          # 1 on the nodes the runtime-aware rule would choose (a prior, as above)
+    "cpu_in_use_frac_after",       # (CPU in use + this pod's request) / cores; a node asleep or waking counts its
+                                   # requests as in use (its pods have not started); above 1: placing overloads it
+    "headroom_pick",               # 1 on the nodes the runtime-aware-headroom rule would choose (a prior, as above)
 )
 NUM_FEATURES = len(FEATURES)
 _EFFICIENT_FIRST = EfficientFirst()
 _RUNTIME_AWARE = RuntimeAware()
+_HEADROOM = RuntimeAwareHeadroom()
 
 
 def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
@@ -128,8 +132,13 @@ def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
     # every node the heuristic might pick (it breaks ties at random), so that the feature is a function of the state
     ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf)
     col["efficient_first_pick"] = fits & (ef_scores == ef_scores.max())
-    ra_scores = np.where(fits, _RUNTIME_AWARE.scores(obs, fits), -np.inf)
+    ra = _RUNTIME_AWARE.scores(obs, fits)
+    ra_scores = np.where(fits, ra, -np.inf)
     col["runtime_aware_pick"] = fits & (ra_scores == ra_scores.max())
+    in_use_after = _HEADROOM.cpu_in_use_cores(obs) + pod_cpu
+    col["cpu_in_use_frac_after"] = in_use_after / cores
+    hr_scores = np.where(fits, _HEADROOM.guard(obs, ra), -np.inf)
+    col["headroom_pick"] = fits & (hr_scores == hr_scores.max())
     for name in (*(f"owner_{k.lower()}" for k in OWNER_KINDS), *(f"qos_{q.lower()}" for q in QOS_CLASSES)):
         col[name] = float(pod[POD_COL[name]])
     p = float(pod[POD_COL["priority"]])

@@ -200,13 +200,21 @@ class RuntimeAwareHeadroom(RuntimeAware):
         self.headroom = headroom
 
     def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
-        scores = super().scores(obs, action_mask)
+        return self.guard(obs, super().scores(obs, action_mask))
+
+    @staticmethod
+    def cpu_in_use_cores(obs: Obs) -> np.ndarray:
+        """(N,) CPU in use, cores; for a node asleep or waking (its pods have not started) its requests."""
         nodes = obs["nodes"].astype(np.float64)
         not_running = (nodes[:, COL["asleep"]] > 0) | (nodes[:, COL["waking_s"]] > 0)
-        in_use = np.where(not_running, nodes[:, COL["cpu_requested_cores"]], nodes[:, COL["cpu_used_cores"]])
+        return np.where(not_running, nodes[:, COL["cpu_requested_cores"]], nodes[:, COL["cpu_used_cores"]])
+
+    def guard(self, obs: Obs, runtime_aware_scores: np.ndarray) -> np.ndarray:
+        """Runtime-aware's (N,) scores with every node the pod would overload moved below all others."""
         pod_cores = (1.0 + self.headroom) * float(obs["pod"][POD_COL["cpu_request_cores"]])
+        over = self.cpu_in_use_cores(obs) + pod_cores > obs["nodes"][:, COL["cpu_cores"]].astype(np.float64)
         # runtime-aware's scores lie within (-1e6 - 1e4, 3e6): 1e7 below puts every overloaded node after the rest
-        return np.where(in_use + pod_cores > nodes[:, COL["cpu_cores"]], scores - 1e7, scores)
+        return np.where(over, runtime_aware_scores - 1e7, runtime_aware_scores)
 
 
 class RoundRobin:
