@@ -144,7 +144,11 @@ def test_train_and_benchmark_on_the_testbed_use_the_power_monitor_energy(box, up
     assert len(power) == 3 * len(windows) and set(power.node) == set(box.node_names)
     # energies are the power monitor's: the host package reads the fake feeder's rate, and each
     # node's share follows its VM's CPU (duty 0.1 < 0.2 < 0.3 of one of 2 CPUs) and sums below the package
-    assert windows.host_watts.between(0.9 * box.rapl_watts, 1.1 * box.rapl_watts).all(), windows.host_watts
+    # over all windows within 5 %; each window within 25 %: a window is a few seconds, and on a loaded 2-core
+    # machine the fake feeder or the monitor can be descheduled for a few hundred ms at a window's edge
+    mean_host_w = (windows.host_watts * windows.window_s).sum() / windows.window_s.sum()
+    assert mean_host_w == pytest.approx(box.rapl_watts, rel=0.05), windows.host_watts
+    assert windows.host_watts.between(0.75 * box.rapl_watts, 1.25 * box.rapl_watts).all(), windows.host_watts
     mean_w = power.groupby("node").watts.mean()
     assert mean_w[box.node_names[0]] < mean_w[box.node_names[1]] < mean_w[box.node_names[2]]
     assert (power.groupby(["run", "step"]).watts.sum() < 1.05 * box.rapl_watts).all()
