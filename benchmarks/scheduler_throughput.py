@@ -27,10 +27,12 @@ objects up by key: unpatched, kmock's cost per request grows with every request 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,6 +47,7 @@ from rlmodel.agents.dqn import DQNConfig  # noqa: E402
 from rlmodel.agents.features import NUM_FEATURES  # noqa: E402
 from rlmodel.agents.policy import DQNPolicy  # noqa: E402
 from rlmodel.agents.qnet import NodeScorer  # noqa: E402
+from rlmodel.live.binder import ClientSpec, ProcessBinder, ThreadBinder  # noqa: E402
 from rlmodel.live.podspec import create_binding  # noqa: E402
 from rlmodel.live.scheduler import Scheduler, SchedulerConfig  # noqa: E402
 from rlmodel.policies import make_policy  # noqa: E402
@@ -63,18 +66,20 @@ def create(api, nodes: int, pods: int, tag: str) -> None:
 
 
 class Timed:
-    """The API client, recording when each Binding returned."""
+    """The scheduler's binder (`rlmodel.live.binder`), recording when each Binding returned."""
 
-    def __init__(self, core):
-        self._core, self.bound = core, {}
+    def __init__(self, binder):
+        self._binder, self.bound = binder, {}
 
-    def create_namespaced_pod_binding(self, name, namespace, body, **kwargs):
-        out = self._core.create_namespaced_pod_binding(name, namespace, body, **kwargs)
+    def start(self):
+        self._binder.start()
+
+    def bind(self, name, namespace, body, timeout_s):
+        self._binder.bind(name, namespace, body, timeout_s)
         self.bound[name] = time.perf_counter()
-        return out
 
-    def __getattr__(self, name):
-        return getattr(self._core, name)
+    def stop(self):
+        self._binder.stop()
 
 
 def ceiling(nodes: int, pods: int) -> float:
@@ -107,13 +112,17 @@ def thread_cpu_s() -> dict[str, float]:
             for t in threading.enumerate() if t.name.startswith("rlsched-")}
 
 
-def run(nodes: int, pods: int, policy, label: str) -> dict:
+def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path) -> dict:
     before = ceiling(nodes, pods)
     api = KubeApiProcess()
     try:
         create(api, nodes, pods, "p")
-        core = Timed(api.core)
-        s = Scheduler(core, policy, SchedulerConfig(watch_timeout_s=60))
+        kubeconfig = tmp / "kubeconfig"
+        api.write_kubeconfig(kubeconfig, "kmock")
+        # the process binder binds with a client of its own, built from the same kubeconfig
+        core = Timed(ProcessBinder(ClientSpec(str(kubeconfig), "kmock")) if binder == "process"
+                     else ThreadBinder(api.core))
+        s = Scheduler(api.core, policy, SchedulerConfig(watch_timeout_s=60), binder=core)
         kmock_cpu0 = cpu_s(f"/proc/{api.proc.pid}/stat")
         start = time.perf_counter()
         s.start()
@@ -126,6 +135,8 @@ def run(nodes: int, pods: int, policy, label: str) -> dict:
                 raise RuntimeError("not all pods bound within 900 s")
         wall = max(core.bound.values()) - synced
         threads, kmock_cpu = thread_cpu_s(), cpu_s(f"/proc/{api.proc.pid}/stat") - kmock_cpu0
+        if binder == "process":  # its start (importing the client) included
+            threads["binder-process"] = cpu_s(f"/proc/{core._binder.pid}/stat")
         while s.records_pending:
             time.sleep(0.05)
         events_done = time.perf_counter() - start
@@ -136,7 +147,7 @@ def run(nodes: int, pods: int, policy, label: str) -> dict:
     after = ceiling(nodes, pods)
     bare = max(before, after)  # the machine is shared: of the two measurements, the one less disturbed
     rate = pods / wall
-    return {"nodes": nodes, "policy": label, "pods": pods, "sync_s": round(synced - start, 3),
+    return {"nodes": nodes, "policy": label, "binder": binder, "pods": pods, "sync_s": round(synced - start, 3),
             "pods_per_s": round(rate, 1),
             "latency_p50_s": round(float(np.percentile(waits, 50)), 3),
             "latency_p99_s": round(float(np.percentile(waits, 99)), 3),
@@ -154,6 +165,8 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=1, help="runs per size and policy (then a line of medians: "
                         "the machine is shared, and one run's ratio can be off by a factor of 2)")
+    parser.add_argument("--binder", default="process,thread", help="where Binding calls run, comma-separated: "
+                        "process (the command's default) and/or thread")
     parser.add_argument("--model", default=None, help="a DQN model file (default: an untrained network of the "
                                                        "default shape; latency does not depend on the weights)")
     args = parser.parse_args()
@@ -162,13 +175,15 @@ def main() -> None:
     cfg = DQNConfig()
     dqn = DQNPolicy.load(args.model) if args.model else DQNPolicy(NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers))
     for n in (int(x) for x in args.nodes.split(",")):
-        for label, policy in (("dqn", dqn), ("least-allocated", make_policy("least-allocated"))):
+        for (label, policy), binder in itertools.product(
+                (("dqn", dqn), ("least-allocated", make_policy("least-allocated"))), args.binder.split(",")):
             rows = []
             for _ in range(args.repeat):
-                rows.append(run(n, args.pods, policy, label))
+                with tempfile.TemporaryDirectory() as tmp:
+                    rows.append(run(n, args.pods, policy, label, binder, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
             if args.repeat > 1:
-                print(json.dumps({"nodes": n, "policy": label, "repeats": args.repeat, **{
+                print(json.dumps({"nodes": n, "policy": label, "binder": binder, "repeats": args.repeat, **{
                     f"median_{k}": round(float(np.median([r[k] for r in rows])), 3)
                     for k in ("pods_per_s", "kmock_bindings_per_s", "ratio_to_ceiling", "latency_p50_s",
                               "latency_p99_s")}}), flush=True)

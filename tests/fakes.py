@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -102,10 +103,10 @@ if __name__ == "__main__" and sys.argv[1:2] == ["rapl-feeder"]:
     import ast
 
     root, watts, range_uj, tick_s, start = sys.argv[2:7]
-    try:  # as root (CI), run ahead of the test's busy processes: a stalled feeder leaves a stale counter that
-        os.nice(-5)  # then jumps, which moves energy across a short window's edge (real RAPL never stalls)
-    except OSError:
-        pass
+    # as root (CI), run ahead of the test's busy processes: a stalled feeder leaves a stale counter that then
+    # jumps, which moves energy across a short window's edge (real RAPL never stalls)
+    with contextlib.suppress(OSError):
+        os.nice(-5)
     FakeRapl(Path(root), ast.literal_eval(watts), ast.literal_eval(range_uj), float(tick_s),
              start=float(start))._run()
 

@@ -154,7 +154,13 @@ class KubeApi:
             key = (request.resource, request.namespace, request.name)
             objects = self.emulator.objects
             if key not in objects:
-                return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404}
+                return kmock.Response(status=404, payload={"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                                           "reason": "NotFound", "code": 404})
+            bound = (objects[key].raw.get("spec") or {}).get("nodeName")
+            if bound:  # as the API server: a pod is bound once
+                return kmock.Response(status=409, payload={
+                    "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict", "code": 409,
+                    "message": f"pod {request.name} is already assigned to node {bound!r}"})
             # as the API server's BindingREST: spec.nodeName and the Binding's annotations, in one update
             change = {"spec": {"nodeName": request.data["target"]["name"]}}
             annotations = (request.data.get("metadata") or {}).get("annotations")

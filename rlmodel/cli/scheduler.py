@@ -102,20 +102,25 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
     view = ClusterView(resolver, asleep_taints=_names(settings.asleep_taints),
                        asleep_labels=_names(settings.asleep_labels),
                        usage_max_age_s=max(3 * settings.usage_every_s, settings.usage_window_s))
+    binder = None  # settings.binder == "thread": the binder thread calls the API itself
+    if settings.binder == "process":
+        from rlmodel.live.binder import ClientSpec, ProcessBinder
+
+        binder = ProcessBinder(ClientSpec.resolve(kubeconfig, context))
     sched = Scheduler(core, policy, SchedulerConfig(scheduler_name=scheduler_name, namespaces=namespaces,
                                                     fallback_policy=fallback_policy,
                                                     usage_every_s=settings.usage_every_s),
-                      view=view, model_label=str(model or ""), leader=leader, usage=usage)
+                      view=view, model_label=str(model or ""), leader=leader, usage=usage, binder=binder)
     server = serve_health(listen, sched)
     reloader = ModelReloader(model, sched, load) if model is not None else None
     if reloader is not None:
         reloader.start()
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reloader.reload())
-    sched.start()
-    click.echo(f"rlsched scheduler {scheduler_name}: policy {policy.name}, CPU in use from {sched.cpu_source}, "
-               f"/healthz /readyz /metrics on {listen}", err=True)
     try:
+        sched.start()  # BinderError: the binder process could not start (then the finally below cleans up)
+        click.echo(f"rlsched scheduler {scheduler_name}: policy {policy.name}, CPU in use from {sched.cpu_source}, "
+                   f"/healthz /readyz /metrics on {listen}", err=True)
         signal.pause() if hasattr(signal, "pause") else sched._stop.wait()
     except KeyboardInterrupt:  # SIGTERM arrives as KeyboardInterrupt (rlmodel.console)
         pass
@@ -153,20 +158,9 @@ def curve_resolver(settings, node_types: tuple[str, ...], default_node_type: str
 
 
 def _core_api(kubeconfig: Path | None, context: str | None):
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from rlmodel.live.binder import ClientSpec
 
-    from rlmodel.errors import RlschedError
-
-    try:
-        if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
-            return client.CoreV1Api()
-        api = config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None, context=context)
-    except (ConfigException, OSError, TypeError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise RlschedError(f"kubeconfig {kubeconfig or '~/.kube/config'}: {first}") from None
-    return client.CoreV1Api(api)
+    return ClientSpec.resolve(kubeconfig, context).core()
 
 
 @scheduler.command("manifests")

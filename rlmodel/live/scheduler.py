@@ -16,7 +16,9 @@ fallback policy places the pod (Warning event `ScoringFailed`, metric `rlsched_s
 
 Threads, as kube-scheduler's goroutines: two informers; the scheduling loop (filter, score, assume); one
 binder, so the next decision overlaps the bind in flight (the binding cycle is asynchronous upstream too);
-and the event recorder. The decision annotation rides on the Binding itself (the API server copies a
+and the event recorder. The binder thread makes the Binding call itself, or hands it to a process of its own
+(`rlmodel.live.binder.ProcessBinder`, the command's default), so the call's CPU does not compete with the
+decisions for the interpreter lock. The decision annotation rides on the Binding itself (the API server copies a
 Binding's `metadata.annotations` onto the pod, in the same write as `spec.nodeName`), so a placement costs
 one write. Events are best effort and yield to binds: while pods wait to be bound, an event waits too, at
 most `event_max_delay_s`.
@@ -41,8 +43,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from rlmodel.envs.observation import ObservationBuilder
 from rlmodel.errors import RlschedError
+from rlmodel.live.binder import ThreadBinder
 from rlmodel.live.filter import PodFilter, describe, filter_nodes, unsupported
-from rlmodel.live.podspec import Obj, ObjectError, create_binding, pod_requests
+from rlmodel.live.podspec import Obj, ObjectError, pod_requests
 from rlmodel.live.view import ClusterView
 from rlmodel.policies.base import Policy, predict_with_scores
 
@@ -99,7 +102,8 @@ class Scheduler:
 
     def __init__(self, core_api: Any, policy: Policy, cfg: SchedulerConfig | None = None, *,
                  view: ClusterView | None = None, fallback: Policy | None = None, model_label: str = "",
-                 clock: Callable[[], float] = time.time, leader: Any = None, usage: Any = None):
+                 clock: Callable[[], float] = time.time, leader: Any = None, usage: Any = None,
+                 binder: Any = None):
         from rlmodel.policies import make_policy
 
         self.core, self.policy, self.cfg = core_api, policy, cfg or SchedulerConfig()
@@ -108,6 +112,8 @@ class Scheduler:
         self.model_label, self.clock = model_label, clock
         self.leader = leader  # a LeaderElector: only its leader schedules (None: always)
         self.usage = usage  # a PrometheusUsage (None: CPU in use is estimated from requests)
+        # where Binding calls run (`rlmodel.live.binder`): the binder thread itself, or a process of its own
+        self.binder = binder if binder is not None else ThreadBinder(core_api)
         self.usage_error: str | None = None  # the last failure to read it (None: the last read worked)
         self.usage_read_at: float | None = None
         self.metrics = SchedulerMetrics()
@@ -144,6 +150,7 @@ class Scheduler:
             self._informers.append(t)
 
     def start(self) -> None:
+        self.binder.start()  # BinderError: the binder process could not start
         if self.leader is not None:
             self.leader.start()
         self.start_informers()
@@ -168,6 +175,7 @@ class Scheduler:
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
             t.join(timeout_s)
+        self.binder.stop()
         if self.leader is not None:
             self.leader.stop()  # after the last bind: release the lease for the next replica
 
@@ -457,7 +465,7 @@ class Scheduler:
             DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
-            create_binding(self.core, name, ns, body, _request_timeout=self.cfg.request_timeout_s)
+            self.binder.bind(name, ns, body, self.cfg.request_timeout_s)
         except ApiException as exc:
             with self.lock:
                 self.view.forget(ns, name)

@@ -193,6 +193,8 @@ class SchedulerSettings:
     """rate window of the Prometheus CPU reading, s"""
     usage_every_s: float = 10.0
     """how often CPU in use is read from Prometheus, s"""
+    binder: str = "process"
+    """where Binding calls run: process (a child process, off the decisions' interpreter lock) or thread"""
 
 
 @dataclass
@@ -234,6 +236,7 @@ _POSITIVE = {"nodes", "cpus", "memory_mib", "retries", "threads", "intensity", "
 _BOUNDS = {"node_exporter": 65535, "resource_blocker": 65535, "testapp_node_port": 65535, "nodes": 100,
            "intensity": 20, "threads": 10_000, "retries": 20}
 _CHOICES = {"mode": ("cpu", "memory", "io", "mixed"), "cpu_in_use": ("requests", "prometheus"),
+            "binder": ("process", "thread"),
             "source": ("rlsched-monitor", "kepler", "scaphandre"),
             "zone": ("package", "core", "uncore", "dram", "psys", "platform")}
 

@@ -1,0 +1,123 @@
+"""`rlmodel.live.binder`: Binding calls from a process of its own, against kmock as the API server: what the API
+server answers reaches the scheduler as from the client itself (2xx, 404, 409), a child that dies is replaced,
+and a child never outlives its parent."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from rlmodel.live.binder import BinderError, ClientSpec, ProcessBinder
+from rlmodel.live.scheduler import DECISION_ANNOTATION, Scheduler, SchedulerConfig
+from rlmodel.policies import make_policy
+from tests.test_live_scheduler import make_node, make_pod, pods, wait_for
+from tests.testbed import KubeApi
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def api():
+    k = KubeApi()
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def spec(api, tmp_path):
+    api.write_kubeconfig(tmp_path / "kubeconfig", "kmock")
+    return ClientSpec(kubeconfig=str(tmp_path / "kubeconfig"), context="kmock")
+
+
+def binding(name, node, note=None):
+    meta = {"name": name, **({"annotations": {DECISION_ANNOTATION: note}} if note else {})}
+    return {"apiVersion": "v1", "kind": "Binding", "metadata": meta,
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def is_binder(pid: int) -> bool:
+    """A live (not zombie) binder process has this pid."""
+    try:
+        return b"rlmodel.live.binder" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def test_the_process_binder_binds_from_a_child_and_passes_the_api_servers_answers(api, spec):
+    make_node(api, "n1")
+    make_pod(api, "a")
+    b = ProcessBinder(spec)
+    b.start()
+    try:
+        assert b.pid != os.getpid() and parent_of(b.pid) == os.getpid()
+        b.bind("a", "default", binding("a", "n1", '{"policy":"x"}'), 5.0)
+        pod = pods(api)["a"]
+        assert pod["spec"]["nodeName"] == "n1"
+        assert pod["metadata"]["annotations"][DECISION_ANNOTATION] == '{"policy":"x"}'
+        with pytest.raises(ApiException) as conflict:  # bound already: the API server's 409
+            b.bind("a", "default", binding("a", "n2"), 5.0)
+        assert conflict.value.status == 409 and pods(api)["a"]["spec"]["nodeName"] == "n1"
+        with pytest.raises(ApiException) as gone:
+            b.bind("nobody", "default", binding("nobody", "n1"), 5.0)
+        assert gone.value.status == 404
+        child = b.pid
+    finally:
+        b.stop()
+    assert b.pid is None and not is_binder(child)
+    with pytest.raises(BinderError, match="stopped"):
+        b.bind("a", "default", binding("a", "n1"), 5.0)
+
+
+def test_a_binder_that_cannot_build_its_client_fails_to_start_with_one_line(tmp_path):
+    b = ProcessBinder(ClientSpec(kubeconfig=str(tmp_path / "missing"), context="kmock"))
+    with pytest.raises(BinderError) as exc:
+        b.start()
+    assert str(exc.value).startswith(f"kubeconfig {tmp_path / 'missing'}:") and "\n" not in str(exc.value)
+    assert b.pid is None
+
+
+def test_the_scheduler_keeps_binding_when_its_binder_process_dies(api, spec):
+    make_node(api, "n1", cpu="16", memory="32Gi")
+    for i in range(5):
+        make_pod(api, f"p{i}")
+    b = ProcessBinder(spec)
+    s = Scheduler(api.core, make_policy("efficient-first"),
+                  SchedulerConfig(backoff_initial_s=0.2, backoff_max_s=1.0, watch_timeout_s=5), binder=b)
+    s.start()
+    try:
+        wait_for(lambda: all(p["spec"].get("nodeName") for p in pods(api).values()))
+        first = b.pid
+        assert parent_of(first) == os.getpid()  # our own child: safe to kill
+        os.kill(first, 9)
+        for i in range(5, 10):
+            make_pod(api, f"p{i}")
+        wait_for(lambda: len(pods(api)) == 10 and all(p["spec"].get("nodeName") for p in pods(api).values()))
+        assert b.pid != first and b.restarts >= 1
+        assert s.metrics.attempts.labels("scheduled")._value.get() == 10  # each pod bound once
+    finally:
+        s.stop()
+    assert b.pid is None
+
+
+def test_the_binder_process_ends_with_its_parent(spec):
+    # a parent that starts a binder and dies without stopping it (as on SIGKILL): the child reads EOF and exits
+    code = ("import os, sys; from rlmodel.live.binder import ClientSpec, ProcessBinder; "
+            f"b = ProcessBinder(ClientSpec(**{dataclasses.asdict(spec)!r})); b.start(); "
+            "print(b.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    child = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while is_binder(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_binder(child), "the binder process outlived its parent"
