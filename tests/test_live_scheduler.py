@@ -186,7 +186,8 @@ def test_a_failing_policy_falls_back_with_an_event_and_a_metric(api):
         s.stop()
 
 
-def test_rlsched_scheduler_run_serves_health_binds_and_stops_on_sigterm(api, tmp_path):
+@pytest.mark.parametrize("binder", ["thread", "process"])
+def test_rlsched_scheduler_run_serves_health_binds_and_stops_on_sigterm(api, tmp_path, binder):
     import os
     import signal
     import socket
@@ -211,6 +212,7 @@ name = "green"
 listen = "127.0.0.1:{port}"
 default_node_type = "ml110-g4"
 asleep_taints = "drain-me"
+binder = "{binder}"
 [scheduler.node_types]
 "^n$" = "ml110-g5"
 ''')
@@ -233,8 +235,13 @@ asleep_taints = "drain-me"
         assert 'rlsched_scheduler_attempts_total{result="scheduled"} 1.0' in metrics
         assert "rlsched_scheduler_e2e_duration_seconds_bucket" in metrics
         assert not pods(api)["q"]["spec"].get("nodeName")
+        children = [int(c) for c in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        binders = [c for c in children if b"rlmodel.live.binder" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(binders) == (binder == "process")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
+        assert all(not Path(f"/proc/{c}/cmdline").exists() or b"rlmodel.live.binder" not in
+                   Path(f"/proc/{c}/cmdline").read_bytes() for c in binders)  # the binder ended with it
         assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err, err
         assert "rlsched scheduler green" in err
         # n's curve came from the mapping; m has none and gets the configured default, with a warning

@@ -102,7 +102,7 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
     view = ClusterView(resolver, asleep_taints=_names(settings.asleep_taints),
                        asleep_labels=_names(settings.asleep_labels),
                        usage_max_age_s=max(3 * settings.usage_every_s, settings.usage_window_s))
-    binder = None  # settings.binder == "thread": the binder thread calls the API itself
+    binder = None  # scheduler.binder = "thread" (the default): the binder thread calls the API itself
     if settings.binder == "process":
         from rlmodel.live.binder import ClientSpec, ProcessBinder
 

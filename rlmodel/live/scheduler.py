@@ -17,8 +17,8 @@ fallback policy places the pod (Warning event `ScoringFailed`, metric `rlsched_s
 Threads, as kube-scheduler's goroutines: two informers; the scheduling loop (filter, score, assume); one
 binder, so the next decision overlaps the bind in flight (the binding cycle is asynchronous upstream too);
 and the event recorder. The binder thread makes the Binding call itself, or hands it to a process of its own
-(`rlmodel.live.binder.ProcessBinder`, the command's default), so the call's CPU does not compete with the
-decisions for the interpreter lock. The decision annotation rides on the Binding itself (the API server copies a
+(`rlmodel.live.binder.ProcessBinder`, `scheduler.binder = "process"`), so the call's CPU does not compete with
+the decisions for the interpreter lock. The decision annotation rides on the Binding itself (the API server copies a
 Binding's `metadata.annotations` onto the pod, in the same write as `spec.nodeName`), so a placement costs
 one write. Events are best effort and yield to binds: while pods wait to be bound, an event waits too, at
 most `event_max_delay_s`.

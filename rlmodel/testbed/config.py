@@ -193,8 +193,9 @@ class SchedulerSettings:
     """rate window of the Prometheus CPU reading, s"""
     usage_every_s: float = 10.0
     """how often CPU in use is read from Prometheus, s"""
-    binder: str = "process"
-    """where Binding calls run: process (a child process, off the decisions' interpreter lock) or thread"""
+    binder: str = "thread"
+    """where Binding calls run: thread (the binder thread) or process (a child process, off the interpreter lock
+    the decisions hold; docs/scheduler.md has both measured)"""
 
 
 @dataclass
