@@ -3,8 +3,8 @@
 kmock runs in a process of its own (as an API server does), so it does not share the scheduler's GIL. For
 each cluster size, two fresh kmock processes get the same nodes (objects only) and the same pending pods,
 created before anything is timed:
-* the ceiling: bare Binding calls for every pod, one at a time (the scheduler binds from one thread: the
-  same concurrency), so `ratio` says how close the scheduler gets to what the API server allows. It is
+* the ceiling: bare Binding calls for every pod, `--concurrency` at a time (as many as the scheduler's binder
+  threads: the same concurrency), so `ratio` says how close the scheduler gets to what the API server allows. It is
   measured before and after the scheduler's run (`kmock_before_after`), and the higher of the two is the
   ceiling: on a shared machine, the less disturbed measurement;
 * the scheduler: started, and timed until every pod is bound: pods bound per second from the moment its
@@ -21,7 +21,8 @@ created before anything is timed:
 kmock here is the tests' harness (`tests/testbed.py`), which keeps kmock's request log short and looks
 objects up by key: unpatched, kmock's cost per request grows with every request it has served.
 
-    .venv/bin/python benchmarks/scheduler_throughput.py [--nodes 100,1000] [--pods 200] [--repeat 1] [--model Dale.pth]
+    .venv/bin/python benchmarks/scheduler_throughput.py [--nodes 100,1000] [--pods 200] [--repeat 1]
+        [--binder process,thread] [--concurrency 1] [--model Dale.pth]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from rlmodel.agents.dqn import DQNConfig  # noqa: E402
 from rlmodel.agents.features import NUM_FEATURES  # noqa: E402
 from rlmodel.agents.policy import DQNPolicy  # noqa: E402
 from rlmodel.agents.qnet import NodeScorer  # noqa: E402
-from rlmodel.live.binder import ClientSpec, ProcessBinder, ThreadBinder  # noqa: E402
+from rlmodel.live.binder import ClientSpec, ThreadBinder, process_binder  # noqa: E402
 from rlmodel.live.podspec import create_binding  # noqa: E402
 from rlmodel.live.scheduler import Scheduler, SchedulerConfig  # noqa: E402
 from rlmodel.policies import make_policy  # noqa: E402
@@ -82,16 +83,25 @@ class Timed:
         self._binder.stop()
 
 
-def ceiling(nodes: int, pods: int) -> float:
-    """Bare Bindings per second on a fresh kmock holding the same objects, serially."""
+def ceiling(nodes: int, pods: int, concurrency: int = 1) -> float:
+    """Bare Bindings per second on a fresh kmock holding the same objects, `concurrency` calls in flight (threads
+    sharing one client, as the scheduler's binder threads do)."""
     api = KubeApiProcess()
     try:
         create(api, nodes, pods, "p")
+
+        def bind(indices):
+            for i in indices:
+                create_binding(api.core, f"p-{i:04d}", "default", {  # the scheduler's own call
+                    "apiVersion": "v1", "kind": "Binding", "metadata": {"name": f"p-{i:04d}"},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}})
+
+        workers = [threading.Thread(target=bind, args=(range(k, pods, concurrency),)) for k in range(concurrency)]
         t0 = time.perf_counter()
-        for i in range(pods):
-            create_binding(api.core, f"p-{i:04d}", "default", {  # the scheduler's own call
-                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": f"p-{i:04d}"},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}})
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
         return pods / (time.perf_counter() - t0)
     finally:
         api.stop()
@@ -112,17 +122,18 @@ def thread_cpu_s() -> dict[str, float]:
             for t in threading.enumerate() if t.name.startswith("rlsched-")}
 
 
-def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path) -> dict:
-    before = ceiling(nodes, pods)
+def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path, concurrency: int = 1) -> dict:
+    before = ceiling(nodes, pods, concurrency)
     api = KubeApiProcess()
     try:
         create(api, nodes, pods, "p")
         kubeconfig = tmp / "kubeconfig"
         api.write_kubeconfig(kubeconfig, "kmock")
         # the process binder binds with a client of its own, built from the same kubeconfig
-        core = Timed(ProcessBinder(ClientSpec(str(kubeconfig), "kmock")) if binder == "process"
+        core = Timed(process_binder(ClientSpec(str(kubeconfig), "kmock"), concurrency) if binder == "process"
                      else ThreadBinder(api.core))
-        s = Scheduler(api.core, policy, SchedulerConfig(watch_timeout_s=60), binder=core)
+        s = Scheduler(api.core, policy, SchedulerConfig(watch_timeout_s=60, bind_concurrency=concurrency),
+                      binder=core)
         kmock_cpu0 = cpu_s(f"/proc/{api.proc.pid}/stat")
         start = time.perf_counter()
         s.start()
@@ -136,7 +147,8 @@ def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path) -> di
         wall = max(core.bound.values()) - synced
         threads, kmock_cpu = thread_cpu_s(), cpu_s(f"/proc/{api.proc.pid}/stat") - kmock_cpu0
         if binder == "process":  # its start (importing the client) included
-            threads["binder-process"] = cpu_s(f"/proc/{core._binder.pid}/stat")
+            pids = core._binder.pids if hasattr(core._binder, "pids") else [core._binder.pid]
+            threads["binder-process"] = sum(cpu_s(f"/proc/{pid}/stat") for pid in pids)
         while s.records_pending:
             time.sleep(0.05)
         events_done = time.perf_counter() - start
@@ -144,10 +156,11 @@ def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path) -> di
         waits = np.array(sorted(core.bound.values())) - start
     finally:
         api.stop()
-    after = ceiling(nodes, pods)
+    after = ceiling(nodes, pods, concurrency)
     bare = max(before, after)  # the machine is shared: of the two measurements, the one less disturbed
     rate = pods / wall
-    return {"nodes": nodes, "policy": label, "binder": binder, "pods": pods, "sync_s": round(synced - start, 3),
+    return {"nodes": nodes, "policy": label, "binder": binder, "concurrency": concurrency, "pods": pods,
+            "sync_s": round(synced - start, 3),
             "pods_per_s": round(rate, 1),
             "latency_p50_s": round(float(np.percentile(waits, 50)), 3),
             "latency_p99_s": round(float(np.percentile(waits, 99)), 3),
@@ -167,6 +180,8 @@ def main() -> None:
                         "the machine is shared, and one run's ratio can be off by a factor of 2)")
     parser.add_argument("--binder", default="process,thread", help="where Binding calls run, comma-separated: "
                         "process (the command's default) and/or thread")
+    parser.add_argument("--concurrency", default="1", help="Binding calls in flight (scheduler.bind_concurrency; "
+                        "the ceiling is measured at the same), comma-separated")
     parser.add_argument("--model", default=None, help="a DQN model file (default: an untrained network of the "
                                                        "default shape; latency does not depend on the weights)")
     args = parser.parse_args()
@@ -175,15 +190,17 @@ def main() -> None:
     cfg = DQNConfig()
     dqn = DQNPolicy.load(args.model) if args.model else DQNPolicy(NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers))
     for n in (int(x) for x in args.nodes.split(",")):
-        for (label, policy), binder in itertools.product(
-                (("dqn", dqn), ("least-allocated", make_policy("least-allocated"))), args.binder.split(",")):
+        for (label, policy), binder, conc in itertools.product(
+                (("dqn", dqn), ("least-allocated", make_policy("least-allocated"))), args.binder.split(","),
+                [int(c) for c in args.concurrency.split(",")]):
             rows = []
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as tmp:
-                    rows.append(run(n, args.pods, policy, label, binder, Path(tmp)))
+                    rows.append(run(n, args.pods, policy, label, binder, Path(tmp), conc))
                 print(json.dumps(rows[-1]), flush=True)
             if args.repeat > 1:
-                print(json.dumps({"nodes": n, "policy": label, "binder": binder, "repeats": args.repeat, **{
+                print(json.dumps({"nodes": n, "policy": label, "binder": binder, "concurrency": conc,
+                                  "repeats": args.repeat, **{
                     f"median_{k}": round(float(np.median([r[k] for r in rows])), 3)
                     for k in ("pods_per_s", "kmock_bindings_per_s", "ratio_to_ceiling", "latency_p50_s",
                               "latency_p99_s")}}), flush=True)

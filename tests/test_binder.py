@@ -121,3 +121,35 @@ def test_the_binder_process_ends_with_its_parent(spec):
     while is_binder(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not is_binder(child), "the binder process outlived its parent"
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_two_binds_in_flight_bind_each_pod_once_and_never_overcommit_a_node(api, spec, kind):
+    from rlmodel.live.binder import BinderPool, ThreadBinder
+    from rlmodel.live.podspec import pod_requests
+
+    for i in range(4):
+        make_node(api, f"n{i}", cpu="4", memory="32Gi")
+    for i in range(36):  # 8 fit a node: 32 fit, 4 do not
+        make_pod(api, f"p{i:02d}", cpu="500m")
+    binder = ThreadBinder(api.core) if kind == "thread" else BinderPool([ProcessBinder(spec), ProcessBinder(spec)])
+    s = Scheduler(api.core, make_policy("efficient-first"),
+                  SchedulerConfig(backoff_initial_s=5.0, watch_timeout_s=5, bind_concurrency=2), binder=binder)
+    s.start()
+    try:
+        children = binder.pids if kind == "process" else []
+        assert len(set(children)) == (2 if kind == "process" else 0)
+        wait_for(lambda: s.metrics.attempts.labels("scheduled")._value.get() == 32)
+        time.sleep(0.5)
+        state = pods(api)
+        bound = [p for p in state.values() if p["spec"].get("nodeName")]
+        assert len(bound) == 32
+        for i in range(4):  # independent check of the fit
+            assert sum(pod_requests(p)[0] for p in bound if p["spec"]["nodeName"] == f"n{i}") <= 4.0 + 1e-9
+        # a pod bound twice would have met the API server's 409
+        assert s.metrics.attempts.labels("conflict")._value.get() == 0
+        assert s.metrics.attempts.labels("scheduled")._value.get() == 32
+        assert sum(t.name.startswith("rlsched-binder") for t in s._threads) == 2
+    finally:
+        s.stop()
+    assert not any(is_binder(pid) for pid in children)  # both children ended with the scheduler

@@ -104,12 +104,13 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
                        usage_max_age_s=max(3 * settings.usage_every_s, settings.usage_window_s))
     binder = None  # scheduler.binder = "thread" (the default): the binder thread calls the API itself
     if settings.binder == "process":
-        from rlmodel.live.binder import ClientSpec, ProcessBinder
+        from rlmodel.live.binder import ClientSpec, process_binder
 
-        binder = ProcessBinder(ClientSpec.resolve(kubeconfig, context))
+        binder = process_binder(ClientSpec.resolve(kubeconfig, context), settings.bind_concurrency)
     sched = Scheduler(core, policy, SchedulerConfig(scheduler_name=scheduler_name, namespaces=namespaces,
                                                     fallback_policy=fallback_policy,
-                                                    usage_every_s=settings.usage_every_s),
+                                                    usage_every_s=settings.usage_every_s,
+                                                    bind_concurrency=settings.bind_concurrency),
                       view=view, model_label=str(model or ""), leader=leader, usage=usage, binder=binder)
     server = serve_health(listen, sched)
     reloader = ModelReloader(model, sched, load) if model is not None else None

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import queue
 import select
 import signal
 import subprocess
@@ -107,7 +108,7 @@ class ProcessBinder:
         self.spec, self.start_timeout_s, self.grace_s = spec, start_timeout_s, grace_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending = b""
-        self._lock = threading.Lock()  # one bind in flight: the scheduler binds from one thread
+        self._lock = threading.Lock()  # one bind in flight (several: a BinderPool of these)
         self.restarts = 0
 
     @property
@@ -193,6 +194,56 @@ class ProcessBinder:
         except subprocess.TimeoutExpired:  # the Popen is the one we started: safe to signal
             proc.kill()
             proc.wait(timeout_s)
+
+
+class BinderPool:
+    """Several binders, one call in flight on each: `bind` takes a free one (waiting if all are busy). For
+    `bind_concurrency` > 1 with process binders: each binder thread of the scheduler gets a child to itself."""
+
+    def __init__(self, binders: list[Any]):
+        if not binders:
+            raise ValueError("a binder pool needs at least one binder")
+        self.binders = binders
+        self._free: queue.Queue[Any] = queue.Queue()
+        for b in binders:
+            self._free.put(b)
+
+    @property
+    def pids(self) -> list[int | None]:
+        return [getattr(b, "pid", None) for b in self.binders]
+
+    @property
+    def restarts(self) -> int:
+        return sum(getattr(b, "restarts", 0) for b in self.binders)
+
+    def start(self) -> None:
+        started = []
+        try:
+            for b in self.binders:
+                b.start()
+                started.append(b)
+        except BaseException:
+            for b in started:
+                b.stop()
+            raise
+
+    def bind(self, name: str, namespace: str, body: Obj, timeout_s: float) -> None:
+        b = self._free.get()
+        try:
+            b.bind(name, namespace, body, timeout_s)
+        finally:
+            self._free.put(b)
+
+    def stop(self) -> None:
+        for b in self.binders:
+            b.stop()
+
+
+def process_binder(spec: ClientSpec, processes: int = 1) -> Any:
+    """A `ProcessBinder`, or a pool of `processes` of them (one per bind in flight)."""
+    if processes == 1:
+        return ProcessBinder(spec)
+    return BinderPool([ProcessBinder(spec) for _ in range(processes)])
 
 
 def serve(spec: ClientSpec, rfile: BinaryIO, wfile: BinaryIO) -> None:

@@ -14,14 +14,14 @@ a back-off (1 s doubling to 60 s) and are retried early when a node is added or 
 pod gets the annotation `rlsched.io/decision` (policy, model, top scores). If the policy raises, the
 fallback policy places the pod (Warning event `ScoringFailed`, metric `rlsched_scheduler_fallbacks_total`).
 
-Threads, as kube-scheduler's goroutines: two informers; the scheduling loop (filter, score, assume); one
-binder, so the next decision overlaps the bind in flight (the binding cycle is asynchronous upstream too);
-and the event recorder. The binder thread makes the Binding call itself, or hands it to a process of its own
-(`rlmodel.live.binder.ProcessBinder`, `scheduler.binder = "process"`), so the call's CPU does not compete with
-the decisions for the interpreter lock. The decision annotation rides on the Binding itself (the API server copies a
-Binding's `metadata.annotations` onto the pod, in the same write as `spec.nodeName`), so a placement costs
-one write. Events are best effort and yield to binds: while pods wait to be bound, an event waits too, at
-most `event_max_delay_s`.
+Threads, as kube-scheduler's goroutines: two informers; the scheduling loop (filter, score, assume); the
+binder (`bind_concurrency` threads, one by default), so the next decision overlaps the binds in flight (the
+binding cycle is asynchronous upstream too, with a goroutine per bind); and the event recorder. A binder thread
+makes the Binding call itself, or hands it to a process of its own (`rlmodel.live.binder`, `scheduler.binder =
+"process"`), so the call's CPU does not compete with the decisions for the interpreter lock. The decision
+annotation rides on the Binding itself (the API server copies a Binding's `metadata.annotations` onto the pod,
+in the same write as `spec.nodeName`), so a placement costs one write. Events are best effort and yield to
+binds: while pods wait to be bound, an event waits too, at most `event_max_delay_s`.
 """
 
 from __future__ import annotations
@@ -75,6 +75,8 @@ class SchedulerConfig:
     """longest an event waits for the binds queued before it (events yield to binds)"""
     binds_ahead: int = 8
     """decisions (assumed pods) that may wait for the binder"""
+    bind_concurrency: int = 1
+    """Binding calls in flight at once (binder threads; with process binders, give a pool of as many)"""
     usage_every_s: float = 10.0
     """how often CPU in use is read, when a `usage` source is given"""
 
@@ -154,7 +156,9 @@ class Scheduler:
         if self.leader is not None:
             self.leader.start()
         self.start_informers()
-        threads = [(self._loop, "loop"), (self._binder, "binder"), (self._recorder, "recorder")]
+        threads = [(self._loop, "loop"), *[(self._binder, f"binder-{i}" if i else "binder")
+                                           for i in range(max(1, self.cfg.bind_concurrency))],
+                   (self._recorder, "recorder")]
         if self.usage is not None:
             threads.append((self._read_usage, "usage"))
         for target, name in threads:
@@ -171,7 +175,8 @@ class Scheduler:
             self.wakeup.notify_all()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout_s)  # no new decisions after this
-        self._binds.put(None)  # the binder binds what was decided, then ends
+        for _ in range(max(1, self.cfg.bind_concurrency)):
+            self._binds.put(None)  # each binder thread binds what was decided, then ends
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
             t.join(timeout_s)

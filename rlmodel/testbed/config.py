@@ -193,6 +193,8 @@ class SchedulerSettings:
     """rate window of the Prometheus CPU reading, s"""
     usage_every_s: float = 10.0
     """how often CPU in use is read from Prometheus, s"""
+    bind_concurrency: int = 1
+    """Binding calls in flight at once (binder threads; with binder = process, a child process each)"""
     binder: str = "thread"
     """where Binding calls run: thread (the binder thread) or process (a child process, off the interpreter lock
     the decisions hold; docs/scheduler.md has both measured)"""
@@ -233,9 +235,10 @@ SECTIONS = ("minikube", "kubernetes", "images", "ports", "prometheus", "power", 
 _TOP_KEYS = ("state_dir",)
 _POSITIVE = {"nodes", "cpus", "memory_mib", "retries", "threads", "intensity", "window_s", "ready_timeout_s",
              "request_timeout_s", "query_timeout_s", "node_timeout_s", "scrape_interval_s", "start_timeout_s",
-             "latency_ms", "node_exporter", "resource_blocker", "testapp_node_port", "usage_window_s", "usage_every_s"}
+             "latency_ms", "node_exporter", "resource_blocker", "testapp_node_port", "usage_window_s", "usage_every_s",
+             "bind_concurrency"}
 _BOUNDS = {"node_exporter": 65535, "resource_blocker": 65535, "testapp_node_port": 65535, "nodes": 100,
-           "intensity": 20, "threads": 10_000, "retries": 20}
+           "intensity": 20, "threads": 10_000, "retries": 20, "bind_concurrency": 64}
 _CHOICES = {"mode": ("cpu", "memory", "io", "mixed"), "cpu_in_use": ("requests", "prometheus"),
             "binder": ("process", "thread"),
             "source": ("rlsched-monitor", "kepler", "scaphandre"),
