@@ -153,3 +153,24 @@ def test_two_binds_in_flight_bind_each_pod_once_and_never_overcommit_a_node(api,
     finally:
         s.stop()
     assert not any(is_binder(pid) for pid in children)  # both children ended with the scheduler
+
+
+def test_a_binder_whose_restart_fails_tries_again_on_the_next_bind(api, spec):
+    make_node(api, "n1")
+    make_pod(api, "a")
+    b = ProcessBinder(spec)
+    b.start()
+    kubeconfig = Path(spec.kubeconfig)
+    try:
+        first = b.pid
+        assert parent_of(first) == os.getpid()  # our own child: safe to kill
+        os.kill(first, 9)
+        kubeconfig.rename(kubeconfig.with_suffix(".away"))  # the new child cannot build its client
+        with pytest.raises(BinderError, match="kubeconfig"):
+            b.bind("a", "default", binding("a", "n1"), 5.0)
+        assert not pods(api)["a"]["spec"].get("nodeName")
+        kubeconfig.with_suffix(".away").rename(kubeconfig)
+        b.bind("a", "default", binding("a", "n1"), 5.0)
+        assert pods(api)["a"]["spec"]["nodeName"] == "n1" and b.pid not in (None, first)
+    finally:
+        b.stop()

@@ -109,6 +109,7 @@ class ProcessBinder:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pending = b""
         self._lock = threading.Lock()  # one bind in flight (several: a BinderPool of these)
+        self._stopped = True  # until start(), and after stop()
         self.restarts = 0
 
     @property
@@ -118,6 +119,7 @@ class ProcessBinder:
     def start(self) -> None:
         with self._lock:
             self._start()
+            self._stopped = False
 
     def _start(self) -> None:
         spec = json.dumps(dataclasses.asdict(self.spec))
@@ -156,9 +158,9 @@ class ProcessBinder:
         from kubernetes.client.exceptions import ApiException
 
         with self._lock:
-            if self._proc is None:
+            if self._stopped:
                 raise BinderError("the binder process is stopped")
-            if self._proc.poll() is not None:  # it died since the last bind: a new one for this pod
+            if self._proc is None or self._proc.poll() is not None:  # died, or a restart failed: a new one
                 self.restarts += 1
                 self._end()
                 self._start()
@@ -180,6 +182,7 @@ class ProcessBinder:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ends the child this object started: asks (stdin closed), then kills it if it has not ended."""
         with self._lock:
+            self._stopped = True
             self._end(timeout_s)
 
     def _end(self, timeout_s: float = 5.0) -> None:
