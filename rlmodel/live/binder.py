@@ -13,7 +13,8 @@ otherwise; any other failure raises `BinderError` or the client's exception. The
 The child builds its client from a `ClientSpec` (kubeconfig and context, or the in-cluster service account):
 the same loader the command uses, so it reaches the same API server with the same credentials. It exits when
 its stdin closes (the parent ended, however it ended) and ignores Ctrl-C (the parent stops it after the binds in
-flight). A child that dies is started again on the next bind; that bind fails and its pod backs off.
+flight). A child found dead at a bind is replaced before it; one that dies or stalls during a bind fails that
+bind (its pod backs off) and is replaced; a replacement that cannot start is tried again at the next bind.
 """
 
 from __future__ import annotations
