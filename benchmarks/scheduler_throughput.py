@@ -147,8 +147,7 @@ def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path, concu
         wall = max(core.bound.values()) - synced
         threads, kmock_cpu = thread_cpu_s(), cpu_s(f"/proc/{api.proc.pid}/stat") - kmock_cpu0
         if binder == "process":  # its start (importing the client) included
-            pids = core._binder.pids if hasattr(core._binder, "pids") else [core._binder.pid]
-            threads["binder-process"] = sum(cpu_s(f"/proc/{pid}/stat") for pid in pids)
+            threads["binder-process"] = sum(cpu_s(f"/proc/{pid}/stat") for pid in core._binder.pids)
         while s.records_pending:
             time.sleep(0.05)
         events_done = time.perf_counter() - start
@@ -179,7 +178,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per size and policy (then a line of medians: "
                         "the machine is shared, and one run's ratio can be off by a factor of 2)")
     parser.add_argument("--binder", default="process,thread", help="where Binding calls run, comma-separated: "
-                        "process (the command's default) and/or thread")
+                        "thread (the command's default) and/or process")
     parser.add_argument("--concurrency", default="1", help="Binding calls in flight (scheduler.bind_concurrency; "
                         "the ceiling is measured at the same), comma-separated")
     parser.add_argument("--model", default=None, help="a DQN model file (default: an untrained network of the "

@@ -58,6 +58,7 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
       rlsched scheduler run --policy efficient-first --node-type '^minikube=minikube-vm'
       rlsched scheduler run --policy efficient-first --set scheduler.cpu_in_use=prometheus
     """
+    from rlmodel.live.binder import ClientSpec, process_binder
     from rlmodel.live.scheduler import Scheduler, SchedulerConfig
     from rlmodel.live.service import ModelReloader, serve_health
     from rlmodel.live.view import ClusterView
@@ -81,7 +82,8 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
 
     inference_threads()
     policy = load(model) if model is not None else make_policy(policy_name or "")
-    core = _core_api(kubeconfig, context)
+    spec = ClientSpec.resolve(kubeconfig, context)
+    core = spec.core()
     if leader_elect is None:
         leader_elect = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and kubeconfig is None
     leader = None
@@ -102,11 +104,8 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
     view = ClusterView(resolver, asleep_taints=_names(settings.asleep_taints),
                        asleep_labels=_names(settings.asleep_labels),
                        usage_max_age_s=max(3 * settings.usage_every_s, settings.usage_window_s))
-    binder = None  # scheduler.binder = "thread" (the default): the binder thread calls the API itself
-    if settings.binder == "process":
-        from rlmodel.live.binder import ClientSpec, process_binder
-
-        binder = process_binder(ClientSpec.resolve(kubeconfig, context), settings.bind_concurrency)
+    # scheduler.binder = "thread" (the default): the binder threads call the API with `core` themselves
+    binder = process_binder(spec, settings.bind_concurrency) if settings.binder == "process" else None
     sched = Scheduler(core, policy, SchedulerConfig(scheduler_name=scheduler_name, namespaces=namespaces,
                                                     fallback_policy=fallback_policy,
                                                     usage_every_s=settings.usage_every_s,
