@@ -71,6 +71,7 @@ class Timed:
 
     def __init__(self, binder):
         self._binder, self.bound = binder, {}
+        self.slots = getattr(binder, "slots", None)
 
     def start(self):
         self._binder.start()

@@ -46,6 +46,14 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def exited(pid: int) -> bool:
+    """The process has ended: a zombie, or reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def is_binder(pid: int) -> bool:
     """A live (not zombie) binder process has this pid."""
     try:
@@ -149,7 +157,8 @@ def test_two_binds_in_flight_bind_each_pod_once_and_never_overcommit_a_node(api,
         # a pod bound twice would have met the API server's 409
         assert s.metrics.attempts.labels("conflict")._value.get() == 0
         assert s.metrics.attempts.labels("scheduled")._value.get() == 32
-        assert sum(t.name.startswith("rlsched-binder") for t in s._threads) == 2
+        # a binder thread per Binding in flight; with children, as many as keep their pipelines full
+        assert sum(t.name.startswith("rlsched-binder") for t in s._threads) == (8 if kind == "process" else 2)
     finally:
         s.stop()
     assert not any(is_binder(pid) for pid in children)  # both children ended with the scheduler
@@ -165,6 +174,7 @@ def test_a_binder_whose_restart_fails_tries_again_on_the_next_bind(api, spec):
         first = b.pid
         assert parent_of(first) == os.getpid()  # our own child: safe to kill
         os.kill(first, 9)
+        wait_for(lambda: exited(first))  # dead (a call sent before that would fail with "ended")
         kubeconfig.rename(kubeconfig.with_suffix(".away"))  # the new child cannot build its client
         with pytest.raises(BinderError, match="kubeconfig"):
             b.bind("a", "default", binding("a", "n1"), 5.0)
@@ -172,5 +182,74 @@ def test_a_binder_whose_restart_fails_tries_again_on_the_next_bind(api, spec):
         kubeconfig.with_suffix(".away").rename(kubeconfig)
         b.bind("a", "default", binding("a", "n1"), 5.0)
         assert pods(api)["a"]["spec"]["nodeName"] == "n1" and b.pid not in (None, first)
+    finally:
+        b.stop()
+
+
+def test_calls_pipelined_on_one_child_each_get_their_own_answer(api, spec):
+    import threading
+
+    make_node(api, "n1")
+    for i in range(6):
+        make_pod(api, f"p{i}")
+    b = ProcessBinder(spec, depth=4)
+    b.start()
+    results: dict[str, object] = {}
+
+    def bind(pod, target):
+        try:
+            b.bind(pod, "default", binding(pod, target), 5.0)
+            results[pod] = "bound"
+        except ApiException as exc:
+            results[pod] = exc.status
+
+    try:
+        threads = [threading.Thread(target=bind, args=(f"p{i}", "n1")) for i in range(6)]
+        threads += [threading.Thread(target=bind, args=("nobody", "n1"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results == {**{f"p{i}": "bound" for i in range(6)}, "nobody": 404}
+        assert all(p["spec"]["nodeName"] == "n1" for p in pods(api).values())
+        assert b.restarts == 0
+    finally:
+        b.stop()
+
+
+def test_a_stalled_child_fails_the_calls_waiting_on_it_and_is_replaced(api, spec):
+    import signal
+    import threading
+
+    make_node(api, "n1")
+    for i in range(3):
+        make_pod(api, f"p{i}")
+    b = ProcessBinder(spec, depth=4, grace_s=0.5)
+    b.start()
+    errors: list[str] = []
+
+    def bind(pod):
+        try:
+            b.bind(pod, "default", binding(pod, "n1"), 1.0)
+        except BinderError as exc:
+            errors.append(str(exc))
+
+    try:
+        first = b.pid
+        assert parent_of(first) == os.getpid()  # our own child: safe to signal
+        os.kill(first, signal.SIGSTOP)  # alive but silent, as a child stuck in a call would be
+        threads = [threading.Thread(target=bind, args=(f"p{i}",)) for i in range(3)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "a call waited on a stalled child for ever"
+        assert time.monotonic() - t0 < 10
+        assert len(errors) == 3 and all("no reply" in e for e in errors), errors
+        assert not any(p["spec"].get("nodeName") for p in pods(api).values())
+        assert not is_binder(first)  # killed, and reaped
+        b.bind("p0", "default", binding("p0", "n1"), 5.0)  # a new child takes over
+        assert pods(api)["p0"]["spec"]["nodeName"] == "n1" and b.pid != first and b.restarts == 1
     finally:
         b.stop()

@@ -157,7 +157,7 @@ class Scheduler:
             self.leader.start()
         self.start_informers()
         threads = [(self._loop, "loop"), *[(self._binder, f"binder-{i}" if i else "binder")
-                                           for i in range(max(1, self.cfg.bind_concurrency))],
+                                           for i in range(self._binder_threads)],
                    (self._recorder, "recorder")]
         if self.usage is not None:
             threads.append((self._read_usage, "usage"))
@@ -175,7 +175,7 @@ class Scheduler:
             self.wakeup.notify_all()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout_s)  # no new decisions after this
-        for _ in range(max(1, self.cfg.bind_concurrency)):
+        for _ in range(self._binder_threads):
             self._binds.put(None)  # each binder thread binds what was decided, then ends
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
@@ -183,6 +183,12 @@ class Scheduler:
         self.binder.stop()
         if self.leader is not None:
             self.leader.stop()  # after the last bind: release the lease for the next replica
+
+    @property
+    def _binder_threads(self) -> int:
+        """`bind_concurrency` threads, or as many as the binder has slots (a process binder: its children times
+        their pipeline depth, so that each child has its next Binding waiting when it answers one)."""
+        return max(1, getattr(self.binder, "slots", None) or self.cfg.bind_concurrency)
 
     @property
     def ready(self) -> bool:
