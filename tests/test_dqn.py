@@ -219,6 +219,14 @@ def test_fill_gap_feature_compares_nodes_of_the_same_type():
     obs = {"nodes": nodes, "pod": pod}
     gap = node_features(obs)[:, FEATURES.index("fill_gap_same_type")]
     assert np.allclose(gap, [6 / 12 - 9 / 12, 0.0, 11 / 12 - 9 / 12, 0.0])
+    # the type groups are kept for the last node set: another set, then this one again, gives the same answers
+    other = nodes.copy()
+    other[:, col["peak_watts"]] = [247, 117, 247, 117]  # n1 and n3 now of one type, n0 and n2 of the other
+    other[:, col["cpu_cores"]] = [12, 2, 12, 2]
+    other[:, col["idle_watts"]] = [66, 86, 66, 86]
+    gap_other = node_features({"nodes": other, "pod": pod})[:, FEATURES.index("fill_gap_same_type")]
+    assert np.allclose(gap_other, [0.0, 0.0, 11 / 12 - 6 / 12, 1 / 2 - 9 / 2])
+    assert np.array_equal(node_features(obs)[:, FEATURES.index("fill_gap_same_type")], gap)
 
 
 def test_efficient_first_pick_feature_marks_the_heuristics_choice():

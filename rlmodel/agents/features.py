@@ -118,26 +118,22 @@ def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
     }
     # relational: among feasible awake nodes of the same type (same cores and curve), how far from the fullest
     fits = node("fits") > 0
-    # one float key per node type (cores, peak and idle watts): 1-D unique is far cheaper than row-wise unique
-    key = cores.astype(np.float64) * 1e8 + peak.astype(np.float64) * 1e3 + idle_w
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    order, starts, sizes = _type_groups(cores, peak, idle_w)
     candidates = np.where(fits & (asleep == 0), cpu_requested_frac, -np.inf)
-    fullest_sorted = np.repeat(np.maximum.reduceat(candidates[order], starts), np.diff(np.r_[starts, n]))
     fullest = np.empty(n, dtype=np.float64)
-    fullest[order] = fullest_sorted
+    fullest[order] = np.repeat(np.maximum.reduceat(candidates[order], starts), sizes)
     gap = cpu_requested_frac - fullest
     col["fill_gap_same_type"] = np.where(np.isfinite(gap), gap, -1.0)
     # every node the heuristic might pick (it breaks ties at random), so that the feature is a function of the state
-    ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs, fits), -np.inf)
+    obs64 = {"nodes": obs["nodes"].astype(np.float64), "pod": obs["pod"]}  # one conversion for the rules below
+    ef_scores = np.where(fits, _EFFICIENT_FIRST.scores(obs64, fits), -np.inf)
     col["efficient_first_pick"] = fits & (ef_scores == ef_scores.max())
-    ra = _RUNTIME_AWARE.scores(obs, fits)
+    ra = _RUNTIME_AWARE.scores(obs64, fits)
     ra_scores = np.where(fits, ra, -np.inf)
     col["runtime_aware_pick"] = fits & (ra_scores == ra_scores.max())
-    in_use_after = _HEADROOM.cpu_in_use_cores(obs) + pod_cpu
-    col["cpu_in_use_frac_after"] = in_use_after / cores
-    hr_scores = np.where(fits, _HEADROOM.guard(obs, ra), -np.inf)
+    in_use = _HEADROOM.cpu_in_use_cores(obs64)
+    col["cpu_in_use_frac_after"] = (in_use + pod_cpu) / cores
+    hr_scores = np.where(fits, _HEADROOM.guard(obs64, ra, in_use), -np.inf)
     col["headroom_pick"] = fits & (hr_scores == hr_scores.max())
     for name in (*(f"owner_{k.lower()}" for k in OWNER_KINDS), *(f"qos_{q.lower()}" for q in QOS_CLASSES)):
         col[name] = float(pod[POD_COL[name]])
@@ -152,10 +148,32 @@ def feature_columns(obs: Obs) -> dict[str, np.ndarray | float]:
     return col
 
 
+_GROUPS: tuple[bytes, np.ndarray, np.ndarray, np.ndarray] | None = None  # the last node set's type groups
+
+
+def _type_groups(cores: np.ndarray, peak: np.ndarray, idle_w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nodes grouped by type (same cores, peak and idle watts): (order sorting them by type, where each group
+    starts in that order, each group's size). Fixed while the nodes are: the last answer is kept."""
+    global _GROUPS
+    # one float key per node type: 1-D sorting is far cheaper than row-wise unique
+    key = cores.astype(np.float64) * 1e8 + peak.astype(np.float64) * 1e3 + idle_w
+    raw = key.tobytes()
+    cached = _GROUPS  # one read: another thread may replace it meanwhile
+    if cached is not None and cached[0] == raw:
+        return cached[1], cached[2], cached[3]
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    sizes = np.diff(np.r_[starts, key.size])
+    _GROUPS = (raw, order, starts, sizes)
+    return order, starts, sizes
+
+
 def node_features(obs: Obs) -> np.ndarray:
     """(N, NUM_FEATURES) float32 features for every node of one observation, columns in `FEATURES` order."""
     col = feature_columns(obs)
-    out = np.empty((obs["nodes"].shape[0], NUM_FEATURES), dtype=np.float32)
+    # filled feature by feature as contiguous rows, then one transposing copy: cheaper than strided columns
+    out = np.empty((NUM_FEATURES, obs["nodes"].shape[0]), dtype=np.float32)
     for i, name in enumerate(FEATURES):
-        out[:, i] = col[name]
-    return out
+        out[i] = col[name]
+    return np.ascontiguousarray(out.T)

@@ -31,8 +31,10 @@ class DQNPolicy:
 
     def scores(self, obs: dict[str, np.ndarray], action_mask: np.ndarray) -> np.ndarray:
         """(N,) Q-values, the nodes' bids (higher is better)."""
-        with torch.no_grad():
-            feats = torch.from_numpy(node_features(obs)).to(self.device)
+        with torch.inference_mode():
+            feats = torch.from_numpy(node_features(obs))
+            if self.device != "cpu":
+                feats = feats.to(self.device)
             return self.network(feats).cpu().numpy()
 
     def predict(self, obs: dict[str, np.ndarray], action_mask: np.ndarray) -> int:

@@ -112,7 +112,7 @@ class PowerGreedy(ScoringPolicy):
     name = "power-greedy"
 
     def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
-        nodes = obs["nodes"].astype(np.float64)
+        nodes = np.asarray(obs["nodes"], dtype=np.float64)  # read only: no copy when float64 already
         return -(nodes[:, COL["watts_if_placed"]] - nodes[:, COL["watts"]])
 
 
@@ -125,7 +125,7 @@ class EfficientFirst(ScoringPolicy):
     name = "efficient-first"
 
     def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
-        nodes = obs["nodes"].astype(np.float64)
+        nodes = np.asarray(obs["nodes"], dtype=np.float64)  # read only: no copy when float64 already
         return efficient_first_scores(nodes[:, COL["asleep"]], nodes[:, COL["peak_watts"]],
                                       nodes[:, COL["cpu_cores"]], nodes[:, COL["cpu_requested_cores"]])
 
@@ -169,7 +169,7 @@ class RuntimeAware(ScoringPolicy):
         return float(pod[POD_COL["workload_mean_run_s"]])
 
     def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
-        nodes = obs["nodes"].astype(np.float64)
+        nodes = np.asarray(obs["nodes"], dtype=np.float64)  # read only: no copy when float64 already
         asleep, peak, cores = nodes[:, COL["asleep"]], nodes[:, COL["peak_watts"]], nodes[:, COL["cpu_cores"]]
         requested = nodes[:, COL["cpu_requested_cores"]]
         if self.expected_run_s(obs["pod"]) >= self.long_s:
@@ -205,14 +205,16 @@ class RuntimeAwareHeadroom(RuntimeAware):
     @staticmethod
     def cpu_in_use_cores(obs: Obs) -> np.ndarray:
         """(N,) CPU in use, cores; for a node asleep or waking (its pods have not started) its requests."""
-        nodes = obs["nodes"].astype(np.float64)
+        nodes = np.asarray(obs["nodes"], dtype=np.float64)  # read only: no copy when float64 already
         not_running = (nodes[:, COL["asleep"]] > 0) | (nodes[:, COL["waking_s"]] > 0)
         return np.where(not_running, nodes[:, COL["cpu_requested_cores"]], nodes[:, COL["cpu_used_cores"]])
 
-    def guard(self, obs: Obs, runtime_aware_scores: np.ndarray) -> np.ndarray:
-        """Runtime-aware's (N,) scores with every node the pod would overload moved below all others."""
+    def guard(self, obs: Obs, runtime_aware_scores: np.ndarray, in_use_cores: np.ndarray | None = None) -> np.ndarray:
+        """Runtime-aware's (N,) scores with every node the pod would overload moved below all others
+        (`in_use_cores`: `cpu_in_use_cores(obs)` when the caller has it already)."""
         pod_cores = (1.0 + self.headroom) * float(obs["pod"][POD_COL["cpu_request_cores"]])
-        over = self.cpu_in_use_cores(obs) + pod_cores > obs["nodes"][:, COL["cpu_cores"]].astype(np.float64)
+        in_use = self.cpu_in_use_cores(obs) if in_use_cores is None else in_use_cores
+        over = in_use + pod_cores > np.asarray(obs["nodes"][:, COL["cpu_cores"]], dtype=np.float64)
         # runtime-aware's scores lie within (-1e6 - 1e4, 3e6): 1e7 below puts every overloaded node after the rest
         return np.where(over, runtime_aware_scores - 1e7, runtime_aware_scores)
 
