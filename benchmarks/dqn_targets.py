@@ -7,7 +7,8 @@ figures the project's targets are stated in, and the training wall time. With `-
 brackets the optimum from above on the 10-node scenarios: a local search of N replays per episode,
 knowing the future, starting from efficient-first's schedule (`rlmodel.evaluation.hindsight`).
 
-    .venv/bin/python benchmarks/dqn_targets.py [--seed 1] [--episodes 20] [--hindsight 1000] [--out results/dqn-targets]
+    .venv/bin/python benchmarks/dqn_targets.py [--seed 1] [--set KEY=VALUE] [--episodes 20] [--hindsight 1000]
+        [--out results/dqn-targets]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from rlmodel.agents.dqn import DQNConfig, train
+from rlmodel.agents.dqn import DQNConfig, apply_overrides, train
 from rlmodel.agents.policy import DQNPolicy
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.evaluation.benchmark import agreement, ci95_halfwidth, episode_seeds, run_benchmark, summarize
@@ -63,6 +64,8 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str, hi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1, help="training seed")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training hyperparameter (repeatable), e.g. validation_scale=4")
     parser.add_argument("--episodes", type=int, default=20, help="held-out evaluation episodes")
     parser.add_argument("--eval-seed", type=int, default=1000, help="first held-out episode seed")
     parser.add_argument("--scenarios", default="hetero-sleep,hetero")
@@ -73,12 +76,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.scenarios.split(","):
         sc = load_scenario(name)
-        cfg = DQNConfig(seed=args.seed)
+        cfg = apply_overrides(DQNConfig(seed=args.seed), args.sets)
         model = args.out / f"{name}-seed{args.seed}.pth"
         start = time.perf_counter()
         train(cfg, sc, model)
         wall = time.perf_counter() - start
-        print(f"\n## {name}: trained {cfg.total_steps} steps in {wall:.0f} s (seed {args.seed}); "
+        print(f"\n## {name}: trained {cfg.total_steps} steps in {wall:.0f} s (seed {args.seed}"
+              f"{', ' + ', '.join(args.sets) if args.sets else ''}); "
               f"held-out seeds {args.eval_seed}..{args.eval_seed + args.episodes - 1}")
         policy = DQNPolicy.load(model)
         evaluate(sc, policy, args.episodes, args.eval_seed, args.out, name, args.hindsight)

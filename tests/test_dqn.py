@@ -558,3 +558,24 @@ def test_headroom_features_mark_the_rules_choice_and_the_overload():
             if done:
                 break
     assert differs > 0  # the guard changed some choices in these episodes: the two priors are not the same feature
+
+
+def test_validation_at_scale_scores_each_checkpoint_on_both_sizes(tmp_path):
+    """`validation_scale = 2`: the validation cost is the mean cost on the scenario plus the mean cost on it scaled
+    to twice the nodes, halved (computed here independently from the model file's policy); 0 is refused."""
+    from rlmodel.agents.dqn import VALIDATION_SEED_OFFSET
+
+    common = dict(SMALL, total_steps=50, learning_starts=1000, checkpoint_every=1000, demonstrator="",
+                  validation_episodes=2)
+    sc = load_scenario("hetero-sleep")
+    out = train(DQNConfig(seed=3, validation_scale=2, **common), sc, tmp_path / "m.pth")
+    policy = DQNPolicy.load(tmp_path / "m.pth")
+    small, big = PodPlacementEnv(sc), PodPlacementEnv(sc.scaled(2))
+    want = np.mean([-run_episode(small, policy, VALIDATION_SEED_OFFSET + i).ret for i in range(2)]) + \
+        np.mean([-run_episode(big, policy, VALIDATION_SEED_OFFSET + i).ret for i in range(2)]) / 2
+    assert out["metrics"]["validation_cost_kj"] == pytest.approx(want, rel=1e-9)
+    plain = train(DQNConfig(seed=3, **common), sc, tmp_path / "p.pth")  # the same weights, validated as given
+    assert plain["metrics"]["validation_cost_kj"] == pytest.approx(
+        np.mean([-run_episode(small, policy, VALIDATION_SEED_OFFSET + i).ret for i in range(2)]), rel=1e-9)
+    with pytest.raises(ModelError, match="validation_scale = 0"):
+        train(DQNConfig(seed=3, validation_scale=0, **common), sc, tmp_path / "x.pth")

@@ -115,6 +115,12 @@ class DQNConfig:
     validation_episodes: int = 20
     """episodes (fixed seeds, disjoint from training and benchmark seeds) that score each checkpoint; the
     model file's policy weights are those of the best-scoring checkpoint (0: always the latest)"""
+    validation_scale: int = 1
+    """also validate each checkpoint on the scenario scaled to this many times its nodes and pods (1: only as
+    given); the score is then the mean cost as given plus the mean cost scaled, divided by this factor, so a
+    checkpoint that is good on the training cluster but worse on a larger one is not chosen. The network scores
+    clusters of any size, and this selects the checkpoint that does so best (the episodes are validation
+    seeds at both sizes, never the benchmark's)"""
     validation_tolerance: float = 0.002
     """a checkpoint replaces the best one only when its validation cost is lower by more than this
     fraction: smaller differences are noise on 20 episodes, and the first checkpoint (after pretraining
@@ -358,6 +364,7 @@ def train(
     best_state: dict[str, torch.Tensor] | None = None
     best_score = math.inf
     validation_env = PodPlacementEnv(scenario)
+    validation_big = PodPlacementEnv(scenario.scaled(cfg.validation_scale)) if cfg.validation_scale > 1 else None
     if resume:
         model = load_model(model_path, device=str(device))
         loaded, shape = model.data, model.network_shape
@@ -392,8 +399,12 @@ def train(
     def validate() -> float:
         """Mean cost (kJ, energy plus penalties) of the greedy policy on the validation episodes."""
         greedy = DQNPolicy(q_net, device=str(device))  # the same policy the benchmark runs
-        return float(np.mean([-run_episode(validation_env, greedy, VALIDATION_SEED_OFFSET + i).ret
+        cost = float(np.mean([-run_episode(validation_env, greedy, VALIDATION_SEED_OFFSET + i).ret
                               for i in range(cfg.validation_episodes)]))
+        if validation_big is not None:  # per unit of scale: both sizes weigh alike
+            cost += float(np.mean([-run_episode(validation_big, greedy, VALIDATION_SEED_OFFSET + i).ret
+                                   for i in range(cfg.validation_episodes)])) / cfg.validation_scale
+        return cost
 
     def checkpoint(step: int, *, validate_now: bool) -> dict[str, Any]:
         nonlocal best_state, best_score
@@ -521,7 +532,7 @@ def check_config(cfg: DQNConfig) -> None:
         if name:
             make_policy(name)  # PolicyError: unknown policy
     positive = ("learning_rate", "buffer_size", "batch_size", "n_step", "target_update_every", "train_every",
-                "reward_scale", "hidden", "layers", "checkpoint_every")
+                "reward_scale", "hidden", "layers", "checkpoint_every", "validation_scale")
     non_negative = ("total_steps", "demo_episodes", "pretrain_steps", "margin", "margin_weight", "learning_starts",
                     "max_grad_norm", "validation_episodes")
     fractions = ("gamma", "exploration_start", "exploration_end", "exploration_fraction", "demo_batch_fraction",
@@ -552,7 +563,8 @@ def check_config(cfg: DQNConfig) -> None:
 _UPPER_BOUNDS = {"total_steps": 10**9, "buffer_size": 10**8, "batch_size": 65_536, "n_step": 1_000,
                  "target_update_every": 10**9, "demo_episodes": 10**6, "pretrain_steps": 10**8,
                  "learning_starts": 10**9, "train_every": 10**6, "hidden": 65_536, "layers": 64,
-                 "checkpoint_every": 10**9, "validation_episodes": 100_000, "learning_rate": 10.0,
+                 "checkpoint_every": 10**9, "validation_episodes": 100_000, "validation_scale": 64,
+                 "learning_rate": 10.0,
                  "reward_scale": 1e6, "margin": 1e6, "margin_weight": 1e6, "max_grad_norm": 1e9}
 MEMORY_SHARE = 0.5  # training may plan to use at most this share of the machine's memory
 

@@ -223,7 +223,11 @@ class ProcessBinder:
                     continue
                 chunk = os.read(fd, 65536)
                 if not chunk:
-                    why = f"the binder process ended (exit status {child.proc.wait()})"
+                    try:
+                        code: int | str = child.proc.wait(self.grace_s)
+                    except subprocess.TimeoutExpired:  # its output closed, the process not (yet) ended
+                        code = "unknown"
+                    why = f"the binder process ended (exit status {code})"
                 child.pending += chunk
         except OSError as exc:
             why = f"the binder process's reply pipe failed ({exc})"

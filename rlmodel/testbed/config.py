@@ -194,7 +194,8 @@ class SchedulerSettings:
     usage_every_s: float = 10.0
     """how often CPU in use is read from Prometheus, s"""
     bind_concurrency: int = 1
-    """Binding calls in flight at once (binder threads; with binder = process, a child process each)"""
+    """Binding calls in flight at once (binder threads; with binder = process, a child process each, with its next
+    Bindings waiting in its pipe)"""
     binder: str = "thread"
     """where Binding calls run: thread (the binder thread) or process (a child process, off the interpreter lock
     the decisions hold; docs/scheduler.md has both measured)"""
