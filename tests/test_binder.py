@@ -186,9 +186,19 @@ def test_a_binder_whose_restart_fails_tries_again_on_the_next_bind(api, spec):
         b.stop()
 
 
-def test_calls_pipelined_on_one_child_each_get_their_own_answer(api, spec):
+def in_parallel(target, args_list) -> list:
+    """Runs `target(*args)` for each args in a thread of its own, all at once; the threads, joined (30 s each)."""
     import threading
 
+    threads = [threading.Thread(target=target, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return threads
+
+
+def test_calls_pipelined_on_one_child_each_get_their_own_answer(api, spec):
     make_node(api, "n1")
     for i in range(6):
         make_pod(api, f"p{i}")
@@ -204,12 +214,7 @@ def test_calls_pipelined_on_one_child_each_get_their_own_answer(api, spec):
             results[pod] = exc.status
 
     try:
-        threads = [threading.Thread(target=bind, args=(f"p{i}", "n1")) for i in range(6)]
-        threads += [threading.Thread(target=bind, args=("nobody", "n1"))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        in_parallel(bind, [(f"p{i}", "n1") for i in range(6)] + [("nobody", "n1")])
         assert results == {**{f"p{i}": "bound" for i in range(6)}, "nobody": 404}
         assert all(p["spec"]["nodeName"] == "n1" for p in pods(api).values())
         assert b.restarts == 0
@@ -219,7 +224,6 @@ def test_calls_pipelined_on_one_child_each_get_their_own_answer(api, spec):
 
 def test_a_stalled_child_fails_the_calls_waiting_on_it_and_is_replaced(api, spec):
     import signal
-    import threading
 
     make_node(api, "n1")
     for i in range(3):
@@ -238,12 +242,8 @@ def test_a_stalled_child_fails_the_calls_waiting_on_it_and_is_replaced(api, spec
         first = b.pid
         assert parent_of(first) == os.getpid()  # our own child: safe to signal
         os.kill(first, signal.SIGSTOP)  # alive but silent, as a child stuck in a call would be
-        threads = [threading.Thread(target=bind, args=(f"p{i}",)) for i in range(3)]
         t0 = time.monotonic()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        threads = in_parallel(bind, [(f"p{i}",) for i in range(3)])
         assert not any(t.is_alive() for t in threads), "a call waited on a stalled child for ever"
         assert time.monotonic() - t0 < 10
         assert len(errors) == 3 and all("no reply" in e for e in errors), errors
