@@ -399,12 +399,14 @@ def train(
     def validate() -> float:
         """Mean cost (kJ, energy plus penalties) of the greedy policy on the validation episodes."""
         greedy = DQNPolicy(q_net, device=str(device))  # the same policy the benchmark runs
-        cost = float(np.mean([-run_episode(validation_env, greedy, VALIDATION_SEED_OFFSET + i).ret
-                              for i in range(cfg.validation_episodes)]))
-        if validation_big is not None:  # per unit of scale: both sizes weigh alike
-            cost += float(np.mean([-run_episode(validation_big, greedy, VALIDATION_SEED_OFFSET + i).ret
-                                   for i in range(cfg.validation_episodes)])) / cfg.validation_scale
-        return cost
+
+        def mean_cost(env: PodPlacementEnv) -> float:
+            return float(np.mean([-run_episode(env, greedy, VALIDATION_SEED_OFFSET + i).ret
+                                  for i in range(cfg.validation_episodes)]))
+
+        # scaled: per unit of scale, so both sizes weigh alike
+        return mean_cost(validation_env) + (mean_cost(validation_big) / cfg.validation_scale
+                                            if validation_big is not None else 0.0)
 
     def checkpoint(step: int, *, validate_now: bool) -> dict[str, Any]:
         nonlocal best_state, best_score

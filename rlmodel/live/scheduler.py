@@ -76,7 +76,8 @@ class SchedulerConfig:
     binds_ahead: int = 8
     """decisions (assumed pods) that may wait for the binder"""
     bind_concurrency: int = 1
-    """Binding calls in flight at once (binder threads; with process binders, give a pool of as many)"""
+    """Binding calls in flight at once: the binder threads, unless the binder says how many callers it takes (its
+    `slots`: a pool of process binders, one child per call in flight, each with its pipeline depth)"""
     usage_every_s: float = 10.0
     """how often CPU in use is read, when a `usage` source is given"""
 
