@@ -28,10 +28,12 @@ PLATFORM_OVER_PACKAGE = 1.25  # the platform (whole machine) draws more than the
 
 
 def host_busy() -> tuple[float, float]:
-    """(busy jiffies, all jiffies) of the host, from /proc/stat."""
+    """(busy jiffies, all jiffies) of the host, from /proc/stat. Busy is everything but `idle`: the utilization
+    rlsched reads, 1 - rate(node_cpu_seconds_total{mode="idle"}), counts iowait as busy too, and the fit is checked
+    against this curve (counting iowait as idle here made the two disagree whenever the host waited on a disk)."""
     with open("/proc/stat") as fh:
         fields = [float(x) for x in fh.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    idle = fields[3]
     total = sum(fields[:8])
     return total - idle, total
 

@@ -602,3 +602,23 @@ def test_a_model_trained_on_classes_replays_an_imported_trace(tmp_path):
     energy = df.pivot_table(index="seed", columns="policy", values="energy_j")
     assert len(energy) == 4 and (df["pods"] == 60).all()
     assert energy["dqn"].mean() <= energy["efficient-first"].mean() * 1.01
+
+
+
+def test_validation_at_scale_on_a_trace_is_refused_with_the_field(tmp_path):
+    """A trace cannot be scaled: `--set validation_scale=4` on a trace scenario is one line naming the field and
+    exit 1, before any folder is written (not an error from deep inside the scenario code)."""
+    from tests.fakes import write_synthetic_openb
+
+    write_synthetic_openb(tmp_path / "pods.csv", tmp_path / "nodes.csv", pods=200, seed=5)
+    r = CliRunner().invoke(main, ["trace", "import", "--format", "alibaba-openb", str(tmp_path / "pods.csv"),
+                                  "--node-list", str(tmp_path / "nodes.csv"), "--out", str(tmp_path / "t.csv"),
+                                  "--pods-per-episode", "30"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["train", "--model", str(tmp_path / "m.pth"), "--scenario", str(tmp_path / "t.toml"),
+                                  "--steps", "60", "--log-dir", str(tmp_path / "log"), "--set", "validation_scale=4"])
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == ("Error: hyperparameter validation_scale = 4: scenario t replays a "
+                                                 "trace, which cannot be scaled; use validation_scale = 1"), r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "log").exists() and not (tmp_path / "m.pth").exists()

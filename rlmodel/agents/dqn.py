@@ -341,6 +341,9 @@ def train(
     validated like the others, so the model file is never worse on validation than the pretrained net.
     """
     check_config(cfg)
+    if cfg.validation_scale > 1 and cfg.validation_episodes > 0 and scenario.workload.trace is not None:
+        raise ModelError(f"hyperparameter validation_scale = {cfg.validation_scale}: scenario {scenario.name} replays "
+                         "a trace, which cannot be scaled; use validation_scale = 1")
     if cfg.overload_penalty_j_per_pod_s >= 0:
         if env is not None:
             raise ModelError("hyperparameter overload_penalty_j_per_pod_s applies to training in the twin; on "

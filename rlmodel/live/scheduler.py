@@ -247,6 +247,8 @@ class Scheduler:
                 data = json.loads(resp.data)
                 with self.lock:
                     self._replace(kind, data.get("items") or [])
+                    if kind == "nodes":
+                        self.view.statics()  # the per-node arrays, built now rather than by the first decision
                     self.synced[kind] = True
                 delay = 0.5
                 rv = (data.get("metadata") or {}).get("resourceVersion")
@@ -505,7 +507,8 @@ class Scheduler:
             self._finished.add(key)
         self.metrics.attempts.labels("scheduled").inc()
         self.metrics.e2e.observe(max(self.clock() - seen, 0.0))
-        log.info("scheduled %s", json.dumps({"pod": f"{ns}/{name}", **decision}))
+        if log.isEnabledFor(logging.INFO):
+            log.info("scheduled %s", json.dumps({"pod": f"{ns}/{name}", **decision}))
         self._event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}")
         return node
 
