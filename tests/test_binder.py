@@ -87,6 +87,28 @@ def test_the_process_binder_binds_from_a_child_and_passes_the_api_servers_answer
         b.bind("a", "default", binding("a", "n1"), 5.0)
 
 
+def test_the_fake_api_servers_error_answer_does_not_stick_to_later_binds(api):
+    """The harness itself: kmock copies a reaction's returned status onto the reaction, which once made every
+    bind after a 404 come back 404 though it had bound the pod (this file's pipelined test failed under load)."""
+    from kubernetes import client
+
+    make_node(api, "n1")
+    make_pod(api, "a")
+    body = client.V1Binding(metadata=client.V1ObjectMeta(name="a"),
+                            target=client.V1ObjectReference(kind="Node", name="n1"))
+    with pytest.raises(ApiException) as gone:
+        api.core.create_namespaced_pod_binding("nobody", "default", dict(body.to_dict(), metadata={"name": "nobody"}),
+                                               _preload_content=False)
+    assert gone.value.status == 404
+    answer = api.core.create_namespaced_pod_binding("a", "default", body, _preload_content=False)
+    answer.read()
+    answer.release_conn()
+    assert answer.status == 201 and pods(api)["a"]["spec"]["nodeName"] == "n1"
+    with pytest.raises(ApiException) as conflict:
+        api.core.create_namespaced_pod_binding("a", "default", body, _preload_content=False)
+    assert conflict.value.status == 409
+
+
 def test_a_binder_that_cannot_build_its_client_fails_to_start_with_one_line(tmp_path):
     b = ProcessBinder(ClientSpec(kubeconfig=str(tmp_path / "missing"), context="kmock"))
     with pytest.raises(BinderError) as exc:

@@ -150,17 +150,23 @@ class KubeApi:
         self.emulator = None
         self._error: BaseException | None = None
 
+        # Each reaction answers with a kmock.Response whose status is explicit, success included: kmock copies a
+        # returned Response's status onto the reaction itself, so one 404 would otherwise stick to every later
+        # answer of the same reaction (a bind after the 404 of a missing pod came back 404 though it was bound).
+        def status(code: int, reason: str, message: str = ""):
+            return kmock.Response(status=code, payload={
+                "apiVersion": "v1", "kind": "Status", "status": "Success" if code < 300 else "Failure",
+                "code": code, **({"reason": reason} if code >= 300 else {}),
+                **({"message": message} if message else {})})
+
         async def bind(request):
             key = (request.resource, request.namespace, request.name)
             objects = self.emulator.objects
             if key not in objects:
-                return kmock.Response(status=404, payload={"apiVersion": "v1", "kind": "Status", "status": "Failure",
-                                                           "reason": "NotFound", "code": 404})
+                return status(404, "NotFound", f"pods {request.name!r} not found")
             bound = (objects[key].raw.get("spec") or {}).get("nodeName")
             if bound:  # as the API server: a pod is bound once
-                return kmock.Response(status=409, payload={
-                    "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Conflict", "code": 409,
-                    "message": f"pod {request.name} is already assigned to node {bound!r}"})
+                return status(409, "Conflict", f"pod {request.name} is already assigned to node {bound!r}")
             # as the API server's BindingREST: spec.nodeName and the Binding's annotations, in one update
             change = {"spec": {"nodeName": request.data["target"]["name"]}}
             annotations = (request.data.get("metadata") or {}).get("annotations")
@@ -169,15 +175,15 @@ class KubeApi:
             objects[key].patch(change)
             # and a watch event, as for any update (kmock sends one only for the updates it serves itself)
             await self.emulator._buses[request.resource].put({"type": "MODIFIED", "object": objects[key].raw})
-            return {"apiVersion": "v1", "kind": "Status", "status": "Success", "code": 201}
+            return status(201, "Created")
 
         def replace(request):  # kmock answers PUT with 404: store the whole object, as an update does
             key = (request.resource, request.namespace, request.name)
             objects = self.emulator.objects
             if key not in objects:
-                return {"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 404}
+                return status(404, "NotFound", f"{request.resource.plural} {request.name!r} not found")
             objects[key] = request.data
-            return request.data
+            return kmock.Response(status=200, payload=request.data)
 
         async def main():
             emu = kmock.KubernetesEmulator()
