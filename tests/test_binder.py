@@ -15,6 +15,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from rlmodel.live.binder import BinderError, ClientSpec, ProcessBinder
+from rlmodel.live.podspec import create_binding
 from rlmodel.live.scheduler import DECISION_ANNOTATION, Scheduler, SchedulerConfig
 from rlmodel.policies import make_policy
 from tests.test_live_scheduler import make_node, make_pod, pods, wait_for
@@ -90,22 +91,17 @@ def test_the_process_binder_binds_from_a_child_and_passes_the_api_servers_answer
 def test_the_fake_api_servers_error_answer_does_not_stick_to_later_binds(api):
     """The harness itself: kmock copies a reaction's returned status onto the reaction, which once made every
     bind after a 404 come back 404 though it had bound the pod (this file's pipelined test failed under load)."""
-    from kubernetes import client
-
     make_node(api, "n1")
     make_pod(api, "a")
-    body = client.V1Binding(metadata=client.V1ObjectMeta(name="a"),
-                            target=client.V1ObjectReference(kind="Node", name="n1"))
     with pytest.raises(ApiException) as gone:
-        api.core.create_namespaced_pod_binding("nobody", "default", dict(body.to_dict(), metadata={"name": "nobody"}),
-                                               _preload_content=False)
+        create_binding(api.core, "nobody", "default", binding("nobody", "n1"))
     assert gone.value.status == 404
-    answer = api.core.create_namespaced_pod_binding("a", "default", body, _preload_content=False)
+    answer = api.core.create_namespaced_pod_binding("a", "default", binding("a", "n1"), _preload_content=False)
     answer.read()
     answer.release_conn()
     assert answer.status == 201 and pods(api)["a"]["spec"]["nodeName"] == "n1"
     with pytest.raises(ApiException) as conflict:
-        api.core.create_namespaced_pod_binding("a", "default", body, _preload_content=False)
+        create_binding(api.core, "a", "default", binding("a", "n1"))
     assert conflict.value.status == 409
 
 

@@ -153,11 +153,10 @@ class KubeApi:
         # Each reaction answers with a kmock.Response whose status is explicit, success included: kmock copies a
         # returned Response's status onto the reaction itself, so one 404 would otherwise stick to every later
         # answer of the same reaction (a bind after the 404 of a missing pod came back 404 though it was bound).
-        def status(code: int, reason: str, message: str = ""):
+        def status(code: int, reason: str = "", message: str = ""):
             return kmock.Response(status=code, payload={
-                "apiVersion": "v1", "kind": "Status", "status": "Success" if code < 300 else "Failure",
-                "code": code, **({"reason": reason} if code >= 300 else {}),
-                **({"message": message} if message else {})})
+                "apiVersion": "v1", "kind": "Status", "status": "Success" if code < 300 else "Failure", "code": code,
+                **({"reason": reason} if reason else {}), **({"message": message} if message else {})})
 
         async def bind(request):
             key = (request.resource, request.namespace, request.name)
@@ -175,7 +174,7 @@ class KubeApi:
             objects[key].patch(change)
             # and a watch event, as for any update (kmock sends one only for the updates it serves itself)
             await self.emulator._buses[request.resource].put({"type": "MODIFIED", "object": objects[key].raw})
-            return status(201, "Created")
+            return status(201)
 
         def replace(request):  # kmock answers PUT with 404: store the whole object, as an update does
             key = (request.resource, request.namespace, request.name)
