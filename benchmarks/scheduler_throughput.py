@@ -22,7 +22,7 @@ kmock here is the tests' harness (`tests/testbed.py`), which keeps kmock's reque
 objects up by key: unpatched, kmock's cost per request grows with every request it has served.
 
     .venv/bin/python benchmarks/scheduler_throughput.py [--nodes 100,1000] [--pods 200] [--repeat 1]
-        [--binder process,thread] [--concurrency 1] [--model Dale.pth]
+        [--binder process,thread] [--concurrency 1] [--policies dqn,least-allocated] [--model Dale.pth]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from rlmodel.agents.qnet import NodeScorer  # noqa: E402
 from rlmodel.live.binder import ClientSpec, ThreadBinder, process_binder  # noqa: E402
 from rlmodel.live.podspec import create_binding  # noqa: E402
 from rlmodel.live.scheduler import Scheduler, SchedulerConfig  # noqa: E402
-from rlmodel.policies import make_policy  # noqa: E402
+from rlmodel.policies import BASELINES, make_policy  # noqa: E402
 from tests.testbed import KubeApiProcess  # noqa: E402
 
 
@@ -192,16 +192,21 @@ def main() -> None:
                         "thread (the command's default) and/or process")
     parser.add_argument("--concurrency", default="1", help="Binding calls in flight (scheduler.bind_concurrency; "
                         "the ceiling is measured at the same), comma-separated")
+    parser.add_argument("--policies", default="dqn,least-allocated", help="the DQN and/or baselines (e.g. "
+                        "least-allocated), comma-separated")
     parser.add_argument("--model", default=None, help="a DQN model file (default: an untrained network of the "
                                                        "default shape; latency does not depend on the weights)")
     args = parser.parse_args()
+    for name in args.policies.split(","):
+        if name != "dqn" and name not in BASELINES:
+            parser.error(f"--policies: unknown policy {name!r} (dqn or one of: {', '.join(BASELINES)})")
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(1)  # as `rlsched scheduler run` does
     cfg = DQNConfig()
     dqn = DQNPolicy.load(args.model) if args.model else DQNPolicy(NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers))
     for n in (int(x) for x in args.nodes.split(",")):
         for (label, policy), binder, conc in itertools.product(
-                (("dqn", dqn), ("least-allocated", make_policy("least-allocated"))), args.binder.split(","),
+                [(p, dqn if p == "dqn" else make_policy(p)) for p in args.policies.split(",")], args.binder.split(","),
                 [int(c) for c in args.concurrency.split(",")]):
             rows = []
             for _ in range(args.repeat):

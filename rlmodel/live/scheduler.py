@@ -187,6 +187,9 @@ class Scheduler:
             self._answered.wait_for(lambda: self._in_flight == 0, timeout_s)
         for _ in range(self._binder_threads):
             self._binds.put(None)  # each binder thread binds what was decided, then ends
+        for t in self._threads:
+            if t.name.startswith("rlsched-binder"):
+                t.join(timeout_s)  # their events queued before the recorder's last round
         self._records.put(None)  # the recorder writes what is queued, then ends
         for t in self._threads:
             t.join(timeout_s)
