@@ -67,13 +67,11 @@ def create(api, nodes: int, pods: int, tag: str) -> None:
 
 
 class Timed:
-    """The scheduler's binder (`rlmodel.live.binder`), recording when each Binding returned (its answer, for a
-    binder that takes submissions: the scheduler then submits, as it does with that binder)."""
+    """The scheduler's binder (`rlmodel.live.binder`), recording when each Binding returned."""
 
     def __init__(self, binder):
         self._binder, self.bound = binder, {}
         self.slots = getattr(binder, "slots", None)
-        self.asynchronous = getattr(binder, "asynchronous", False)
 
     def start(self):
         self._binder.start()
@@ -81,14 +79,6 @@ class Timed:
     def bind(self, name, namespace, body, timeout_s):
         self._binder.bind(name, namespace, body, timeout_s)
         self.bound[name] = time.perf_counter()
-
-    def submit(self, name, namespace, body, timeout_s, done):
-        def answered(exc):
-            if exc is None:
-                self.bound[name] = time.perf_counter()
-            done(exc)
-
-        self._binder.submit(name, namespace, body, timeout_s, answered)
 
     def stop(self):
         self._binder.stop()

@@ -9,13 +9,9 @@ next few Bindings (`depth`, 4 by default): it starts the next one as soon as it 
 waiting until the scheduler, busy with a decision, gets the interpreter lock back to hand it one. That wait,
 not the call, bounded the binds before (measured in docs/scheduler.md).
 
-Every binder has `bind(name, namespace, body, timeout_s)`, that returns when the API server has answered 2xx and
-raises `kubernetes.client.exceptions.ApiException` (with the HTTP status) when it answered otherwise; any other
-failure raises `BinderError` or the client's exception. A binder whose `asynchronous` is true also has
-`submit(name, namespace, body, timeout_s, done)`: it hands the Binding over and returns (waiting only while its
-calls in flight are at their limit), and `done(None | exception)` is called once with what `bind` would have
-returned or raised, from the binder's own thread. The scheduler then needs no thread per call in flight: its
-loop submits each decision and the process binder's reader finishes it (docs/scheduler.md, Speed).
+Both binders have one call, `bind(name, namespace, body, timeout_s)`, that returns when the API server has
+answered 2xx and raises `kubernetes.client.exceptions.ApiException` (with the HTTP status) when it answered
+otherwise; any other failure raises `BinderError` or the client's exception. The scheduler treats both alike.
 
 The child builds its client from a `ClientSpec` (kubeconfig and context, or the in-cluster service account):
 the same loader the command uses, so it reaches the same API server with the same credentials. It exits when
@@ -31,7 +27,6 @@ import contextlib
 import dataclasses
 import itertools
 import json
-import logging
 import os
 import queue
 import select
@@ -40,17 +35,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from rlmodel.errors import RlschedError
 from rlmodel.live.podspec import Obj, create_binding
-
-log = logging.getLogger("rlsched.binder")
-Done = Callable[[BaseException | None], None]
-"""Called once when a submitted Binding is answered: None on 2xx, else the `ApiException` (the HTTP status) or
-`BinderError` (no answer) that `bind` would have raised."""
 
 
 class BinderError(RlschedError):
@@ -102,8 +91,6 @@ class ClientSpec:
 class ThreadBinder:
     """Binds from the calling thread with the given CoreV1Api (or any object with its Binding method)."""
 
-    asynchronous = False
-
     def __init__(self, core: Any):
         self.core = core
 
@@ -118,16 +105,18 @@ class ThreadBinder:
 
 
 class _Call:
-    """One Binding handed to a child: resolved once, by its reply or by the reader when the child ends or stalls.
-    `on_done(status, reason)` runs then, in the reader thread (status 0: no HTTP answer; `reason` says why)."""
+    """One Binding handed to a child: its reply, or why it has none."""
 
-    __slots__ = ("on_done",)
+    __slots__ = ("done", "status", "reason")
 
-    def __init__(self, on_done: Callable[[int, str], None]) -> None:
-        self.on_done = on_done
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.status: int = 0
+        self.reason: str = ""
 
     def resolve(self, status: int, reason: str) -> None:
-        self.on_done(status, reason)
+        self.status, self.reason = status, reason
+        self.done.set()
 
 
 class _Child:
@@ -155,8 +144,6 @@ class ProcessBinder:
     thread hands each reply to its caller. A child that ends, or sends no reply for a call's `timeout_s` +
     `grace_s` while calls wait (it answers each within its own timeout when healthy), fails the calls waiting on
     it (`BinderError`: their pods back off) and is replaced at the next bind."""
-
-    asynchronous = True
 
     def __init__(self, spec: ClientSpec, *, depth: int = 4, start_timeout_s: float = 60.0, grace_s: float = 5.0):
         if depth < 1:
@@ -253,62 +240,38 @@ class ProcessBinder:
             child.proc.stdout.close()
 
     def bind(self, name: str, namespace: str, body: Obj, timeout_s: float) -> None:
-        answer: list[BaseException | None] = []
-        answered = threading.Event()
+        from kubernetes.client.exceptions import ApiException
 
-        def done(exc: BaseException | None) -> None:
-            answer.append(exc)
-            answered.set()
-
-        self.submit(name, namespace, body, timeout_s, done)
-        answered.wait()  # always resolved: by its reply, or by the reader when the child ends or stalls
-        if answer[0] is not None:
-            raise answer[0]
-
-    def submit(self, name: str, namespace: str, body: Obj, timeout_s: float, done: Done) -> None:
-        """Sends the Binding to the child and returns; `done` is called once, from the reader thread, with None (2xx)
-        or the exception `bind` would raise. Waits while `depth` calls are in flight. Raises (and `done` is never
-        called) only when the Binding could not be handed over: no child could be started, or it is stopped."""
-        self._slots.acquire()
-        try:
-            self._send(name, namespace, body, timeout_s, done)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _send(self, name: str, namespace: str, body: Obj, timeout_s: float, done: Done) -> None:
-        def answered(status: int, reason: str) -> None:
-            self._slots.release()  # first: the next Binding may be sent while `done` runs
-            try:
-                done(_outcome(name, namespace, status, reason))
-            except Exception:  # noqa: BLE001 - the reader must live on for the other calls
-                log.exception("bind %s/%s: its completion failed", namespace, name)
-
-        with self._lock:
-            if self._stopped:
-                raise BinderError("the binder process is stopped")
-            child = self._child
-            if child is None or child.proc.poll() is not None or child.closed:
-                self.restarts += 1  # died, stalled, or a restart failed: a new one
-                self._end()
-                self._start()
+        with self._slots:
+            call = _Call()
+            with self._lock:
+                if self._stopped:
+                    raise BinderError("the binder process is stopped")
                 child = self._child
-            assert child is not None and child.proc.stdin is not None
-            ident = next(self._ids)
-            with child.lock:
-                if child.closed:  # it ended a moment ago: this pod backs off, the next bind replaces it
-                    raise BinderError(f"bind {namespace}/{name}: the binder process ended")
-                if not child.calls:
-                    child.progress = time.monotonic()
-                child.calls[ident] = (_Call(answered), timeout_s)
-            try:
-                child.proc.stdin.write(json.dumps([ident, name, namespace, body, timeout_s]).encode() + b"\n")
-            except OSError as exc:  # the child is gone: its reader fails the other calls waiting on it
+                if child is None or child.proc.poll() is not None or child.closed:
+                    self.restarts += 1  # died, stalled, or a restart failed: a new one
+                    self._end()
+                    self._start()
+                    child = self._child
+                assert child is not None and child.proc.stdin is not None
+                ident = next(self._ids)
                 with child.lock:
-                    resolved = child.calls.pop(ident, None) is None  # the reader has failed it (`done` was called)
-                if resolved:
-                    return
-                raise BinderError(f"bind {namespace}/{name}: the binder process is gone ({exc})") from None
+                    if child.closed:  # it ended a moment ago: this pod backs off, the next bind replaces it
+                        raise BinderError(f"bind {namespace}/{name}: the binder process ended")
+                    if not child.calls:
+                        child.progress = time.monotonic()
+                    child.calls[ident] = (call, timeout_s)
+                try:
+                    child.proc.stdin.write(json.dumps([ident, name, namespace, body, timeout_s]).encode() + b"\n")
+                except OSError as exc:  # the child is gone: its reader fails the calls waiting on it
+                    with child.lock:
+                        child.calls.pop(ident, None)
+                    raise BinderError(f"bind {namespace}/{name}: the binder process is gone ({exc})") from None
+            call.done.wait()  # always resolved: by its reply, or by the reader when the child ends or stalls
+        if call.status == 0:
+            raise BinderError(f"bind {namespace}/{name}: {call.reason}")
+        if not 200 <= call.status < 300:
+            raise ApiException(status=call.status, reason=call.reason)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Ends the child this object started: asks (stdin closed: it answers what it was sent, then exits), then
@@ -341,18 +304,6 @@ def _read_line(proc: subprocess.Popen[bytes], pending: bytes, timeout_s: float) 
         pending += chunk
     line, _, rest = pending.partition(b"\n")
     return line, rest
-
-
-def _outcome(name: str, namespace: str, status: int, reason: str) -> BaseException | None:
-    """What a reply means to the caller: None (2xx), the API server's answer as `ApiException`, or `BinderError`
-    (status 0: no answer, `reason` says why)."""
-    from kubernetes.client.exceptions import ApiException
-
-    if status == 0:
-        return BinderError(f"bind {namespace}/{name}: {reason}")
-    if not 200 <= status < 300:
-        return ApiException(status=status, reason=reason)
-    return None
 
 
 def _end(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
@@ -406,31 +357,12 @@ class BinderPool:
                 b.stop()
             raise
 
-    @property
-    def asynchronous(self) -> bool:
-        """Every binder takes submissions (`submit`)."""
-        return all(getattr(b, "asynchronous", False) for b in self.binders)
-
     def bind(self, name: str, namespace: str, body: Obj, timeout_s: float) -> None:
         b = self._free.get()
         try:
             b.bind(name, namespace, body, timeout_s)
         finally:
             self._free.put(b)
-
-    def submit(self, name: str, namespace: str, body: Obj, timeout_s: float, done: Done) -> None:
-        """As `ProcessBinder.submit`, on a free slot of one of the binders (waiting while none is free)."""
-        b = self._free.get()
-
-        def finished(exc: BaseException | None) -> None:
-            self._free.put(b)
-            done(exc)
-
-        try:
-            b.submit(name, namespace, body, timeout_s, finished)
-        except BaseException:
-            self._free.put(b)
-            raise
 
     def stop(self) -> None:
         for b in self.binders:

@@ -17,10 +17,8 @@ fallback policy places the pod (Warning event `ScoringFailed`, metric `rlsched_s
 Threads, as kube-scheduler's goroutines: two informers; the scheduling loop (filter, score, assume); the
 binder (`bind_concurrency` threads, one by default), so the next decision overlaps the binds in flight (the
 binding cycle is asynchronous upstream too, with a goroutine per bind); and the event recorder. A binder thread
-makes the Binding call itself. With `scheduler.binder = "process"` the calls run in a process of their own
-(`rlmodel.live.binder`), so their CPU does not compete with the decisions for the interpreter lock, and there is
-no binder thread: the loop submits each decision to that binder (waiting only while it has its limit in flight)
-and the binder's reader thread finishes the bind (metrics, event, or back-off). The decision
+makes the Binding call itself, or hands it to a process of its own (`rlmodel.live.binder`, `scheduler.binder =
+"process"`), so the call's CPU does not compete with the decisions for the interpreter lock. The decision
 annotation rides on the Binding itself (the API server copies a Binding's `metadata.annotations` onto the pod,
 in the same write as `spec.nodeName`), so a placement costs one write. Events are best effort and yield to
 binds: while pods wait to be bound, an event waits too, at most `event_max_delay_s`.
@@ -145,11 +143,6 @@ class Scheduler:
         self._records: queue.Queue[tuple[float, tuple[Any, ...]] | None] = queue.Queue(maxsize=10_000)
         self._binds: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=max(1, self.cfg.binds_ahead))
         self._loop_thread: threading.Thread | None = None
-        # a binder that takes submissions (the process binder): the loop submits each decision and the binder's
-        # reader finishes it, with no binder thread; `_in_flight` counts the submitted binds not answered yet
-        self._submits = bool(getattr(self.binder, "asynchronous", False))
-        self._in_flight = 0
-        self._answered = threading.Condition(threading.Lock())
 
     # ------------------------------------------------------------------ lifecycle
     def start_informers(self) -> None:
@@ -183,8 +176,6 @@ class Scheduler:
             self.wakeup.notify_all()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout_s)  # no new decisions after this
-        with self._answered:  # the binds submitted: answered (and their events queued) before the recorder ends
-            self._answered.wait_for(lambda: self._in_flight == 0, timeout_s)
         for _ in range(self._binder_threads):
             self._binds.put(None)  # each binder thread binds what was decided, then ends
         for t in self._threads:
@@ -199,10 +190,8 @@ class Scheduler:
 
     @property
     def _binder_threads(self) -> int:
-        """`bind_concurrency` threads, or as many as the binder has slots; none for a binder that takes submissions
-        (its own reader finishes each bind)."""
-        if self._submits:
-            return 0
+        """`bind_concurrency` threads, or as many as the binder has slots (a process binder: its children times
+        their pipeline depth, so that each child has its next Binding waiting when it answers one)."""
         return max(1, getattr(self.binder, "slots", None) or self.cfg.bind_concurrency)
 
     @property
@@ -406,10 +395,7 @@ class Scheduler:
                     self._to_backoff(key)
                 plan = None
             if plan is not None:
-                if self._submits:
-                    self._submit(plan)  # waits while the binder has as many binds in flight as it takes
-                else:
-                    self._binds.put(plan)  # waits when `binds_ahead` decisions are already queued
+                self._binds.put(plan)  # waits when `binds_ahead` decisions are already queued
             with self.lock:
                 self.metrics.pending.set(len(self._queued) + len(self._backoff))
 
@@ -420,7 +406,7 @@ class Scheduler:
                 if plan is None:
                     return
                 self._bind(*plan)
-            except Exception:  # noqa: BLE001 - one pod's failure never stops the binder thread
+            except Exception:  # noqa: BLE001 - logged; _bind already forgot the assumption and backed off
                 log.exception("binding %s/%s failed", *plan[0])  # type: ignore[index]
             finally:
                 self._binds.task_done()
@@ -480,9 +466,11 @@ class Scheduler:
             choice, scores = predict_with_scores(self.fallback, obs, mask)
             return choice, scores, self.fallback.name
 
-    def _binding(self, plan: tuple[Any, ...]) -> tuple[dict[str, Any], Obj]:
-        """The decision (for the annotation and the log) and the Binding that carries it."""
-        (ns, name), _, node, scores, used, names, mask = plan
+    def _bind(self, key: tuple[str, str], pod: Obj, node: str, scores: np.ndarray | None, used: str,
+              names: list[str], mask: np.ndarray) -> str | None:
+        from kubernetes.client.exceptions import ApiException
+
+        ns, name = key
         top = []
         if scores is not None:
             feasible = np.flatnonzero(mask)
@@ -493,46 +481,9 @@ class Scheduler:
         body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns, "annotations": {
             DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-        return decision, body
-
-    def _bind(self, *plan: Any) -> str | None:
-        """Binds one decision, from the calling thread: the node, or None when it was not bound."""
-        decision, body = self._binding(plan)
-        ns, name = plan[0]
         try:
             self.binder.bind(name, ns, body, self.cfg.request_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - what the answer means is decided in one place
-            return self._after_bind(plan, decision, exc)
-        return self._after_bind(plan, decision, None)
-
-    def _submit(self, plan: tuple[Any, ...]) -> None:
-        """Hands one decision to a binder that takes submissions; its reader calls `_after_bind` with the answer."""
-        decision, body = self._binding(plan)
-        ns, name = plan[0]
-        with self._answered:
-            self._in_flight += 1
-
-        def answered(exc: BaseException | None) -> None:
-            try:
-                self._after_bind(plan, decision, exc)
-            finally:
-                with self._answered:
-                    self._in_flight -= 1
-                    self._answered.notify_all()
-
-        try:
-            self.binder.submit(name, ns, body, self.cfg.request_timeout_s, answered)
-        except Exception as exc:  # noqa: BLE001 - not handed over (no binder process could start): backs off
-            answered(exc)
-
-    def _after_bind(self, plan: tuple[Any, ...], decision: dict[str, Any], exc: BaseException | None) -> str | None:
-        """What the binder's answer means: bound (events, metrics), taken or gone (done), or failed (the assumption
-        is forgotten and the pod backs off). The node, or None when the pod was not bound."""
-        from kubernetes.client.exceptions import ApiException
-
-        key, pod, node = plan[0], plan[1], plan[2]
-        ns, name = key
-        if isinstance(exc, ApiException):
+        except ApiException as exc:
             with self.lock:
                 self.view.forget(ns, name)
                 if exc.status == 409:  # bound by someone else meanwhile: nothing to retry
@@ -547,14 +498,12 @@ class Scheduler:
                 self._to_backoff(key)
             log.warning("bind %s/%s to %s: HTTP %s", ns, name, node, exc.status)
             return None
-        if exc is not None:
+        except Exception:
             with self.lock:
                 self.view.forget(ns, name)
                 self.metrics.attempts.labels("error").inc()
                 self._to_backoff(key)
-            log.warning("bind %s/%s to %s: %s: %s", ns, name, node, type(exc).__name__,
-                        (str(exc).splitlines() or [""])[0][:200])
-            return None
+            raise
         with self.lock:
             seen = self._seen.pop(key, self.clock())
             self._delay.pop(key, None)
@@ -579,7 +528,7 @@ class Scheduler:
             log.warning("event recorder full: event for %s dropped", args[0] if args else "")
 
     def _binds_waiting(self) -> bool:
-        return bool(self._queue) or self._binds.unfinished_tasks > 0 or self._in_flight > 0
+        return bool(self._queue) or self._binds.unfinished_tasks > 0
 
     def _recorder(self) -> None:
         while True:
