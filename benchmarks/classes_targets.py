@@ -48,7 +48,7 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
     print(format_table(summary))
     s = summary.set_index("policy")
     paired = df.pivot_table(index="seed", columns="policy", values="energy_j")
-    for ref in ("efficient-first", "runtime-aware", "runtime-aware-headroom"):
+    for ref in ("efficient-first", "runtime-aware", "runtime-aware-headroom", "runtime-aware-short-headroom"):
         ratio = (paired["dqn"] / paired[ref]).to_numpy()
         diff = (paired["dqn"] - paired[ref]).to_numpy() / 1e3
         print(f"  dqn / {ref:<16} energy {s.loc['dqn'].energy_j_mean / s.loc[ref].energy_j_mean:.4f} "
@@ -58,7 +58,7 @@ def evaluate(scenario, policy, episodes: int, seed: int, out: Path, tag: str):
     print(f"  dqn / best baseline by cost ({best}) {s.loc['dqn'].cost_j_mean / s.loc[best].cost_j_mean:.4f}")
     print("  overload pod-s: " + ", ".join(f"{p} {s.loc[p].overload_pod_s_mean:.2f}" for p in
                                          ("dqn", "round-robin", "efficient-first", "runtime-aware",
-                                          "runtime-aware-headroom")))
+                                          "runtime-aware-headroom", "runtime-aware-short-headroom")))
     return summary
 
 

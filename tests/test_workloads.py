@@ -371,6 +371,32 @@ def test_runtime_aware_headroom_rule_by_hand():
     assert rule.predict(obs(120, 0.5, [4, 1.8, 0, 0]), every) == 0
 
 
+def test_runtime_aware_short_headroom_guards_short_pods_only_by_hand():
+    rule = make_policy("runtime-aware-short-headroom")
+    every = np.ones(4, dtype=bool)
+
+    def obs(run_s, request, used):
+        o = _obs(run_s, 4)
+        o["pod"][POD_COL["cpu_request_cores"]] = request
+        o["nodes"][:, NODE_COL["cpu_used_cores"]] = used
+        return o
+
+    # long pod of 2 cores: the x3550 in use 10.5 of 12 would be overloaded (10.5 + 2.2 > 12); unlike
+    # runtime-aware-headroom (which wakes node 3), the long pod still goes where efficient-first puts it
+    assert rule.predict(obs(3000, 2.0, [10.5, 1, 0, 0]), every) == 0
+    assert make_policy("runtime-aware-headroom").predict(obs(3000, 2.0, [10.5, 1, 0, 0]), every) == 3
+    # short pod of 0.5: the busy g4 while it has room (1 + 0.55 <= 2), the busy x3550 once the g4 uses 1.5
+    assert rule.predict(obs(120, 0.5, [10.5, 1.0, 0, 0]), every) == 1
+    assert rule.predict(obs(120, 0.5, [10.5, 1.5, 0, 0]), every) == 0
+    assert make_policy("runtime-aware").predict(obs(120, 0.5, [10.5, 1.5, 0, 0]), every) == 1
+    # a sleeping node counts by its requests: the x3550 asleep with nothing requested takes it (woken) ...
+    assert rule.predict(obs(120, 0.5, [12, 2, 2, 12]), every) == 3
+    # ... and with every node overloaded, runtime-aware's order decides: the pod is never left unplaced
+    full = obs(120, 0.5, [12, 2, 2, 12])
+    full["nodes"][3, NODE_COL["cpu_requested_cores"]] = 12
+    assert rule.predict(full, every) == make_policy("runtime-aware").predict(full, every) == 1
+
+
 # ------------------------------------------------------------------------------------------ imbalance
 def test_imbalance_is_the_integral_of_the_utilization_std():
     sc = parse_scenario(NODES.replace("count = 2", "count = 1") + """

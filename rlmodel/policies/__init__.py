@@ -17,6 +17,7 @@ from rlmodel.policies.heuristics import (
     RoundRobin,
     RuntimeAware,
     RuntimeAwareHeadroom,
+    RuntimeAwareShortHeadroom,
 )
 
 BASELINES: dict[str, Callable[[], Policy]] = {
@@ -30,6 +31,7 @@ BASELINES: dict[str, Callable[[], Policy]] = {
     "efficient-first": EfficientFirst,
     "runtime-aware": RuntimeAware,
     "runtime-aware-headroom": RuntimeAwareHeadroom,
+    "runtime-aware-short-headroom": RuntimeAwareShortHeadroom,
 }
 
 

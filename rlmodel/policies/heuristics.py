@@ -219,6 +219,22 @@ class RuntimeAwareHeadroom(RuntimeAware):
         return np.where(over, runtime_aware_scores - 1e7, runtime_aware_scores)
 
 
+class RuntimeAwareShortHeadroom(RuntimeAwareHeadroom):
+    """Runtime-aware-headroom's guard for short pods only: a long pod still goes where efficient-first puts it,
+    filled up to its requests, and a short pod is not put on a node it would overload while another fits.
+
+    Short pods are the ones runtime-aware piles onto busy nodes (the least efficient first, the fullest among
+    equals), so they are where the overload comes from; guarding long pods too moves them off the efficient
+    nodes and costs energy. Measured on `classes-sleep` in docs/results.md.
+    """
+
+    name = "runtime-aware-short-headroom"
+
+    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
+        scores = RuntimeAware.scores(self, obs, action_mask)
+        return scores if self.expected_run_s(obs["pod"]) >= self.long_s else self.guard(obs, scores)
+
+
 class RoundRobin:
     """Cycles over the nodes in index order, skipping nodes where the pod does not fit."""
 
