@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from rlmodel.live.binder import BinderError, ClientSpec, ProcessBinder
+from rlmodel.live.binder import BinderError, ClientSpec, ProcessBinder, ThreadBinder
 from rlmodel.live.podspec import create_binding
 from rlmodel.live.scheduler import DECISION_ANNOTATION, Scheduler, SchedulerConfig
 from rlmodel.policies import make_policy
@@ -151,7 +151,7 @@ def test_the_binder_process_ends_with_its_parent(spec):
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
 def test_two_binds_in_flight_bind_each_pod_once_and_never_overcommit_a_node(api, spec, kind):
-    from rlmodel.live.binder import BinderPool, ThreadBinder
+    from rlmodel.live.binder import BinderPool
     from rlmodel.live.podspec import pod_requests
 
     for i in range(4):
@@ -275,8 +275,6 @@ def test_a_stalled_child_fails_the_calls_waiting_on_it_and_is_replaced(api, spec
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
 def test_stop_finishes_every_decided_bind_and_writes_its_event_before_it_returns(api, spec, kind):
-    from rlmodel.live.binder import ThreadBinder
-
     make_node(api, "n1", cpu="64", memory="128Gi")
     for i in range(100):
         make_pod(api, f"p{i:03d}")

@@ -200,7 +200,12 @@ class RuntimeAwareHeadroom(RuntimeAware):
         self.headroom = headroom
 
     def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
-        return self.guard(obs, super().scores(obs, action_mask))
+        scores = super().scores(obs, action_mask)
+        return self.guard(obs, scores) if self.guards(obs) else scores
+
+    def guards(self, obs: Obs) -> bool:
+        """Whether this pod gets the overload guard (here: every pod)."""
+        return True
 
     @staticmethod
     def cpu_in_use_cores(obs: Obs) -> np.ndarray:
@@ -230,9 +235,8 @@ class RuntimeAwareShortHeadroom(RuntimeAwareHeadroom):
 
     name = "runtime-aware-short-headroom"
 
-    def scores(self, obs: Obs, action_mask: np.ndarray) -> np.ndarray:
-        scores = RuntimeAware.scores(self, obs, action_mask)
-        return scores if self.expected_run_s(obs["pod"]) >= self.long_s else self.guard(obs, scores)
+    def guards(self, obs: Obs) -> bool:
+        return self.expected_run_s(obs["pod"]) < self.long_s
 
 
 class RoundRobin:
