@@ -73,3 +73,17 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path):
 def test_scenarios_lists_builtins():
     r = CliRunner().invoke(main, ["scenarios"])
     assert r.exit_code == 0 and "hetero-sleep" in r.output and "homogeneous" in r.output
+
+
+def test_scheduler_names_the_api_server_would_refuse_are_refused_before_anything_starts(tmp_path):
+    """A namespace or scheduler name that no object can carry would leave the scheduler waiting for nothing."""
+    for args, option in ((["--namespace", "default", "--namespace", "Team A"], "'--namespace'"),
+                         (["--scheduler-name", "RLsched"], "'--scheduler-name'"),
+                         (["--lease-namespace", "-x"], "'--lease-namespace'")):
+        r = CliRunner().invoke(main, ["scheduler", "run", "--policy", "least-allocated", "--kubeconfig",
+                                      str(tmp_path / "missing"), *args])
+        assert r.exit_code == 2, r.output
+        assert option in r.output and "DNS-1123" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["scheduler", "run", "--policy", "least-allocated", "--kubeconfig",
+                                  str(tmp_path / "missing"), "--set", "scheduler.namespaces=default,Team"])
+    assert r.exit_code == 1 and "scheduler.namespaces: namespace must be" in r.output

@@ -158,3 +158,43 @@ def test_quantity_reads_what_the_kubernetes_client_reads(text):
         assert want is None and str(exc).startswith("f: invalid quantity")
     else:
         assert got == want
+
+
+# ------------------------------------------------------------------------------------ Kubernetes names
+def _is_label(text: str, max_len: int = 63) -> bool:
+    """A DNS-1123 label by its definition, written without a regular expression (the oracle)."""
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    return 0 < len(text) <= max_len and set(text) <= allowed and text[0] != "-" and text[-1] != "-"
+
+
+name_text = st.text(alphabet=st.sampled_from("abz09-._A \n\u00e9"), max_size=70) | st.text(max_size=300)
+
+
+@given(name_text)
+def test_a_kubernetes_name_is_accepted_exactly_when_the_api_server_would(text):
+    from rlmodel.k8s_names import dns_label_problem, dns_subdomain_problem
+
+    assert (dns_label_problem(text) is None) == _is_label(text)
+    # a subdomain: at most 253 characters, '.'-separated labels (no length limit of their own)
+    assert (dns_subdomain_problem(text) is None) == (
+        len(text) <= 253 and all(_is_label(p, max_len=253) for p in text.split(".")))
+    for problem in (dns_label_problem(text), dns_subdomain_problem(text)):
+        assert problem is None or "\n" not in problem
+
+
+@given(name_text)
+def test_a_namespace_setting_loads_or_is_one_line_naming_the_key(text):
+    from rlmodel.k8s_names import dns_label_problem
+
+    for key in ("kubernetes.namespace", "scheduler.namespaces"):
+        try:
+            cfg = load_config(env={}, overrides=[f"{key}={text}"])
+        except ConfigError as exc:
+            assert "\n" not in str(exc) and key in str(exc)
+            items = [text] if key == "kubernetes.namespace" else [n.strip() for n in text.split(",") if n.strip()]
+            assert any(dns_label_problem(n) for n in items) or "SECTION.KEY" in str(exc)
+        else:
+            if key == "kubernetes.namespace":
+                assert _is_label(cfg.kubernetes.namespace)
+            else:
+                assert all(_is_label(n.strip()) for n in cfg.scheduler.namespaces.split(",") if n.strip())

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,12 +24,14 @@ def scheduler() -> None:
               envvar="RLSCHED_MODEL", show_envvar=True, help="A trained DQN model file (hot-reloaded when it changes).")
 @click.option("--policy", "policy_name", default=None, envvar="RLSCHED_POLICY", show_envvar=True,
               help="A built-in policy instead of a model, e.g. efficient-first.")
-@click.option("--scheduler-name", default=None, help="Pods with this spec.schedulerName are ours "
+@click.option("--scheduler-name", default=None, callback=lambda ctx, param, v: _k8s_name(param, v, subdomain=True),
+              help="Pods with this spec.schedulerName are ours "
               "[default: scheduler.name, rlsched].")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path), default=None, envvar="KUBECONFIG",
               help="kubeconfig [default: in-cluster when running in a pod, else ~/.kube/config].")
 @click.option("--context", default=None, help="kubeconfig context [default: the current one].")
-@click.option("--namespace", "namespaces", multiple=True, help="Schedule pods of this namespace (repeatable) "
+@click.option("--namespace", "namespaces", multiple=True, callback=lambda ctx, param, v: _k8s_name(param, v),
+              help="Schedule pods of this namespace (repeatable) "
               "[default: scheduler.namespaces, all].")
 @click.option("--listen", default=None, help="HOST:PORT of /healthz, /readyz and /metrics "
               "[default: scheduler.listen, 127.0.0.1:10259].")
@@ -42,6 +45,7 @@ def scheduler() -> None:
 @click.option("--leader-elect/--no-leader-elect", default=None,
               help="Hold a coordination.k8s.io Lease so only one replica schedules [default: on in a cluster].")
 @click.option("--lease-namespace", default="rlsched-system", show_default=True,
+              callback=lambda ctx, param, v: _k8s_name(param, v),
               help="Namespace of the leader-election Lease.")
 @config_options
 def run(model: Path | None, policy_name: str | None, scheduler_name: str | None, kubeconfig: Path | None,
@@ -131,6 +135,18 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
         server.shutdown()
         server.server_close()
     click.echo("rlsched scheduler: stopped", err=True)
+
+
+def _k8s_name(param: click.Parameter, value: Any, subdomain: bool = False) -> Any:
+    """The option's value(s), or BadParameter when one is not a name the API server accepts (rlmodel.k8s_names)."""
+    from rlmodel.k8s_names import dns_label_problem, dns_subdomain_problem
+
+    check = dns_subdomain_problem if subdomain else dns_label_problem
+    for v in value if isinstance(value, tuple) else (value,):
+        problem = check(v) if v is not None else None
+        if problem:
+            raise click.BadParameter(problem, param=param)
+    return value
 
 
 def _names(text: str) -> tuple[str, ...]:

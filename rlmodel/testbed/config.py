@@ -31,6 +31,7 @@ else:  # pragma: no cover
 
 from rlmodel.errors import ConfigError
 from rlmodel.fielddocs import field_docs
+from rlmodel.k8s_names import dns_label_problem, dns_subdomain_problem
 from rlmodel.overrides import CoercionError, coerce
 
 DEFAULT_CONFIG_FILE = Path("rlsched.toml")
@@ -246,6 +247,24 @@ _CHOICES = {"mode": ("cpu", "memory", "io", "mixed"), "cpu_in_use": ("requests",
             "zone": ("package", "core", "uncore", "dram", "psys", "platform")}
 
 
+# Kubernetes names: a value the API server would refuse could never match an object (rlmodel.k8s_names)
+_NAMESPACE_KEYS = ("kubernetes.namespace", "kubernetes.agents_namespace")
+
+
+def _name_problem(key: str, value: Any) -> str | None:
+    """What is wrong with a Kubernetes name among the settings (None: nothing, or the key is not a name)."""
+    if key in _NAMESPACE_KEYS:
+        return dns_label_problem(value)
+    if key == "scheduler.name":
+        return dns_subdomain_problem(value)
+    if key == "scheduler.namespaces":  # comma-separated, "" = all
+        for ns in (n.strip() for n in value.split(",")):
+            problem = dns_label_problem(ns) if ns else None
+            if problem:
+                return f"namespace {problem}"
+    return None
+
+
 def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) -> Any:
     """`value` converted to the type of the default `current`, or ConfigError naming `where` and `key`."""
     try:
@@ -259,6 +278,9 @@ def _coerce(where: str, key: str, current: Any, value: Any, *, from_text: bool) 
         raise ConfigError(f"{where}: {key}: must be at most {_BOUNDS[name]}, got {value!r}")
     if name in _CHOICES and out not in _CHOICES[name]:
         raise ConfigError(f"{where}: {key}: expected one of {', '.join(_CHOICES[name])}, got {value!r}")
+    problem = _name_problem(key, out)
+    if problem:
+        raise ConfigError(f"{where}: {key}: {problem}")
     if name == "node_selector":
         from rlmodel.testbed.selector import parse_selector
 
@@ -323,13 +345,14 @@ def load_config(path: Path | None = None, *, env: Mapping[str, str] | None = Non
     if "RLSCHED_STATE_DIR" in environ:
         _set(cfg, None, "state_dir", environ["RLSCHED_STATE_DIR"], "RLSCHED_STATE_DIR", from_text=True)
     for item in overrides:
+        shown = f"--set {item if item.isprintable() else repr(item)}"  # the message stays one line
         dotted, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item}: expected SECTION.KEY=VALUE")
+            raise ConfigError(f"{shown}: expected SECTION.KEY=VALUE")
         section, _, key = dotted.strip().rpartition(".")
         if section and section not in SECTIONS:
-            raise ConfigError(f"--set {item}: unknown section {section!r} (expected one of: {', '.join(SECTIONS)})")
-        _set(cfg, section or None, key, value.strip(), f"--set {item}", from_text=True)
+            raise ConfigError(f"{shown}: unknown section {section!r} (expected one of: {', '.join(SECTIONS)})")
+        _set(cfg, section or None, key, value.strip(), shown, from_text=True)
     return cfg
 
 
