@@ -503,6 +503,36 @@ def test_rlsched_serve_hot_reloads_its_model_and_stops_on_sigterm(tmp_path):
             proc.wait()
 
 
+def test_rlsched_serve_on_port_0_says_its_real_address_and_a_port_in_use_is_one_line():
+    import os
+    import re
+    import signal
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLSCHED_")}
+    exe = str(Path(sys.executable).with_name("rlsched"))
+    proc = subprocess.Popen([exe, "serve", "--policy", "least-allocated", "--listen", "127.0.0.1:0"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the first line names the address it listens on
+        found = re.search(r"on http://127\.0\.0\.1:(\d+) ", line)
+        assert found and found.group(1) != "0", line
+        port = int(found.group(1))
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        taken = subprocess.run([exe, "serve", "--policy", "least-allocated", "--listen", f"127.0.0.1:{port}"],
+                               capture_output=True, text=True, env=env, timeout=60)
+        assert taken.returncode == 1, taken.stderr
+        assert taken.stderr.strip() == f"Error: --listen 127.0.0.1:{port}: cannot listen: Address already in use"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0 and "stopped" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 # ------------------------------------------------------------------------------------------ Swagger UI
 def test_the_swagger_ui_loads_in_headless_chromium_with_no_request_off_loopback(server, tmp_path):
     chromium = shutil.which("chromium")

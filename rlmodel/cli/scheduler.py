@@ -64,7 +64,7 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
     """
     from rlmodel.live.binder import ClientSpec, process_binder
     from rlmodel.live.scheduler import Scheduler, SchedulerConfig
-    from rlmodel.live.service import ModelReloader, serve_health
+    from rlmodel.live.service import ModelReloader, serve_health, url_of
     from rlmodel.live.view import ClusterView
     from rlmodel.policies import make_policy
 
@@ -124,7 +124,7 @@ def run(model: Path | None, policy_name: str | None, scheduler_name: str | None,
     try:
         sched.start()  # BinderError: the binder process could not start (then the finally below cleans up)
         click.echo(f"rlsched scheduler {scheduler_name}: policy {policy.name}, CPU in use from {sched.cpu_source}, "
-                   f"/healthz /readyz /metrics on {listen}", err=True)
+                   f"/healthz /readyz /metrics on {url_of(server.socket)}", err=True)
         signal.pause() if hasattr(signal, "pause") else sched._stop.wait()
     except KeyboardInterrupt:  # SIGTERM arrives as KeyboardInterrupt (rlmodel.console)
         pass

@@ -57,12 +57,12 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
         raise click.ClickException(f"rlsched serve needs the serve extra ({exc.name} is missing): "
                                    "pip install 'rlsched[serve]'") from None
     from rlmodel.cli.scheduler import _core_api, curve_resolver
-    from rlmodel.live.service import ModelReloader, parse_listen
+    from rlmodel.live.service import ModelReloader, listen_socket, url_of
     from rlmodel.policies import make_policy
 
     if (model is None) == (policy_name is None):
         raise click.UsageError("give either --model PATH or --policy NAME")
-    host, port = parse_listen(listen)
+    sock = listen_socket(listen)  # before anything starts: a port in use is one line, not a half-started service
     settings = testbed_config(config_path, testbed_set).scheduler
     resolver = curve_resolver(settings, node_types, default_node_type)
     fallback = make_policy(fallback_policy or settings.fallback_policy)
@@ -102,11 +102,10 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, lambda *_: reloader.reload())
     app = create_app(state)
-    click.echo(f"rlsched serve: policy {policy.name} on http://{listen} (docs at /docs)", err=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=10))
+    click.echo(f"rlsched serve: policy {policy.name} on {url_of(sock)} (docs at /docs)", err=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=10))
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shut down gracefully, then re-raised the SIGTERM/SIGINT it caught
         pass
     finally:
@@ -114,6 +113,7 @@ def serve(model: Path | None, policy_name: str | None, listen: str, kubeconfig: 
             reloader.stop()
         if informers is not None:
             informers.stop(timeout_s=5)
+        sock.close()
     click.echo("rlsched serve: stopped", err=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,31 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise RlschedError(f"--listen {listen}: expected HOST:PORT")
     return host.strip("[]"), int(port)
+
+
+def listen_socket(listen: str) -> socket.socket:
+    """A TCP socket bound and listening on `--listen HOST:PORT` (port 0: one the system picks; the socket's
+    getsockname() says which), or RlschedError in one line: a bad address, a port in use, an address not here."""
+    host, port = parse_listen(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RlschedError(f"--listen {listen}: cannot listen: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn and http.server do
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise RlschedError(f"--listen {listen}: cannot listen: {exc.strerror or exc}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    """http://HOST:PORT of a listening socket, with the port it really got (an IPv6 host in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def serve_health(listen: str, scheduler: Scheduler) -> http.server.ThreadingHTTPServer:
