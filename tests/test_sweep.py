@@ -43,6 +43,27 @@ def test_grid_keys_and_bad_sets():
     assert r.exit_code == 2 and "whole numbers" in r.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--scenarios", "tiny", "--seeds", "1,2,1"], "--seeds: 1 is given twice"),
+    (["--scenarios", "tiny,hetero,tiny", "--seeds", "1"], "--scenarios: tiny is given twice"),
+    (["--scenarios", "tiny", "--seeds", "1", "--policies", "round-robin,efficient-first,round-robin"],
+     "--policies: round-robin is given twice"),
+])
+def test_a_repeated_seed_scenario_or_baseline_is_refused_rather_than_counted_twice(tmp_path, args, message):
+    """Run once and summarized twice, a repeated seed would report two seeds and a CI from one measurement."""
+    r = CliRunner().invoke(main, ["sweep", *args, "--out", str(tmp_path / "s")])
+    assert r.exit_code == 1 and r.output.strip() == f"Error: {message}", r.output
+    assert not (tmp_path / "s").exists()  # refused before anything was made
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "s"
+    r = CliRunner().invoke(main, ["sweep", "--scenarios", "tiny", "--seeds", "1", "--out", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.strip() == f"Error: {out}: cannot create the output folder: Not a directory"
+
+
 def sweep_args(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "rlmodel.console", "sweep", "--scenarios", "tiny,hetero-sleep", "--seeds", "1,2",
             "--steps", "150", "--episodes", "2", "--policies", "round-robin,efficient-first", "--out", str(out),

@@ -46,7 +46,7 @@ def sweep(scenarios: str, seeds: str, sets: tuple[str, ...], steps: int, episode
           --set demonstrator=runtime-aware --workers 2 --out results/sweep
       rlsched sweep --scenarios hetero-sleep --seeds 1,2 --ray-address auto --out results/sweep-ray
     """
-    from rlmodel.evaluation.sweep import SweepPlan, finished, parse_sets, run_sweep
+    from rlmodel.evaluation.sweep import SweepPlan, finished, make_folder, parse_sets, run_sweep
     from rlmodel.policies import make_policy
     from rlmodel.sim import load_scenario
 
@@ -58,10 +58,13 @@ def sweep(scenarios: str, seeds: str, sets: tuple[str, ...], steps: int, episode
         make_policy(p)
     plan = SweepPlan(scenarios=names, seeds=_ints(seeds), grid=parse_sets(sets), steps=steps, episodes=episodes,
                      eval_seed=eval_seed, policies=baselines)
+    make_folder(out)  # before the first line: an output folder that cannot be made is one line, nothing started
     runs = plan.runs()
     todo = sum(not finished(out, r) for r in runs)
     where = f"Ray ({ray_address})" if ray_address else f"{workers} local worker(s)"
-    click.echo(f"sweep: {len(runs)} runs ({len(runs) - todo} already finished in {out}), {todo} to do on {where}")
+    plural = "s" * (len(runs) != 1)
+    click.echo(f"sweep: {len(runs)} run{plural} ({len(runs) - todo} already finished in {out}), {todo} to do on "
+               f"{where}")
     with click.progressbar(length=todo, label="runs", show_pos=True) as bar:
         _, summary = run_sweep(plan, out, workers=workers, ray_address=ray_address, on_run=lambda _: bar.update(1))
     dqn = summary[summary.policy == "dqn"]

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlmodel.errors import RlschedError
+from rlmodel.errors import OutputError, RlschedError
 
 RESULT_COLUMNS = ["run", "scenario", "seed", "overrides", "steps", "episodes", "policy", "energy_j_mean",
                   "cost_j_mean", "overload_pod_s_mean", "unschedulable_mean", "ratio_to_efficient_first",
@@ -82,6 +82,16 @@ class SweepPlan:
     episodes: int = 20
     eval_seed: int = 1000
     policies: tuple[str, ...] = ("round-robin", "efficient-first", "runtime-aware")
+
+    def __post_init__(self) -> None:
+        # a repeat would be run once and counted twice: two "seeds" that are one, a narrower CI than measured
+        for option, values in (("--scenarios", self.scenarios), ("--seeds", self.seeds),
+                               ("--policies", self.policies)):
+            seen: set[Any] = set()
+            for v in values:
+                if v in seen:
+                    raise SweepError(f"{option}: {v} is given twice")
+                seen.add(v)
 
     def runs(self) -> list[RunSpec]:
         keys = sorted(self.grid)
@@ -198,10 +208,18 @@ def _ray(todo: list[RunSpec], out: Path, workers: int, address: str) -> Iterator
             ray.shutdown()
 
 
+def make_folder(out: Path) -> None:
+    """`out` and its parents, or OutputError naming it (under a file, read-only, not a place for files)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
+
+
 def run_sweep(plan: SweepPlan, out: Path, *, workers: int = 1, ray_address: str | None = None,
               on_run: Callable[[RunSpec], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run every unfinished run of `plan`, then write and return (results, summary)."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     runs = plan.runs()
     todo = [spec for spec in runs if not finished(out, spec)]
     executor = _ray(todo, out, workers, ray_address) if ray_address else _local(todo, out, workers)
