@@ -16,25 +16,21 @@ LABEL_MAX = 63
 SUBDOMAIN_MAX = 253
 
 
-def dns_label_problem(value: str) -> str | None:
-    """Why `value` is not a DNS-1123 label (a namespace's name), or None when it is one."""
+def _problem(value: str, max_len: int, pattern: re.Pattern[str], rule: str) -> str | None:
     if not value:
         return "must not be empty"
-    if len(value) > LABEL_MAX:
-        return f"must be at most {LABEL_MAX} characters, got {len(value)}"
-    if not _LABEL_RE.match(value):
-        return ("must be lower-case letters, digits and '-', starting and ending with a letter or digit "
-                f"(a DNS-1123 label), got {value!r}")
-    return None
+    if len(value) > max_len:
+        return f"must be at most {max_len} characters, got {len(value)}"
+    return None if pattern.match(value) else f"must be {rule}, got {value!r}"
+
+
+def dns_label_problem(value: str) -> str | None:
+    """Why `value` is not a DNS-1123 label (a namespace's name), or None when it is one."""
+    return _problem(value, LABEL_MAX, _LABEL_RE, "lower-case letters, digits and '-', starting and ending with a "
+                    "letter or digit (a DNS-1123 label)")
 
 
 def dns_subdomain_problem(value: str) -> str | None:
     """Why `value` is not a DNS-1123 subdomain (e.g. a pod's spec.schedulerName), or None when it is one."""
-    if not value:
-        return "must not be empty"
-    if len(value) > SUBDOMAIN_MAX:
-        return f"must be at most {SUBDOMAIN_MAX} characters, got {len(value)}"
-    if not _SUBDOMAIN_RE.match(value):
-        return ("must be lower-case letters, digits, '-' and '.', each '.'-separated part starting and ending with "
-                f"a letter or digit (a DNS-1123 subdomain), got {value!r}")
-    return None
+    return _problem(value, SUBDOMAIN_MAX, _SUBDOMAIN_RE, "lower-case letters, digits, '-' and '.', each "
+                    "'.'-separated part starting and ending with a letter or digit (a DNS-1123 subdomain)")
