@@ -397,6 +397,49 @@ def test_runtime_aware_short_headroom_guards_short_pods_only_by_hand():
     assert rule.predict(full, every) == make_policy("runtime-aware").predict(full, every) == 1
 
 
+def test_a_rule_told_the_run_times_reads_each_pods_true_run_time_and_nothing_else():
+    """ToldRunTimes replaces the expected run time by the arriving pod's true one: runtime-aware's scores change
+    exactly at the decisions where the truth and the workload's mean fall on different sides of its 600 s."""
+    from rlmodel.evaluation.told import ToldRunTimes
+
+    env = PodPlacementEnv(load_scenario("classes-sleep"))
+    rule = make_policy("runtime-aware")
+    told = ToldRunTimes(rule, env)
+    seen: list[np.ndarray] = []
+
+    class Spy:
+        name = "spy"
+
+        def reset(self, seed=None):
+            pass
+
+        def predict(self, obs, mask):
+            seen.append(obs["pod"].copy())
+            return rule.predict(obs, mask)
+
+    spying = ToldRunTimes(Spy(), env)
+    obs, info = env.reset(seed=1000)
+    differ = agree = 0
+    while True:
+        true_s = float(env.sim._work[env.pod_index])
+        before = obs["pod"].copy()
+        action = spying.predict(obs, info["action_mask"])
+        assert np.array_equal(obs["pod"], before)  # the environment's observation is not touched
+        changed = np.flatnonzero(seen[-1] != before)
+        assert set(changed) <= {POD_COL["workload_completed"], POD_COL["workload_mean_run_s"]}
+        assert seen[-1][POD_COL["workload_mean_run_s"]] == pytest.approx(true_s)
+        same_side = (rule.expected_run_s(before) >= rule.long_s) == (true_s >= rule.long_s)
+        plain = rule.scores(obs, info["action_mask"])
+        with_truth = rule.scores({**obs, "pod": seen[-1]}, info["action_mask"])
+        assert np.array_equal(plain, with_truth) == same_side
+        differ, agree = differ + (not same_side), agree + same_side
+        obs, _, done, _, info = env.step(action)
+        if done:
+            break
+    assert differ > 0 and agree > 0  # both kinds of decision occur, so the checks above could fail
+    assert told.name == "runtime-aware+told-run-times"
+
+
 # ------------------------------------------------------------------------------------------ imbalance
 def test_imbalance_is_the_integral_of_the_utilization_std():
     sc = parse_scenario(NODES.replace("count = 2", "count = 1") + """
