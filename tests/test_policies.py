@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,48 @@ def test_efficient_first_prefers_awake_efficient_then_fuller_nodes():
     assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([True, True, False, True])) == 1
     assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([True, False, False, True])) == 0
     assert ef.predict(obs_for(nodes, 0.5, 0.5), np.array([False, False, False, True])) == 3
+
+
+def test_a_dqn_scoring_in_another_thread_uses_torchs_thread_count_there():
+    """OpenMP keeps its thread count per thread: torch.set_num_threads(1) in the main thread left the live
+    scheduler's loop thread with a team as large as the machine, whose idle member spun on the other core after
+    every forward pass. Scoring applies torch's count in the scoring thread (read from libgomp itself)."""
+    import ctypes
+    import threading
+
+    import torch
+
+    from rlmodel.agents.dqn import DQNConfig
+    from rlmodel.agents.features import NUM_FEATURES
+    from rlmodel.agents.policy import DQNPolicy
+    from rlmodel.agents.qnet import NodeScorer
+    from rlmodel.envs import PodPlacementEnv
+    from rlmodel.sim import load_scenario
+
+    with open("/proc/self/maps") as fh:
+        libs = sorted({line.split()[-1] for line in fh if "libgomp" in line})
+    if not libs:
+        pytest.skip("this torch build does not use GNU OpenMP")
+    gomp = ctypes.CDLL(libs[0])
+    env = PodPlacementEnv(load_scenario("hetero"))
+    obs, info = env.reset(seed=0)
+    cfg = DQNConfig()
+    policy = DQNPolicy(NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seen = {}
+
+    def score():
+        seen["before"] = gomp.omp_get_max_threads()
+        policy.scores(obs, info["action_mask"])
+        seen["after"] = gomp.omp_get_max_threads()
+
+    try:
+        t = threading.Thread(target=score)
+        t.start()
+        t.join()
+    finally:
+        torch.set_num_threads(before)
+    assert seen["after"] == 1
+    if (os.cpu_count() or 1) > 1 and "OMP_NUM_THREADS" not in os.environ:
+        assert seen["before"] > 1  # the thread did start with the machine's default: the check above can fail
