@@ -439,3 +439,38 @@ def test_binds_reuse_connections_and_stop_does_not_wait_for_a_watch(api):
     pool = api.core.api_client.rest_client.pool_manager.connection_from_url(api.url)
     # the test's own calls, two watches, lists, 40 binds and 40 events share the pool: far fewer than the binds
     assert pool.num_connections < 10, pool.num_connections
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "[::1]:0"])
+def test_the_health_endpoints_listen_where_asked_ipv6_included_and_refuse_a_port_in_use(listen):
+    """`serve_health` binds as `rlsched serve` does (`listen_socket`): IPv4 or IPv6, port 0 picks a free port."""
+    import re
+    import socket
+    from types import SimpleNamespace
+
+    import requests
+
+    from rlmodel.errors import RlschedError
+    from rlmodel.live.scheduler import SchedulerMetrics
+    from rlmodel.live.service import serve_health, url_of
+
+    if listen.startswith("["):
+        try:  # whether this machine has an IPv6 loopback at all, asked of the socket module itself
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+    sched = SimpleNamespace(ready=True, synced={"nodes": True, "pods": True}, policy=SimpleNamespace(name="p"),
+                            cpu_source="requests", metrics=SchedulerMetrics())
+    server = serve_health(listen, sched)
+    try:
+        url = url_of(server.socket)
+        assert not url.endswith(":0")
+        answer = requests.get(url + "/readyz", timeout=10)
+        assert answer.status_code == 200 and answer.text.startswith("ready: nodes synced, pods synced, policy p")
+        taken = url.rsplit("/", 1)[1]
+        with pytest.raises(RlschedError, match=re.escape(f"--listen {taken}: cannot listen: Address already in use")):
+            serve_health(taken, sched)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -97,8 +97,8 @@ def url_of(sock: socket.socket) -> str:
 
 def serve_health(listen: str, scheduler: Scheduler) -> http.server.ThreadingHTTPServer:
     """/healthz (the process answers), /readyz (caches synced, a policy loaded; says where CPU in use comes
-    from) and /metrics on `listen` (HOST:PORT), in a daemon thread."""
-    host, port = parse_listen(listen)
+    from) and /metrics on `listen` (HOST:PORT, bound by `listen_socket`, as `rlsched serve` is), in a daemon thread."""
+    sock = listen_socket(listen)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         timeout = 5
@@ -128,10 +128,11 @@ def serve_health(listen: str, scheduler: Scheduler) -> http.server.ThreadingHTTP
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
             pass
 
-    try:
-        server = http.server.ThreadingHTTPServer((host, port), Handler)
-    except OSError as exc:
-        raise RlschedError(f"--listen {listen}: cannot listen: {exc.strerror}") from None
+    # the server takes the socket already bound (IPv4 or IPv6) instead of binding one of its own family
+    server = http.server.ThreadingHTTPServer(sock.getsockname()[:2], Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket, server.address_family = sock, sock.family
+    server.server_address = sock.getsockname()
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="rlsched-health", daemon=True).start()
     return server
