@@ -221,8 +221,10 @@ def test_a_counter_reset_mid_window_counts_from_zero_not_backwards(lab, applied)
 
 def test_counter_increase_handles_resets_and_spans():
     samples = [(0.0, 100.0), (1.0, 110.0), (2.0, 5.0), (3.0, 15.0), (4.0, 25.0)]
-    assert counter_increase(samples, 0.5, 3.5) == (10.0 + 5.0 + 10.0 + 10.0, 0.0, 4.0)
+    # half of the first and last intervals, the restart's 5 and the 10 after it; over exactly [0.5, 3.5]
+    assert counter_increase(samples, 0.5, 3.5) == (5.0 + 5.0 + 10.0 + 5.0, 0.5, 3.5)
     assert counter_increase(samples, 1.0, 3.0) == (15.0, 1.0, 3.0)
+    assert counter_increase(samples, -2.0, 1.5) == (12.5, 0.0, 1.5)  # only what the samples cover
     assert counter_increase(samples[:1], 0, 1) is None
     assert counter_increase(samples, 5.0, 6.0) is None  # nothing after the start
 

@@ -7,7 +7,7 @@ Inputs, either kind of CSV (several files are concatenated):
   read from Prometheus over the CSV's time span (the VM name minus `power.vm_prefix` is the node);
 * or no file: a power source's counters in Prometheus over a past span (`samples_from_source`, `rlsched
   calibrate --source kepler|scaphandre|rlsched-monitor --last-s S`), cut into `step_s` slices: each slice's
-  mean watts (counter difference / sample span) and node-exporter utilization (idle seconds difference).
+  mean watts (counter difference / slice length) and node-exporter utilization over the same seconds.
 
 Model: per node, a least-squares polynomial in utilization (quadratic with 12 or more samples, else
 linear), evaluated at 0, 10, ..., 100 % and made non-decreasing: the 11-point curve of a scenario's

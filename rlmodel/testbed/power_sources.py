@@ -6,12 +6,14 @@ Every source answers the same two questions from Prometheus:
 * `samples(start_s, end_s, step_s)`: (node, t, watts, cpu_util) for every `step_s` slice of a longer span,
   what `rlsched calibrate --source` fits curves to.
 
-Energy is always a counter difference: the raw samples Prometheus holds for an energy counter, from the
-last one taken at or before the window's start to the first at or after its end, give the energy (J)
-over their own span (s, sample timestamps); energy / span is the mean power (W). Never a sum or mean of
-instantaneous watts. A counter that goes down restarted from zero (an exporter restart, a RAPL wrap that
-the exporter passed on): as Prometheus's `increase()`, the value after the drop counts as the increase
-since the restart. Several series of one node (sockets, Kepler's dynamic/idle modes) add up.
+Energy is always a counter difference: the raw samples Prometheus holds for an energy counter, read at
+the window's start and end by linear interpolation between the samples around each (`counter_increase`),
+give the energy (J) over exactly the window; energy / window length is the mean power (W). Never a sum or
+mean of instantaneous watts. Utilization is read over the same seconds, whatever instants the two
+exporters were scraped at, and adjacent windows add up without counting any energy twice. A counter that
+goes down restarted from zero (an exporter restart, a RAPL wrap that the exporter passed on): as
+Prometheus's `increase()`, the value after the drop counts as the increase since the restart.
+Several series of one node (sockets, Kepler's dynamic/idle modes) add up.
 
 Sources (docs/power-monitor.md, "Power sources", says the same for users):
 
@@ -60,23 +62,31 @@ def kepler_old_metric(zone: str) -> str:
 # ------------------------------------------------------------------------------------------ counter arithmetic
 def counter_increase(samples: Sequence[tuple[float, float]], start_s: float, end_s: float
                      ) -> tuple[float, float, float] | None:
-    """(increase, t_first, t_last) of a counter over the samples covering [start_s, end_s].
+    """(increase, t_from, t_to) of a counter over [start_s, end_s], clipped to the samples' time range.
 
-    `samples`: (Unix s, value) in time order. The first sample used is the last at or before `start_s`
-    (else the first after it), the last is the first at or after `end_s` (else the last one). A drop is a
-    restart from zero: the value after it is the increase since. None with fewer than two samples.
+    `samples`: (Unix s, value) in time order. Each scrape interval's increase is spread evenly over the
+    interval, and the share of it inside [start_s, end_s] counts (linear interpolation of the counter at the
+    two ends). So two series scraped at different instants (a power counter and node-exporter's CPU
+    seconds) are measured over the same seconds, and adjacent windows add up to the whole: nothing is
+    counted twice. A drop is a restart from zero: the value after it is the interval's increase. `t_from`,
+    `t_to`: the part of [start_s, end_s] the samples cover. None with fewer than two samples or no overlap.
     """
     if len(samples) < 2:
+        return None
+    t_from, t_to = max(start_s, samples[0][0]), min(end_s, samples[-1][0])
+    if t_to <= t_from:
         return None
     times = [t for t, _ in samples]
     i0 = max(0, int(np.searchsorted(times, start_s, side="right")) - 1)
     i1 = min(len(samples) - 1, int(np.searchsorted(times, end_s, side="left")))
-    if i1 <= i0:
-        return None
     total = 0.0
-    for (_, a), (_, b) in zip(samples[i0:i1], samples[i0 + 1:i1 + 1], strict=True):
-        total += b - a if b >= a else b
-    return total, times[i0], times[i1]
+    for (ta, a), (tb, b) in zip(samples[i0:i1], samples[i0 + 1:i1 + 1], strict=True):
+        if tb <= ta:
+            continue
+        inside = min(tb, end_s) - max(ta, start_s)
+        if inside > 0:
+            total += (b - a if b >= a else b) * inside / (tb - ta)
+    return total, t_from, t_to
 
 
 @dataclass
