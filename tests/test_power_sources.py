@@ -208,3 +208,50 @@ def test_the_monitor_source_finds_a_node_by_its_vm_name():
     assert source.matcher.node_of({"vm": "mk-b"}) == "b"
     assert source.matcher.node_of({"vm": "other"}) is None
     assert source.selector() == "rlsched_vm_energy_joules_total"
+
+
+class _RangeReader:
+    """A Prometheus stand-in for range selectors: each metric's raw samples, as `{selector}[Ns]` returns them."""
+
+    scrape_interval_s = 1.0
+    url = "http://prometheus.test"
+
+    def __init__(self, series: list[tuple[dict, list[tuple[float, float]]]]):
+        self.series = series
+
+    def query(self, promql: str, at_s: float | None = None) -> list[dict]:
+        import re
+
+        selector = promql.rsplit("[", 1)[0]
+        names = re.search(r'__name__=~"([^"]+)"', selector)
+        wanted = set(names[1].split("|")) if names else {selector.split("{")[0]}
+        return [{"metric": labels, "values": [[t, str(v)] for t, v in samples if at_s is None or t <= at_s]}
+                for labels, samples in self.series if labels["__name__"] in wanted]
+
+
+def test_the_monitors_counters_are_placed_at_its_own_sample_times_not_the_scrapes():
+    """The monitor samples every 2 s at t = 0, 2, 4, ...; Prometheus scrapes every 1 s, 1.5 s after each sample
+    (so each sample is scraped twice). VM a draws 10 W until t = 10, then 30 W; the host 50 W throughout. The
+    window [10, 20] is 30 W: read at the scrape times, it would be shifted 1.5 s into the 10 W stretch."""
+    from rlmodel.testbed.metrics import HOST_ENERGY, SAMPLE_TIME, VM_ENERGY
+    from rlmodel.testbed.power_sources import MonitorSource
+
+    def joules(t, before, after):
+        return before * min(t, 10.0) + after * max(0.0, t - 10.0)
+
+    scrapes = [k * 1.0 + 1.5 for k in range(0, 26)]
+    sample_of = [2 * ((s - 1.5) // 2) for s in scrapes]  # the monitor's latest sample at each scrape
+    job = {"instance": "host:9101", "job": "rlsched-monitor"}
+    vm = [(s, joules(t, 10, 30)) for s, t in zip(scrapes, sample_of, strict=True)]
+    host = [(s, joules(t, 50, 50)) for s, t in zip(scrapes, sample_of, strict=True)]
+    clock = list(zip(scrapes, sample_of, strict=True))
+    idle = [(s, 0.5 * s) for s in scrapes]  # node-exporter: half idle
+    reader = _RangeReader([({"__name__": VM_ENERGY, "vm": "m-a", **job}, vm),
+                           ({"__name__": HOST_ENERGY, **job}, host),
+                           ({"__name__": SAMPLE_TIME, **job}, clock),
+                           ({"__name__": "node_cpu_seconds_total", "mode": "idle", "node": "a", "cpu": "0"}, idle)])
+    source = MonitorSource(reader, [NodeInfo("a", "10.0.0.1", 2, 4)], vm_prefix="m-")
+    w = source.window(10.0, 20.0, timeout_s=0.0)
+    assert w.node_watts["a"] == pytest.approx(30.0) and w.host_watts == pytest.approx(50.0)
+    assert w.node_cpu_util["a"] == pytest.approx(0.5)
+    assert source.window(4.0, 14.0, timeout_s=0.0).node_watts["a"] == pytest.approx((6 * 10 + 4 * 30) / 10)

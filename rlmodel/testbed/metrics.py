@@ -1,18 +1,13 @@
-"""What the harness reads from Prometheus: energy per node VM over a window, CPU utilization per node.
+"""Reading Prometheus: `PrometheusReader` (bounded instant queries) and `WindowPower`, one window's mean power
+per node. How each power source's counters become a `WindowPower` is in `rlmodel.testbed.power_sources`.
 
-Energy comes from the host power monitor's counters (`rlsched_vm_energy_joules_total{vm=...}`,
-`rlsched_host_energy_joules_total`): the difference between the values Prometheus holds at the
-window's end and start, divided by the difference of the monitor's own sample times
-(`rlsched_last_sample_timestamp_seconds`, not the scrape times, which lag the samples by up to one
-monitor interval), is the mean power over the window in W; times the window's length it is the
-window's energy in J. Utilization comes from
-node-exporter (`node_cpu_seconds_total`, label `node` set by the scrape config).
+The host power monitor's metric names are here: `rlsched_vm_energy_joules_total{vm=...}`,
+`rlsched_host_energy_joules_total`, and `rlsched_last_sample_timestamp_seconds`, the monitor's clock for
+both (the scrape lags a sample by up to one monitor interval).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 from rlmodel.testbed.kube import TestbedError
@@ -71,65 +66,3 @@ class PrometheusReader:
         except (requests.RequestException, PrometheusApiClientException, ValueError) as exc:
             detail = type(exc).__name__ + (f": {str(exc).splitlines()[0][:160]}" if str(exc) else "")
             raise TestbedError(f"Prometheus at {self.url}: query {promql!r} failed ({detail})") from None
-
-    def _by(self, promql: str, label: str, at_s: float) -> dict[str, float]:
-        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql, at_s)}
-
-    def wait_for_sample(self, after_s: float, timeout_s: float) -> float:
-        """Block until Prometheus holds a power monitor sample taken at or after `after_s` (Unix s); returns an
-        instant at which an instant query sees it."""
-        deadline = time.time() + timeout_s
-        metric = SAMPLE_TIME
-        while True:
-            now = time.time()
-            stamps = [float(r["value"][1]) for r in self.query(metric, now)]
-            if stamps and min(stamps) >= after_s:
-                return now
-            if time.time() >= deadline:
-                have = f"last sample at {max(stamps):.1f}" if stamps else "no samples at all"
-                raise TestbedError(f"Prometheus at {self.url}: no {metric} sample after the window ({have}); is the "
-                                   "host power monitor running and in the scrape config?")
-            time.sleep(min(0.25, self.scrape_interval_s / 2))
-
-    def window_power(self, vms: dict[str, str], start_s: float, end_s: float) -> WindowPower:
-        """Mean watts per node over [start_s, end_s] (Unix s); `vms` maps node name -> VM name."""
-        # the end is read when the first sample taken after the window is in Prometheus; the start, the last
-        # sample before the window: the measured span covers the window (a sample interval wider at most)
-        seen_at = self.wait_for_sample(end_s, timeout_s=max(10.0, 5 * self.scrape_interval_s))
-        watts = {}
-        # one query per instant for every series the monitor exports, so values and sample time are consistent
-        names = f'{{__name__=~"{VM_ENERGY}|{HOST_ENERGY}|{SAMPLE_TIME}"}}'
-        at0, at1 = self.query(names, start_s), self.query(names, seen_at)
-
-        def pick(result: list[dict], name: str, vm: str | None = None) -> float:
-            for r in result:
-                m = r["metric"]
-                if m.get("__name__") == name and (vm is None or m.get("vm") == vm):
-                    return float(r["value"][1])
-            return math.nan
-
-        t0, t1 = pick(at0, SAMPLE_TIME), pick(at1, SAMPLE_TIME)
-        for node, vm in vms.items():
-            e0, e1 = pick(at0, VM_ENERGY, vm), pick(at1, VM_ENERGY, vm)
-            if math.isnan(e0) or math.isnan(e1):
-                seen = ", ".join(sorted({r["metric"].get("vm", "") for r in at1 if "vm" in r["metric"]})) or "none"
-                raise TestbedError(f"node {node}: no {VM_ENERGY}{{vm=\"{vm}\"}} in Prometheus over the window "
-                                   f"(VMs seen: {seen}); set power.vm_prefix if the VMs are named differently")
-            watts[node] = _rate(e0, e1, t0, t1, what=f"node {node}")
-        host = _rate(pick(at0, HOST_ENERGY), pick(at1, HOST_ENERGY), t0, t1, what="host")
-        window = max(end_s - start_s, self.scrape_interval_s)
-        span = f"{max(2 * self.scrape_interval_s, window):.0f}s"
-        util = self._by(f'1 - avg by (node) (rate(node_cpu_seconds_total{{mode="idle"}}[{span}]))', "node", end_s)
-        return WindowPower(start_s, end_s, watts, host, {n: util.get(n, math.nan) for n in vms})
-
-
-def _rate(e0: float, e1: float, t0: float, t1: float, *, what: str) -> float:
-    if math.isnan(e0) or math.isnan(e1):
-        raise TestbedError(f"{what}: energy counter missing in Prometheus over the window")
-    if t1 <= t0:
-        raise TestbedError(f"{what}: fewer than two energy samples in the window (window shorter than the scrape "
-                           "interval, or the power monitor stopped)")
-    if e1 < e0:
-        raise TestbedError(f"{what}: energy counter went backwards ({e0:.1f} -> {e1:.1f} J): the power monitor "
-                           "restarted during the window")
-    return (e1 - e0) / (t1 - t0)

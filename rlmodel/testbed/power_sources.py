@@ -37,14 +37,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from rlmodel.errors import TestbedError
 from rlmodel.live.usage import _host
 from rlmodel.testbed.kube import NodeInfo
-from rlmodel.testbed.metrics import PrometheusReader, WindowPower
+from rlmodel.testbed.metrics import HOST_ENERGY, SAMPLE_TIME, VM_ENERGY, PrometheusReader, WindowPower
 
 SOURCES = ("rlsched-monitor", "kepler", "scaphandre")
 KEPLER_NEW = "kepler_node_cpu_joules_total"
@@ -198,6 +198,10 @@ class CounterSource:
     def pod_selector(self) -> str | None:
         return None
 
+    def energy_series(self, start_s: float, at_s: float) -> dict[str, list[Series]]:
+        """Each node's energy counter series, samples from a little before `start_s` to `at_s`."""
+        return _by_node(raw_series(self.reader, self.selector(), start_s, at_s), self.matcher)
+
     # -- one window
     def window(self, start_s: float, end_s: float, timeout_s: float | None = None) -> WindowPower:
         """Mean watts per node over [start_s, end_s] (Unix s), once Prometheus holds a sample after `end_s` of
@@ -206,7 +210,7 @@ class CounterSource:
         deadline = time.time() + (timeout_s if timeout_s is not None else max(10.0, 5 * self.reader.scrape_interval_s))
         while True:
             at = time.time()
-            by_node = _by_node(raw_series(self.reader, selector, start_s, at), self.matcher)
+            by_node = self.energy_series(start_s, at)
             missing = [n for n in self.names if n not in by_node]
             if missing:
                 raise TestbedError(self._missing(selector, missing, by_node))
@@ -262,7 +266,7 @@ class CounterSource:
     def samples(self, start_s: float, end_s: float, step_s: float) -> list[tuple[str, float, float, float]]:
         """(node, slice start, mean watts, cpu utilization) for every `step_s` slice of [start_s, end_s]."""
         selector = self.selector()
-        by_node = _by_node(raw_series(self.reader, selector, start_s, end_s), self.matcher)
+        by_node = self.energy_series(start_s, end_s)
         missing = [n for n in self.names if n not in by_node]
         if missing:
             raise TestbedError(self._missing(selector, missing, by_node))
@@ -334,9 +338,10 @@ class ScaphandreSource(CounterSource):
 
 
 class MonitorSource(CounterSource):
-    """The host power monitor (`rlmodel.testbed.metrics`): per-VM energy counters, the VM named `vm_prefix` + node.
-    A window uses the monitor's own sample times (`PrometheusReader.window_power`); `samples` is the counter
-    sources' slicing."""
+    """The host power monitor (host_scripts/kvm_power_monitor.py): per-VM energy counters, the VM named
+    `vm_prefix` + node, and the host package's counter. Its samples are timed by the monitor's own clock
+    (`rlsched_last_sample_timestamp_seconds`, scraped with them), not by the scrape, which lags a sample by
+    up to one monitor interval: each scraped value is placed at the instant the monitor took it."""
 
     name = "rlsched-monitor"
     zone = "package"
@@ -346,12 +351,31 @@ class MonitorSource(CounterSource):
         super().__init__(reader, nodes, NodeMatcher(nodes, ("vm",), {vm: node for node, vm in self.vms.items()}))
 
     def selector(self) -> str:
-        from rlmodel.testbed.metrics import VM_ENERGY
-
         return VM_ENERGY
 
+    def _retimed(self, names: str, start_s: float, at_s: float) -> list[Series]:
+        """The series of the metrics `names` (a regex), each sample at the monitor's sample time of its scrape."""
+        series = raw_series(self.reader, f'{{__name__=~"{names}|{SAMPLE_TIME}"}}', start_s, at_s)
+        target = ("instance", "job")
+        clocks = {tuple(s.labels.get(k, "") for k in target): dict(s.samples)
+                  for s in series if s.labels.get("__name__") == SAMPLE_TIME}
+        out = []
+        for s in series:
+            clock = clocks.get(tuple(s.labels.get(k, "") for k in target))
+            if s.labels.get("__name__") == SAMPLE_TIME or clock is None:
+                continue
+            by_time = {clock[t]: v for t, v in s.samples if t in clock}  # a sample scraped twice counts once
+            out.append(Series(s.labels, sorted(by_time.items())))
+        return out
+
+    def energy_series(self, start_s: float, at_s: float) -> dict[str, list[Series]]:
+        return _by_node(self._retimed(VM_ENERGY, start_s, at_s), self.matcher)
+
     def window(self, start_s: float, end_s: float, timeout_s: float | None = None) -> WindowPower:
-        return self.reader.window_power(self.vms, start_s, end_s)
+        w = super().window(start_s, end_s, timeout_s)
+        host = [s for s in self._retimed(HOST_ENERGY, start_s, time.time()) if s.labels.get("__name__") == HOST_ENERGY]
+        host_w = _mean_watts(host, start_s, end_s, 1.0) if host else None
+        return replace(w, host_watts=math.nan if host_w is None else host_w)
 
     def _hint(self) -> str:
         return "Set power.vm_prefix if the VMs are named differently."
