@@ -84,3 +84,40 @@ def test_a_monitor_csv_without_vms_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["calibrate", "--power", str(p), "--out", str(tmp_path / "o.toml"),
                                   "--set", "prometheus.url=http://127.0.0.1:9"])
     assert r.exit_code == 1 and "only `unattributed`" in r.output and "Traceback" not in r.output
+
+
+def test_a_monitor_rows_utilization_covers_the_seconds_its_watts_cover(tmp_path, monkeypatch):
+    """Each monitor row's watts are the mean over the `interval_s` before its timestamp; its utilization must be
+    node-exporter's over those seconds, wherever the scrapes fell. The node goes from 20 % to 80 % busy at
+    t = 10.5 s; node-exporter is scraped at x.25 s; rows every second at x.0 s."""
+    import datetime as dt
+
+    from rlmodel.power.kvm_power_monitor import CSV_COLUMNS
+    from rlmodel.testbed import calibrate as cal
+    from rlmodel.testbed import power_sources
+
+    t0 = 1_790_000_000.0
+    def idle_s(t):  # one CPU's idle seconds since t0
+        return 0.8 * min(t, 10.5) + 0.2 * max(0.0, t - 10.5)
+
+    scrapes = [k + 0.25 for k in range(-2, 24)]
+    series = [power_sources.Series({"node": "a", "cpu": "0", "mode": "idle"}, [(t0 + s, idle_s(s)) for s in scrapes])]
+    monkeypatch.setattr(power_sources, "raw_series", lambda reader, selector, start, at: series)
+    rows = []
+    for k in range(1, 21):
+        stamp = dt.datetime.fromtimestamp(t0 + k, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        row = dict.fromkeys(CSV_COLUMNS, "0")
+        row.update(timestamp=stamp, interval_s="1", vm="mk-a", vm_watts=str(40 + k))
+        rows.append(",".join(row[c] for c in CSV_COLUMNS))
+    p = tmp_path / "power.csv"
+    p.write_text(",".join(CSV_COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    got = cal.read_samples([p], prometheus_url="http://prometheus.test", vm_prefix="mk-")
+    # the counter read at each row's two ends by interpolating between the scrapes (computed apart, with numpy)
+    xs, ys = [t0 + s for s in scrapes], [idle_s(s) for s in scrapes]
+    want = [1 - (np.interp(t0 + k, xs, ys) - np.interp(t0 + k - 1, xs, ys)) for k in range(1, 21)]
+    assert list(got["node"]) == ["a"] * 20
+    assert got["cpu_util"].to_numpy() == pytest.approx(want, abs=1e-9)
+    truth = [1 - (idle_s(k) - idle_s(k - 1)) for k in range(1, 21)]  # busy share over (k - 1, k]
+    for k, (g, w) in enumerate(zip(got["cpu_util"], truth, strict=True), start=1):
+        # exact but for the scrape interval holding the step (10.25-11.25 s), smeared as a rate must be
+        assert g == pytest.approx(w, abs=1e-9 if k not in (11, 12) else 0.05), k

@@ -4,7 +4,8 @@ Inputs, either kind of CSV (several files are concatenated):
 * the harness's `power_samples.csv` (written by `--backend minikube` runs): columns `node`, `watts`,
   `cpu_util` (0-1), one row per node per measurement window;
 * the power monitor's CSV (`timestamp`, `vm`, `vm_watts`, ...), joined with node-exporter's utilization
-  read from Prometheus over the CSV's time span (the VM name minus `power.vm_prefix` is the node);
+  read from Prometheus, each row over the `interval_s` seconds before its timestamp that its watts cover
+  (the VM name minus `power.vm_prefix` is the node);
 * or no file: a power source's counters in Prometheus over a past span (`samples_from_source`, `rlsched
   calibrate --source kepler|scaphandre|rlsched-monitor --last-s S`), cut into `step_s` slices: each slice's
   mean watts (counter difference / slice length) and node-exporter utilization over the same seconds.
@@ -102,9 +103,9 @@ def _check_utilization(util: np.ndarray, path: Path | str, lines: np.ndarray | N
 
 
 def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, step_s: float) -> pd.DataFrame:
-    from datetime import datetime
-
+    from rlmodel.errors import TestbedError
     from rlmodel.testbed.metrics import PrometheusReader
+    from rlmodel.testbed.power_sources import IDLE, raw_series, utilization
 
     df = df[df["vm"] != "unattributed"].copy()
     if df.empty:
@@ -116,29 +117,21 @@ def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, st
     df["t"] = (ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
     df["node"] = df["vm"].astype(str).str.removeprefix(vm_prefix)
     df["watts"] = pd.to_numeric(df["vm_watts"], errors="coerce")
+    # each row's watts are the monitor's mean over the `interval_s` before its timestamp: the utilization is read
+    # over those same seconds (power_sources.utilization: node-exporter's idle counters, interpolated at the ends)
+    interval = pd.to_numeric(df["interval_s"], errors="coerce") if "interval_s" in df.columns else None
+    span = (interval.where(interval > 0, step_s).fillna(step_s) if interval is not None
+            else pd.Series(step_s, index=df.index)).to_numpy(float)
     reader = PrometheusReader(url, scrape_interval_s=step_s)
-    window = max(2 * step_s, 2.0)
-    query = f'1 - avg by (node) (rate(node_cpu_seconds_total{{mode="idle"}}[{window:.0f}s]))'
-    start, end = datetime.fromtimestamp(df["t"].min()), datetime.fromtimestamp(df["t"].max())
     try:
-        series = reader.prom.custom_query_range(query, start_time=start, end_time=end, step=f"{step_s:g}s",
-                                                timeout=reader.timeout_s)
-    except Exception as exc:  # noqa: BLE001 - one line for any client failure
-        raise CalibrationError(f"Prometheus at {url}: utilization query failed ({type(exc).__name__})") from None
-    util = {s["metric"].get("node", ""): (np.array([float(v[0]) for v in s["values"]]),
-                                          np.array([float(v[1]) for v in s["values"]])) for s in series}
-    cpu = []
-    for node, t in zip(df["node"], df["t"], strict=True):
-        if node not in util or util[node][0].size == 0:
-            cpu.append(math.nan)
-            continue
-        times, values = util[node]
-        i = int(np.argmin(np.abs(times - t)))
-        cpu.append(values[i] if abs(times[i] - t) <= 2 * step_s else math.nan)
-    # node-exporter's rate can stray a hair outside 0..1 at scrape boundaries; more than that is a bad join
-    util_arr = np.array(cpu, dtype=float)
-    _check_utilization(np.where(np.abs(util_arr - np.clip(util_arr, 0, 1)) <= 0.02, np.clip(util_arr, 0, 1),
-                                util_arr), f"Prometheus at {url} ({path})")
+        series = raw_series(reader, IDLE, float(df["t"].min() - span.max()), float(df["t"].max()) + step_s)
+    except TestbedError as exc:
+        raise CalibrationError(f"{path}: node-exporter utilization: {exc}") from None
+    by_node: dict[str, list] = {}
+    for s in series:
+        by_node.setdefault(s.labels.get("node", ""), []).append(s)
+    util_arr = np.array([utilization(by_node.get(node, []), t - w, t) if node in by_node else math.nan
+                         for node, t, w in zip(df["node"], df["t"], span, strict=True)], dtype=float)
     df["cpu_util"] = np.clip(util_arr, 0.0, 1.0)
     return df[["node", "watts", "cpu_util"]]
 
