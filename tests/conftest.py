@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from rlmodel.sim.scenario import parse_scenario
+
+
+def pytest_configure(config):
+    """SIGTERM (a CI timeout, `kill`) ends the run as Ctrl-C does: the fixtures' teardowns stop the API servers,
+    Prometheus and stand-ins they started, instead of leaving them to the next run."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def make_scenario(text: str, name: str = "test"):

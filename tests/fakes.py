@@ -71,7 +71,8 @@ class FakeRapl:
     def __enter__(self) -> FakeRapl:
         if self.process:
             self.proc = subprocess.Popen([sys.executable, __file__, "rapl-feeder", str(self.root), repr(self.watts),
-                                          repr(self.range_uj), repr(self.tick_s), repr(self.start)])
+                                          repr(self.range_uj), repr(self.tick_s), repr(self.start)],
+                                         preexec_fn=die_with_parent)
         else:
             self.thread.start()
         return self
@@ -85,11 +86,22 @@ class FakeRapl:
             self.thread.join()
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL when the test process dies, however it dies (prctl PR_SET_PDEATHSIG).
+    A busy stand-in VM left behind by a killed run is counted by the next run's power monitor as a VM of the
+    same name."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+
+
 def start_fake_vm(name: str, duty: float) -> subprocess.Popen:
-    """A real busy process whose command line looks like qemu's: `qemu-system-x86_64 ... -name guest=NAME`."""
+    """A real busy process whose command line looks like qemu's: `qemu-system-x86_64 ... -name guest=NAME`.
+    It dies with the test process."""
     return subprocess.Popen(
         ["bash", "-c", 'exec -a qemu-system-x86_64 "$0" -c "$1" "$2" -name "guest=$3,debug-threads=on"',
-         sys.executable, BUSY, str(duty), name],
+         sys.executable, BUSY, str(duty), name], preexec_fn=die_with_parent,
     )
 
 

@@ -499,3 +499,32 @@ def test_the_textfile_is_written_securely_and_readable(tmp_path):
         assert [p.name for p in tmp_path.iterdir()] == ["rlsched.prom"]  # no temp file left
     finally:
         os.umask(old)
+
+
+def test_a_stand_in_vm_dies_with_the_test_process_that_started_it():
+    """A stand-in left busy by a killed test run would be counted by the next run's monitor as a VM of that name."""
+    code = ("import time; from tests.fakes import start_fake_vm; "
+            "print(start_fake_vm('rlsched-orphan-check', 0.0).pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while not Path(f"/proc/{pid}/cmdline").read_text().startswith("qemu-system-x86_64"):  # bash exec'd it
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        parent.kill()  # SIGKILL: no handler, no cleanup of its own runs
+        parent.wait()
+        parent.stdout.close()
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        except FileNotFoundError:
+            return True
+
+    deadline = time.monotonic() + 10
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone()
