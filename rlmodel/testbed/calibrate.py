@@ -105,7 +105,7 @@ def _check_utilization(util: np.ndarray, path: Path | str, lines: np.ndarray | N
 def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, step_s: float) -> pd.DataFrame:
     from rlmodel.errors import TestbedError
     from rlmodel.testbed.metrics import PrometheusReader
-    from rlmodel.testbed.power_sources import IDLE, raw_series, utilization
+    from rlmodel.testbed.power_sources import IDLE, raw_series, utilizations
 
     df = df[df["vm"] != "unattributed"].copy()
     if df.empty:
@@ -118,21 +118,20 @@ def _join_utilization(df: pd.DataFrame, path: Path, url: str, vm_prefix: str, st
     df["node"] = df["vm"].astype(str).str.removeprefix(vm_prefix)
     df["watts"] = pd.to_numeric(df["vm_watts"], errors="coerce")
     # each row's watts are the monitor's mean over the `interval_s` before its timestamp: the utilization is read
-    # over those same seconds (power_sources.utilization: node-exporter's idle counters, interpolated at the ends)
-    interval = pd.to_numeric(df["interval_s"], errors="coerce") if "interval_s" in df.columns else None
-    span = (interval.where(interval > 0, step_s).fillna(step_s) if interval is not None
-            else pd.Series(step_s, index=df.index)).to_numpy(float)
+    # over those same seconds (power_sources.utilizations: node-exporter's idle counters, interpolated at the ends)
+    span = (pd.to_numeric(df["interval_s"], errors="coerce").to_numpy(float) if "interval_s" in df.columns
+            else np.full(len(df), step_s))
+    df["span"] = np.where(span > 0, span, step_s)  # a missing or bad interval: one scrape step
     reader = PrometheusReader(url, scrape_interval_s=step_s)
     try:
-        series = raw_series(reader, IDLE, float(df["t"].min() - span.max()), float(df["t"].max()) + step_s)
+        series = raw_series(reader, IDLE, float((df["t"] - df["span"]).min()), float(df["t"].max()) + step_s)
     except TestbedError as exc:
         raise CalibrationError(f"{path}: node-exporter utilization: {exc}") from None
-    by_node: dict[str, list] = {}
-    for s in series:
-        by_node.setdefault(s.labels.get("node", ""), []).append(s)
-    util_arr = np.array([utilization(by_node.get(node, []), t - w, t) if node in by_node else math.nan
-                         for node, t, w in zip(df["node"], df["t"], span, strict=True)], dtype=float)
-    df["cpu_util"] = np.clip(util_arr, 0.0, 1.0)
+    df["cpu_util"] = math.nan
+    for node, rows in df.groupby("node").groups.items():
+        mine = [s for s in series if s.labels.get("node") == node]
+        t, span_s = df.loc[rows, "t"].to_numpy(float), df.loc[rows, "span"].to_numpy(float)
+        df.loc[rows, "cpu_util"] = utilizations(mine, t - span_s, t)
     return df[["node", "watts", "cpu_util"]]
 
 

@@ -60,33 +60,43 @@ def kepler_old_metric(zone: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ counter arithmetic
+def _cumulative(samples: Sequence[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(times, energy since the first sample) of a counter: its increases summed, a drop counted as a restart
+    from zero (the value after it is that interval's increase)."""
+    t, v = np.array(samples, dtype=float).reshape(-1, 2).T
+    step = np.diff(v)
+    return t, np.concatenate(([0.0], np.cumsum(np.where(step >= 0, step, v[1:]))))
+
+
+def counter_increases(samples: Sequence[tuple[float, float]], starts_s: np.ndarray, ends_s: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(increase, seconds covered) of a counter over each window [starts_s[i], ends_s[i]], clipped to the samples'
+    time range; 0 and 0 for a window they do not cover (or with fewer than two samples).
+
+    `samples`: (Unix s, value) in increasing time order. The counter, restarts summed over (`_cumulative`), is
+    read at each window's two ends by linear interpolation between the samples around them: each scrape
+    interval's increase is spread evenly over the interval. So two series scraped at different instants (a power
+    counter and node-exporter's CPU seconds) are measured over the same seconds, and adjacent windows add up to
+    the whole: nothing is counted twice.
+    """
+    starts_s, ends_s = np.asarray(starts_s, dtype=float), np.asarray(ends_s, dtype=float)
+    if len(samples) < 2:
+        return np.zeros(starts_s.shape), np.zeros(starts_s.shape)
+    t, cum = _cumulative(samples)
+    a, b = np.maximum(starts_s, t[0]), np.minimum(ends_s, t[-1])
+    covered = b > a
+    return (np.where(covered, np.interp(b, t, cum) - np.interp(a, t, cum), 0.0),
+            np.where(covered, b - a, 0.0))
+
+
 def counter_increase(samples: Sequence[tuple[float, float]], start_s: float, end_s: float
                      ) -> tuple[float, float, float] | None:
-    """(increase, t_from, t_to) of a counter over [start_s, end_s], clipped to the samples' time range.
-
-    `samples`: (Unix s, value) in time order. Each scrape interval's increase is spread evenly over the
-    interval, and the share of it inside [start_s, end_s] counts (linear interpolation of the counter at the
-    two ends). So two series scraped at different instants (a power counter and node-exporter's CPU
-    seconds) are measured over the same seconds, and adjacent windows add up to the whole: nothing is
-    counted twice. A drop is a restart from zero: the value after it is the interval's increase. `t_from`,
-    `t_to`: the part of [start_s, end_s] the samples cover. None with fewer than two samples or no overlap.
-    """
-    if len(samples) < 2:
+    """(increase, t_from, t_to) of a counter over [start_s, end_s] (`counter_increases`); `t_from`, `t_to`: the
+    part of it the samples cover. None with fewer than two samples or no overlap."""
+    inc, covered = counter_increases(samples, np.array([start_s]), np.array([end_s]))
+    if covered[0] <= 0:
         return None
-    t_from, t_to = max(start_s, samples[0][0]), min(end_s, samples[-1][0])
-    if t_to <= t_from:
-        return None
-    times = [t for t, _ in samples]
-    i0 = max(0, int(np.searchsorted(times, start_s, side="right")) - 1)
-    i1 = min(len(samples) - 1, int(np.searchsorted(times, end_s, side="left")))
-    total = 0.0
-    for (ta, a), (tb, b) in zip(samples[i0:i1], samples[i0 + 1:i1 + 1], strict=True):
-        if tb <= ta:
-            continue
-        inside = min(tb, end_s) - max(ta, start_s)
-        if inside > 0:
-            total += (b - a if b >= a else b) * inside / (tb - ta)
-    return total, t_from, t_to
+    return float(inc[0]), max(start_s, samples[0][0]), min(end_s, samples[-1][0])
 
 
 @dataclass
@@ -163,20 +173,22 @@ def _mean_watts(series: Sequence[Series], start_s: float, end_s: float, scale: f
     return total
 
 
-def utilization(series: Sequence[Series], start_s: float, end_s: float) -> float:
-    """1 - idle CPU seconds / (CPUs x span) from node_cpu_seconds_total{mode="idle"} series (one per CPU)."""
-    idle = span = 0.0
+def utilizations(series: Sequence[Series], starts_s: np.ndarray, ends_s: np.ndarray) -> np.ndarray:
+    """Per window, 1 - idle CPU seconds / (CPUs x span) from node_cpu_seconds_total{mode="idle"} series (one per
+    CPU); NaN where no series covers the window."""
+    idle = span = np.zeros(np.shape(starts_s))
     for s in series:
-        inc = counter_increase(s.samples, start_s, end_s)
-        if inc is None or inc[2] <= inc[1]:
-            continue
-        idle += inc[0]
-        span += inc[2] - inc[1]
-    if span <= 0:
-        return math.nan
-    busy = 1.0 - idle / span
+        inc, covered = counter_increases(s.samples, starts_s, ends_s)
+        idle, span = idle + inc, span + covered
+    with np.errstate(invalid="ignore", divide="ignore"):
+        busy = 1.0 - idle / span
     # counters read at scrape times stray a hair outside 0..1; more than that is a wrong join: no reading
-    return float(min(max(busy, 0.0), 1.0)) if -0.02 <= busy <= 1.02 else math.nan
+    return np.where((span > 0) & (busy >= -0.02) & (busy <= 1.02), np.clip(busy, 0.0, 1.0), np.nan)
+
+
+def utilization(series: Sequence[Series], start_s: float, end_s: float) -> float:
+    """`utilizations` over one window."""
+    return float(utilizations(series, np.array([start_s]), np.array([end_s]))[0])
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -373,7 +385,7 @@ class MonitorSource(CounterSource):
 
     def window(self, start_s: float, end_s: float, timeout_s: float | None = None) -> WindowPower:
         w = super().window(start_s, end_s, timeout_s)
-        host = [s for s in self._retimed(HOST_ENERGY, start_s, time.time()) if s.labels.get("__name__") == HOST_ENERGY]
+        host = self._retimed(HOST_ENERGY, start_s, time.time())
         host_w = _mean_watts(host, start_s, end_s, 1.0) if host else None
         return replace(w, host_watts=math.nan if host_w is None else host_w)
 
