@@ -4,6 +4,7 @@ series belongs to, which curve a node gets, the manifests `cluster apply` sends.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -220,8 +221,6 @@ class _RangeReader:
         self.series = series
 
     def query(self, promql: str, at_s: float | None = None) -> list[dict]:
-        import re
-
         selector = promql.rsplit("[", 1)[0]
         names = re.search(r'__name__=~"([^"]+)"', selector)
         wanted = set(names[1].split("|")) if names else {selector.split("{")[0]}
