@@ -162,3 +162,116 @@ def test_the_clairvoyant_planner_costs_are_the_real_episodes_costs():
     m = env.episode_metrics()
     actual = env.scenario.reward.cost_j(m["energy_j"], m["overload_pod_s"], m["unschedulable"])
     assert predicted == pytest.approx(actual, rel=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ action values
+def _replay_cost(scenario: str, seed: int, prefix: list[int], action: int, rule: str, horizon_s: float = np.inf,
+                 rule_seed: int = 0):
+    """The outcomes of an episode replayed from scratch: `prefix`, then `action`, then `rule` (reset with
+    `rule_seed`) for `horizon_s`."""
+    env = PodPlacementEnv(scenario)
+    base = make_policy(rule)
+    obs, info = env.reset(seed=seed)
+    for a in prefix:
+        obs, _, _, _, info = env.step(a)
+    base.reset(rule_seed)
+    end_s = env.sim.now_s + horizon_s
+    obs, _, done, _, info = env.step(action)
+    while not done and env.sim.now_s < end_s:
+        obs, _, done, _, info = env.step(base.predict(obs, info["action_mask"]))
+    sim = env.sim
+    return {"cost_j": env.scenario.reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable, sim.imbalance_s),
+            "energy_j": sim.energy_j, "overload_pod_s": sim.overload_pod_s, "unschedulable": sim.unschedulable}
+
+
+@pytest.mark.parametrize("horizon_s", [np.inf, 300.0])
+def test_action_outcomes_are_those_of_replaying_each_node_then_the_rule(horizon_s):
+    """Each node's cost, energy, overload and unschedulable pods equal an independent replay of the same episode
+    with that node chosen, then the rule; the environment is left at the decision, and the episode goes on from it
+    as it would have."""
+    from rlmodel.evaluation.action_values import OUTCOMES, action_outcomes
+
+    rule = "runtime-aware-short-headroom"
+    env = PodPlacementEnv("classes-sleep")
+    base, continuation = make_policy(rule), make_policy(rule)
+    obs, info = env.reset(seed=7)
+    prefix = []
+    for _ in range(12):
+        prefix.append(base.predict(obs, info["action_mask"]))
+        obs, _, _, _, info = env.step(prefix[-1])
+    before_obs, before_info, now = {k: v.copy() for k, v in obs.items()}, dict(info), env.sim.now_s
+    out = action_outcomes(env, obs, info, continuation, horizon_s, seed=3)
+    costs = out["cost_j"]
+    feasible = np.flatnonzero(info["action_mask"])
+    assert feasible.size >= 3
+    assert np.isnan(costs[~info["action_mask"]]).all() and np.isfinite(costs[feasible]).all()
+    for a in feasible:
+        replayed = _replay_cost("classes-sleep", 7, prefix, int(a), rule, horizon_s, rule_seed=3)
+        for name in OUTCOMES:
+            assert out[name][a] == pytest.approx(replayed[name], rel=1e-9, abs=1e-9), name
+    assert len(set(np.round(costs[feasible], 3))) > 1  # the nodes differ, so the check above could fail
+    # the environment is back at the decision: the same observation, and the episode goes on as before
+    assert env.sim.now_s == now and env.pod_index == len(prefix)
+    again, again_info = env.restore(env.snapshot())
+    for k in before_obs:
+        assert np.array_equal(again[k], before_obs[k])
+    assert np.array_equal(again_info["action_mask"], before_info["action_mask"])
+    a = base.predict(obs, info["action_mask"])
+    done = False
+    while not done:
+        obs, _, done, _, info = env.step(a)
+        if not done:
+            a = base.predict(obs, info["action_mask"])
+    sim = env.sim
+    assert env.scenario.reward.cost_j(sim.energy_j, sim.overload_pod_s, sim.unschedulable, sim.imbalance_s) == \
+        pytest.approx(_replay_cost("classes-sleep", 7, prefix, prefix_choice(prefix, rule), rule)["cost_j"], rel=1e-9)
+
+
+def prefix_choice(prefix: list[int], rule: str) -> int:
+    """The rule's choice at the decision after `prefix` on seed 7 of classes-sleep."""
+    env = PodPlacementEnv("classes-sleep")
+    obs, info = env.reset(seed=7)
+    for a in prefix:
+        obs, _, _, _, info = env.step(a)
+    return make_policy(rule).predict(obs, info["action_mask"])
+
+
+def test_trying_the_nodes_leaves_the_episode_as_it_would_have_gone():
+    """Episodes whose every decision is probed (every node tried, the continuations reset with their own seed) make
+    the same decisions and end with the same energy as the same episodes unprobed, and probing twice gives the same
+    outcomes: nothing of the tries leaks into the episode (the twin's state, the deciding policy's tie-breaks)."""
+    from rlmodel.evaluation.action_values import action_outcomes
+
+    rule = "runtime-aware-short-headroom"
+    env = PodPlacementEnv("classes-sleep")
+    probed_decisions = 0
+    for seed in (10001, 10005):  # episodes whose decisions have ties between nodes that differ
+        runs = []
+        for probe in (False, True):
+            base, continuation = make_policy(rule), make_policy(rule)
+            obs, info = env.reset(seed=seed)
+            base.reset(seed)
+            done, actions = False, []
+            while not done:
+                if probe and info["action_mask"].sum() > 1:
+                    first = action_outcomes(env, obs, info, continuation, seed=seed + env.pod_index)
+                    second = action_outcomes(env, obs, info, continuation, seed=seed + env.pod_index)
+                    assert all(np.array_equal(first[k], second[k], equal_nan=True) for k in first)
+                    probed_decisions += 1
+                actions.append(base.predict(obs, info["action_mask"]))
+                obs, _, done, _, info = env.step(actions[-1])
+            runs.append((actions, env.sim.energy_j, env.sim.overload_pod_s))
+        assert runs[0] == runs[1]
+    assert probed_decisions > 100
+
+
+def test_snapshots_need_the_twin():
+    class NotTheTwin:  # any backend but the twin (the Minikube testbed, a live cluster)
+        num_nodes = 2
+
+    env = PodPlacementEnv("tiny")
+    env.sim = NotTheTwin()  # type: ignore[assignment]
+    with pytest.raises(PolicyError, match="simulated cluster"):
+        env.snapshot()
+    with pytest.raises(PolicyError, match="simulated cluster"):
+        env.restore(())

@@ -16,6 +16,7 @@ from rlmodel.envs.observation import (
     PodSignals,
     workload_history,
 )
+from rlmodel.errors import PolicyError
 from rlmodel.sim.backend import ClusterBackend
 from rlmodel.sim.cluster import ClusterSim
 from rlmodel.sim.podtrace import MAX_PRIORITY
@@ -70,7 +71,8 @@ class PodPlacementEnv(gym.Env):
     runs the same spaces and reward on a real cluster. Any `rlmodel.sim.backend.ClusterBackend` can stand
     behind the env (`rlmodel.testbed.backend`): each decision
     binds a real pod and is followed by one measurement window whose energy comes from the host power
-    monitor and whose overload comes from JMeter latencies against the service level.
+    monitor and whose overload comes from JMeter latencies against the service level. With the twin only,
+    `snapshot()` and `restore(snap)` let evaluation tools try other actions from one decision.
 
     ## Starting state
     Every node awake and empty at t = 0; the first pod arrives at t = 0.
@@ -143,6 +145,25 @@ class PodPlacementEnv(gym.Env):
         if self._done:
             info.update(self.episode_metrics())
         return self._observe(), float(reward), self._done, False, info
+
+    # ------------------------------------------------------------------ evaluation tools (the twin only)
+    def snapshot(self) -> tuple:
+        """The episode's whole state at this decision, for `restore`: evaluation tools try other actions from one
+        decision (`rlmodel.evaluation.action_values`). The digital twin only; the trace is not copied (an episode
+        keeps its trace until the next `reset`)."""
+        if not isinstance(self.sim, ClusterSim):
+            raise PolicyError("snapshots need the simulated cluster (--backend sim)")
+        return (self.sim.snapshot(), self._pod, self._done, self._accounted, self.invalid_actions,
+                self._mask.copy())
+
+    def restore(self, snap: tuple) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Back to the decision `snap` was taken at (same episode); returns its (observation, info) again."""
+        if not isinstance(self.sim, ClusterSim):
+            raise PolicyError("snapshots need the simulated cluster (--backend sim)")
+        sim_snap, self._pod, self._done, self._accounted, self.invalid_actions, mask = snap
+        self.sim.restore(sim_snap)
+        self._mask = mask.copy()
+        return self._observe(), self._info()
 
     # ------------------------------------------------------------------ helpers
     @property
