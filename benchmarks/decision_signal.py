@@ -36,6 +36,7 @@ import torch
 from rlmodel.agents.features import NUM_FEATURES, node_features
 from rlmodel.agents.qnet import NodeScorer
 from rlmodel.envs import PodPlacementEnv
+from rlmodel.errors import RlschedError
 from rlmodel.evaluation.action_values import action_outcomes
 from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.policies import BASELINES, make_policy
@@ -164,6 +165,10 @@ def main() -> None:
         margins = [float(m) for m in args.margins.split(",")]
     except ValueError:
         parser.error(f"--margins: expected numbers separated by commas, got {args.margins!r}")
+    try:
+        scenario_of(args.scenario, args.overload_weight)
+    except RlschedError as exc:
+        parser.error(f"--scenario: {exc}")
     torch.set_num_threads(1)
 
     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ import torch
 from rlmodel.agents.dqn import DQNConfig, apply_overrides, train
 from rlmodel.agents.policy import DQNPolicy
 from rlmodel.envs import PodPlacementEnv
+from rlmodel.errors import RlschedError
 from rlmodel.evaluation.benchmark import agreement, ci95_halfwidth, episode_seeds, run_benchmark, summarize
 from rlmodel.evaluation.hindsight import hindsight_search
 from rlmodel.evaluation.report import format_table, write_csv_atomic
@@ -73,9 +74,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results/dqn-targets"))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    try:
+        scenarios = [load_scenario(name) for name in args.scenarios.split(",")]
+    except RlschedError as exc:
+        parser.error(f"--scenarios: {exc}")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.scenarios.split(","):
-        sc = load_scenario(name)
+    for name, sc in zip(args.scenarios.split(","), scenarios, strict=True):
         cfg = apply_overrides(DQNConfig(seed=args.seed), args.sets)
         model = args.out / f"{name}-seed{args.seed}.pth"
         start = time.perf_counter()

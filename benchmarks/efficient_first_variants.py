@@ -19,6 +19,7 @@ import argparse
 import numpy as np
 
 from rlmodel.envs import PodPlacementEnv
+from rlmodel.errors import RlschedError
 from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.policies import make_policy
 from rlmodel.policies.base import COL, POD_COL, ScoringPolicy
@@ -100,8 +101,11 @@ def main() -> None:
     parser.add_argument("--scenarios", default="hetero-sleep,hetero")
     args = parser.parse_args()
     seeds = range(args.seed, args.seed + args.episodes)
-    for name in args.scenarios.split(","):
-        base = load_scenario(name)
+    try:
+        scenarios = [load_scenario(name) for name in args.scenarios.split(",")]
+    except RlschedError as exc:
+        parser.error(f"--scenarios: {exc}")
+    for base in scenarios:
         for sc in (base, base.scaled(4)):
             env = PodPlacementEnv(sc)
             policies = [make_policy("efficient-first"), BestFit(), BusyFirst(), BigThenBusy(),

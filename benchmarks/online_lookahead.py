@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 
 from rlmodel.envs import PodPlacementEnv
+from rlmodel.errors import RlschedError
 from rlmodel.evaluation.benchmark import ci95_halfwidth, episode_seeds, run_episode
 from rlmodel.evaluation.hindsight import hindsight_search
 from rlmodel.evaluation.rollout import INFORMATION, RolloutPlanner
@@ -57,6 +58,10 @@ def main() -> None:
     parser.add_argument("--hindsight", type=int, default=0, help="hindsight replays per episode (0: skip)")
     parser.add_argument("--jobs", type=int, default=2)
     a = parser.parse_args()
+    try:
+        load_scenario(a.scenario)  # the workers load it again; a wrong name stops here, in one line
+    except RlschedError as exc:
+        parser.error(f"--scenario: {exc}")
     work = [(a.scenario, s, a.samples, a.z, a.information, a.hindsight) for s in episode_seeds(a.seed, a.episodes)]
     print(f"{a.scenario}: {a.episodes} episodes from seed {a.seed}, {a.samples} futures per decision, z = {a.z:g}, "
           f"information {a.information}")

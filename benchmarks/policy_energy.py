@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from rlmodel.errors import RlschedError
 from rlmodel.evaluation.benchmark import run_benchmark, summarize
 from rlmodel.evaluation.report import format_table
 from rlmodel.policies import BASELINES, make_policy
@@ -23,8 +24,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--scenarios", default=",".join(builtin_scenarios()))
     args = parser.parse_args()
-    for name in args.scenarios.split(","):
-        sc = load_scenario(name)
+    try:
+        scenarios = [load_scenario(name) for name in args.scenarios.split(",")]
+    except RlschedError as exc:
+        parser.error(f"--scenarios: {exc}")
+    for name, sc in zip(args.scenarios.split(","), scenarios, strict=True):
         start = time.perf_counter()
         df = run_benchmark(sc, [make_policy(p) for p in BASELINES], episodes=args.episodes, seed=args.seed)
         kinds = ",".join(sorted(set(df.loc[df.policy == "oracle", "oracle_kind"])))

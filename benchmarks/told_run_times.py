@@ -17,6 +17,7 @@ import argparse
 import numpy as np
 
 from rlmodel.envs import PodPlacementEnv
+from rlmodel.errors import RlschedError
 from rlmodel.evaluation.benchmark import run_episode
 from rlmodel.evaluation.told import ToldRunTimes
 from rlmodel.policies import make_policy
@@ -43,7 +44,10 @@ def main() -> None:
         parser.error(f"--seeds: expected whole numbers separated by commas, got {args.seeds!r}")
     if args.episodes < 1:
         parser.error(f"--episodes: must be >= 1, got {args.episodes}")
-    env = PodPlacementEnv(load_scenario(args.scenario))
+    try:
+        env = PodPlacementEnv(load_scenario(args.scenario))
+    except RlschedError as exc:
+        parser.error(f"--scenario: {exc}")
     print(f"{args.scenario}: energy x efficient-first, overload pod-s (mean of {args.episodes} paired episodes)")
     for first in firsts:
         seeds = range(first, first + args.episodes)
