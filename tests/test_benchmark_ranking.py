@@ -76,3 +76,22 @@ def test_the_reference_must_be_benchmarked():
     r = CliRunner().invoke(main, ["benchmark", "-s", "tiny", "-n", "1", "--policies", "random",
                                   "--reference", "round-robin"])
     assert r.exit_code == 2 and "--reference" in r.output
+
+
+def test_the_printed_table_stays_aligned_with_long_policy_names():
+    """Every row of the printed table lines up with the header, whatever the length of a policy's name (the
+    built-in runtime-aware-short-headroom is 28 characters)."""
+    from rlmodel.evaluation.report import format_table
+
+    rows = []
+    for name in ("round-robin", "runtime-aware-short-headroom", "a-policy-with-a-name-longer-than-any-built-in"):
+        for ep in range(3):
+            rows.append({"policy": name, "episode": ep, "energy_j": 100e3 + 7 * ep, "pods": 10, "pods_placed": 10,
+                         "cost_j": 100e3 + 7 * ep, "energy_j_per_placed_pod": (100e3 + 7 * ep) / 10})
+    lines = format_table(summarize(_episodes(rows), reference="round-robin")).splitlines()
+    header, rows_out = lines[0], lines[2:]
+    assert len(rows_out) == 3
+    cost_end = header.index("cost kJ") + len("cost kJ")
+    for line in rows_out:
+        assert len(line) == len(header), line
+        assert line[cost_end - 1] != " " and line[cost_end] == " ", line  # the cost column ends under its title

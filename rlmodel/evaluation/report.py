@@ -21,7 +21,8 @@ def format_table(summary: pd.DataFrame) -> str:
     """A fixed-width table of the summary for the terminal, ranked by cost (energy plus penalties)."""
     ref = str(summary["reference"].iloc[0]) if len(summary) else ""
     versus = f"vs {ref}"[:24]
-    header = (f"{'#':>2} {'policy':<20} {'cost kJ':>9} {'± ci95':>7} {versus:>24} {'energy kJ':>10} "
+    width = max([20, *(len(str(p)) for p in summary["policy"])])  # the longest name, so the columns stay aligned
+    header = (f"{'#':>2} {'policy':<{width}} {'cost kJ':>9} {'± ci95':>7} {versus:>24} {'energy kJ':>10} "
               f"{'J/pod':>7} {'vs oracle':>9} {'overload pod-s':>14} {'unplaced':>8} {'wake pod-s':>10}")
     lines = [header, "-" * len(header)]
 
@@ -36,7 +37,7 @@ def format_table(summary: pd.DataFrame) -> str:
             f"±{num(r.cost_diff_to_reference_j_ci95 / 1000, '.1f')})"
         rank = "" if math.isnan(r.rank) else f"{int(r.rank)}"
         lines.append(
-            f"{rank:>2} {r.policy:<20} {r.cost_j_mean / 1000:>9.1f} {num(r.cost_j_ci95 / 1000, '.1f'):>7} "
+            f"{rank:>2} {r.policy:<{width}} {r.cost_j_mean / 1000:>9.1f} {num(r.cost_j_ci95 / 1000, '.1f'):>7} "
             f"{paired:>24} {r.energy_j_mean / 1000:>10.1f} {num(r.energy_j_per_placed_pod_mean, '.0f'):>7} "
             f"{gap:>9} {r.overload_pod_s_mean:>14.1f} {r.unschedulable_mean:>8.2f} "
             f"{num(r.wake_delay_pod_s_mean, '.1f'):>10}"
