@@ -25,7 +25,6 @@ script measures how much a decision's consequences can be told apart:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -38,7 +37,7 @@ from rlmodel.agents.qnet import NodeScorer
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.errors import RlschedError
 from rlmodel.evaluation.action_values import action_outcomes
-from rlmodel.evaluation.benchmark import run_episode
+from rlmodel.evaluation.benchmark import mean_energy_overload
 from rlmodel.policies import BASELINES, make_policy
 from rlmodel.sim import load_scenario
 from rlmodel.sim.scenario import Scenario
@@ -48,10 +47,7 @@ EVAL_SETS = (1000, 1, 2000)  # docs/results.md's seed sets for classes-sleep; 20
 
 def scenario_of(name: str, overload_weight: float | None) -> Scenario:
     scenario = load_scenario(name)
-    if overload_weight is None:
-        return scenario
-    return dataclasses.replace(scenario, reward=dataclasses.replace(
-        scenario.reward, overload_penalty_j_per_pod_s=overload_weight))
+    return scenario if overload_weight is None else scenario.with_overload_weight(overload_weight)
 
 
 def labels(args: tuple[str, float | None, str, list[int], float, float]) -> tuple[list, list, list, list, list]:
@@ -131,12 +127,6 @@ def residuals(net: NodeScorer, feats, dq, masks, chosen, idx: torch.Tensor) -> t
     return (fitted - dq[idx])[masks[idx]]
 
 
-def energy_overload(env: PodPlacementEnv, policy, seeds: range) -> tuple[float, float, int]:
-    rs = [run_episode(env, policy, s) for s in seeds]
-    return (float(np.mean([r.energy_j for r in rs])), float(np.mean([r.overload_pod_s for r in rs])),
-            sum(len(r.actions) for r in rs))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="classes-sleep")
@@ -189,10 +179,14 @@ def main() -> None:
     others, energy_others = dq_np[is_other], energy_np[is_other]
     best = np.nanmin(dq_np, axis=1)
     env = PodPlacementEnv(scenario_of(args.scenario, args.overload_weight))
-    held = range(EVAL_SETS[0], EVAL_SETS[0] + args.eval_episodes)
-    ef_j, _, _ = energy_overload(env, make_policy("efficient-first"), held)
-    rule_j, _, decisions = energy_overload(env, make_policy(args.rule), held)
-    sought = (rule_j - 0.97 * ef_j) / 1e3 / (decisions / args.eval_episodes)
+    sets = {first: range(first, first + args.eval_episodes) for first in EVAL_SETS}
+    # per seed set: efficient-first's energy, round-robin's overload, the rule's (energy, overload, decisions)
+    ef = {k: mean_energy_overload(env, make_policy("efficient-first"), s)[0] for k, s in sets.items()}
+    rr_overload = {k: mean_energy_overload(env, make_policy("round-robin"), s)[1] for k, s in sets.items()}
+    rule = {k: mean_energy_overload(env, make_policy(args.rule), s) for k, s in sets.items()}
+    held = sets[EVAL_SETS[0]]
+    ef_j, (rule_j, _, decisions) = ef[held.start], rule[held.start]
+    sought = (rule_j - 0.97 * ef_j) / 1e3 / decisions
     print(f"{args.scenario}, rule {args.rule}: {len(chosen)} decisions labelled over {args.episodes} episodes "
           f"({labelled_s:.0f} s, {args.jobs} jobs), {others.size} other feasible nodes tried")
     print(f"  dQ of the other nodes, kJ: mean {others.mean():.1f}, mean |dQ| {np.abs(others).mean():.1f}, "
@@ -216,18 +210,14 @@ def main() -> None:
             r2 = 1.0 - float(np.mean(err ** 2)) / float(np.var(target))
             print(f"  fit on {label} labels: RMSE {np.sqrt(np.mean(err ** 2)):.1f} kJ, R^2 {r2:.3f}")
 
-    for first in EVAL_SETS:
-        seeds_set = range(first, first + args.eval_episodes)
-        ef, _, _ = energy_overload(env, make_policy("efficient-first"), seeds_set)
-        _, rr_over, _ = energy_overload(env, make_policy("round-robin"), seeds_set)
-        rule_e, rule_o, _ = energy_overload(env, make_policy(args.rule), seeds_set)
-        cells = [f"{args.rule} {rule_e / ef:.3f}, {rule_o:.1f}"]
+    for first, seeds_set in sets.items():
+        cells = [f"{args.rule} {rule[first][0] / ef[first]:.3f}, {rule[first][1]:.1f}"]
         for m in margins:
             policy = OneStepImproved(args.rule, net, m)
-            e, o, _ = energy_overload(env, policy, seeds_set)
-            cells.append(f"fitted, margin {m:g} kJ: {e / ef:.3f}, {o:.1f} ({policy.deviations} deviations)")
+            e, o, _ = mean_energy_overload(env, policy, seeds_set)
+            cells.append(f"fitted, margin {m:g} kJ: {e / ef[first]:.3f}, {o:.1f} ({policy.deviations} deviations)")
         print(f"seeds {first}-{first + args.eval_episodes - 1} (energy x EF, overload pod-s; round-robin's overload "
-              f"{rr_over:.1f}):\n  " + "\n  ".join(cells), flush=True)
+              f"{rr_overload[first]:.1f}):\n  " + "\n  ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

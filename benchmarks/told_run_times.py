@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from rlmodel.envs import PodPlacementEnv
 from rlmodel.errors import RlschedError
-from rlmodel.evaluation.benchmark import run_episode
+from rlmodel.evaluation.benchmark import mean_energy_overload
 from rlmodel.evaluation.told import ToldRunTimes
 from rlmodel.policies import make_policy
 from rlmodel.sim import load_scenario
@@ -28,8 +26,7 @@ RULES = ("runtime-aware", "runtime-aware-headroom", "runtime-aware-short-headroo
 
 def measure(env: PodPlacementEnv, policy, seeds: range) -> tuple[float, float]:
     """Mean energy (J) and mean overload (pod-s) of `policy` over the episodes of `seeds`."""
-    rs = [run_episode(env, policy, s) for s in seeds]
-    return float(np.mean([r.energy_j for r in rs])), float(np.mean([r.overload_pod_s for r in rs]))
+    return mean_energy_overload(env, policy, seeds)[:2]
 
 
 def main() -> None:

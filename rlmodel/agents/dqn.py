@@ -348,8 +348,7 @@ def train(
         if env is not None:
             raise ModelError("hyperparameter overload_penalty_j_per_pod_s applies to training in the twin; on "
                              "another backend set the scenario's [reward] overload_penalty_j_per_pod_s instead")
-        scenario = dataclasses.replace(scenario, reward=dataclasses.replace(
-            scenario.reward, overload_penalty_j_per_pod_s=cfg.overload_penalty_j_per_pod_s))
+        scenario = scenario.with_overload_weight(cfg.overload_penalty_j_per_pod_s)
     env = env if env is not None else PodPlacementEnv(scenario)
     check_memory(cfg, env.num_nodes, scenario.workload.pods_per_episode)
     device = resolve_device(cfg.device)

@@ -76,6 +76,13 @@ def run_episode(env: PodPlacementEnv, policy: Policy, seed: int,
                          m["imbalance_s"])
 
 
+def mean_energy_overload(env: PodPlacementEnv, policy: Policy, seeds: Sequence[int]) -> tuple[float, float, float]:
+    """Mean energy (J), overload (pod-s) and decisions of `policy` per episode over the episodes of `seeds`."""
+    rs = [run_episode(env, policy, s) for s in seeds]
+    return (float(np.mean([r.energy_j for r in rs])), float(np.mean([r.overload_pod_s for r in rs])),
+            float(np.mean([len(r.actions) for r in rs])))
+
+
 def agreement(env: PodPlacementEnv, policy: Policy, reference: ScoringPolicy, seeds: Sequence[int]) -> float:
     """Share of `policy`'s decisions on the episodes of `seeds` that `reference` scores as its best
     (a tie for the best counts as agreement): how often a learned policy makes a heuristic's choices."""

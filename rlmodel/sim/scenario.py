@@ -284,6 +284,10 @@ class Scenario:
     def sleep_enabled(self) -> bool:
         return self.idle_sleep_after_s > 0
 
+    def with_overload_weight(self, j_per_pod_s: float) -> Scenario:
+        """The same scenario with overload charged `j_per_pod_s` J per pod-second in its reward."""
+        return replace(self, reward=replace(self.reward, overload_penalty_j_per_pod_s=j_per_pod_s))
+
     def scaled(self, factor: int) -> Scenario:
         """The same scenario with `factor` times as many nodes of every group and as many pods, arriving
         `factor` times as fast (same load per node)."""
