@@ -240,6 +240,45 @@ def test_the_cached_arrays_give_the_same_state_as_the_node_by_node_path():
         view.subset(["n0", "nope"])
 
 
+def test_a_heartbeat_keeps_the_node_arrays_and_a_real_change_rebuilds_them():
+    """Kubelets rewrite their Node every few seconds (conditions, heartbeat times), and a watch without a
+    resourceVersion replays every object as ADDED: neither changes what a decision reads, so the per-node arrays
+    (O(nodes) to rebuild) stay; a change to capacity, labels, taints or cordon rebuilds them."""
+    view = ClusterView()
+    for k in range(3):
+        view.upsert_node(node_object(f"n{k}", "x3550", 12, 12), 0.0)
+    view.upsert_pod(pod_object(1, 2.0, 1.0, node="n1"), 1.0)
+    st = view.statics()
+    before = view.state(5.0)
+    beat = node_object("n1", "x3550", 12, 12)
+    beat["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastHeartbeatTime": rfc3339(4.0)}]
+    view.upsert_node(beat, 4.0)
+    assert view.statics() is st and view.nodes["n1"] is beat  # the newest object is kept, the arrays too
+    after = view.state(5.0)
+    for name in ("cpu_requested", "mem_requested", "pods_on", "state", "watts", "cores"):
+        assert np.array_equal(getattr(after, name), getattr(before, name)), name
+    view.upsert_pod(pod_object(2, 1.0, 1.0, node="n1"), 6.0)  # the totals still follow the kept node's pods
+    assert view.state(7.0).cpu_requested[1] == pytest.approx(3.0)
+    bigger = node_object("n1", "x3550", 16, 12)
+    tainted = node_object("n2", "x3550", 12, 12)
+    tainted["spec"]["taints"] = [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]
+    relabelled = node_object("n0", "ml110-g4", 12, 12)
+    cordoned = node_object("n0", "ml110-g4", 12, 12)
+    cordoned["spec"]["unschedulable"] = True
+    fewer_pods = node_object("n0", "ml110-g4", 12, 12)
+    fewer_pods["spec"]["unschedulable"] = True
+    fewer_pods["status"]["allocatable"]["pods"] = "20"
+    for changed in (bigger, tainted, relabelled, cordoned, fewer_pods):
+        st = view.statics()
+        view.upsert_node(changed, 8.0)
+        assert view.statics() is not st, changed["metadata"]["name"]
+    state = view.state(9.0)
+    assert state.cores[1] == 16.0 and state.cpu_requested[1] == pytest.approx(3.0)
+    assert list(state.state) == [0, 0, 1]  # n2 asleep by its taint
+    assert view.statics().types[0].name == "ml110-g4" and bool(view.statics().hard[0])
+    assert view.statics().max_pods[0] == 20
+
+
 def test_pod_signals_from_kubernetes_objects():
     from rlmodel.live.signals import owner_of, qos_of, run_time_s
     from rlmodel.sim.podtrace import OWNER_KINDS, QOS_CLASSES

@@ -142,6 +142,12 @@ class NodeStatics:
             empty_since=self.empty_since[index])
 
 
+def _same_node(a: NodeInfo, b: NodeInfo) -> bool:
+    """Whether two readings of one node agree on everything but the totals of its pods (which the view keeps)."""
+    return (a.labels == b.labels and a.taints == b.taints and a.unschedulable == b.unschedulable
+            and a.cpu_cores == b.cpu_cores and a.memory_gib == b.memory_gib and a.max_pods == b.max_pods)
+
+
 def is_asleep(info: NodeInfo, taints: Iterable[str], labels: Iterable[str] = ()) -> bool:
     """A node counts as asleep when it carries one of `taints` (keys) or one of `labels` (keys)."""
     return any(t.key in taints for t in info.taints) or any(k in info.labels for k in labels)
@@ -251,9 +257,16 @@ class ClusterView:
             self._infos.pop(name, None)
             self._static.pop(name, None)
         else:
-            node_type = self.resolver.resolve(info.name, info.labels)[0]
+            static = (self.resolver.resolve(info.name, info.labels)[0],
+                      is_asleep(info, self.asleep_taints, self.asleep_labels))
+            old = self._infos.get(name)
+            if old is not None and self._static.get(name) == static and _same_node(old, info):
+                # a status heartbeat (kubelets update their Node every 10 s or so) or a watch's replay of an object
+                # already listed: nothing a decision reads has changed, so the per-node arrays stay (rebuilding
+                # them is O(nodes) in Python, and at 1,000 nodes heartbeats arrive many times a second)
+                return
             self._infos[name] = info
-            self._static[name] = (node_type, is_asleep(info, self.asleep_taints, self.asleep_labels))
+            self._static[name] = static
             self._total(name)
         self._statics = None
 
