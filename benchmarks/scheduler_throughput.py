@@ -21,11 +21,17 @@ created before anything is timed:
   goes through in turn, so their sum bounds it too (`bind_chain_ms_per_pod`); the ceiling's own chain, the client's
   and kmock's CPU a bare Binding, is `ceiling_chain_ms_per_bind`.
 
+* with `--bind-only`, the scheduler's binding path with no decisions (a row whose policy is `bind-only`): the
+  process binder's child fed Bindings as fast as it takes them, each carrying a decision annotation of the usual
+  size, while a pods watch is open (as the scheduler's informer keeps one, so kmock sends an event per Binding).
+  Its ratio is what the binding path allows before any decision is made: the scheduler's rows can be read against
+  it (the gap between the two is what making decisions on the same cores costs).
+
 kmock here is the tests' harness (`tests/testbed.py`), which keeps kmock's request log short and looks
 objects up by key: unpatched, kmock's cost per request grows with every request it has served.
 
     .venv/bin/python benchmarks/scheduler_throughput.py [--nodes 100,1000] [--pods 200] [--repeat 1]
-        [--binder process,thread] [--concurrency 1] [--policies dqn,least-allocated] [--model Dale.pth]
+        [--binder process,thread] [--concurrency 1] [--policies dqn,least-allocated] [--model Dale.pth] [--bind-only]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import sys
 import tempfile
 import threading
@@ -129,6 +136,79 @@ def thread_cpu_s() -> dict[str, float]:
             for t in threading.enumerate() if t.name.startswith("rlsched-")}
 
 
+def bind_only(nodes: int, pods: int, tmp: Path, concurrency: int = 1) -> dict:
+    """The process binder alone on a fresh kmock with the same objects: `slots` threads hand it every pod's Binding
+    (with a decision annotation of the usual size) as fast as it takes them, a pods watch open meanwhile."""
+    before, chain_before = ceiling(nodes, pods, concurrency)
+    api = KubeApiProcess()
+    stop = threading.Event()
+    try:
+        create(api, nodes, pods, "p")
+        kubeconfig = tmp / "kubeconfig"
+        api.write_kubeconfig(kubeconfig, "kmock")
+        binder = process_binder(ClientSpec(str(kubeconfig), "kmock"), concurrency)
+        binder.start()
+
+        def watch() -> None:  # as the scheduler's pods informer: kmock writes it an event per Binding
+            try:
+                for _ in api.core.list_pod_for_all_namespaces(watch=True, _preload_content=False,
+                                                              _request_timeout=120):
+                    if stop.is_set():
+                        return
+            except Exception:  # noqa: BLE001 - the connection ends with kmock
+                return
+
+        threading.Thread(target=watch, daemon=True).start()
+        time.sleep(0.5)  # kmock replays the listed pods to a new watch first
+        todo: queue.Queue[int] = queue.Queue()
+        for i in range(pods):
+            todo.put(i)
+        top = [{"node": f"n{k:04d}", "score": -1.2345} for k in range(3)]
+
+        failed: list[BaseException] = []
+
+        def feed() -> None:
+            while not failed:
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                decision = {"policy": "dqn", "model": "Dale.pth@0123456789ab", "node": "n0000", "top": top}
+                body = {"apiVersion": "v1", "kind": "Binding", "metadata": {
+                    "name": f"p-{i:04d}", "namespace": "default",
+                    "annotations": {"rlsched.io/decision": json.dumps(decision, separators=(",", ":"))}},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}}
+                try:
+                    binder.bind(f"p-{i:04d}", "default", body, 30.0)
+                except BaseException as exc:  # noqa: BLE001 - reported below: a failed bind voids the figure
+                    failed.append(exc)
+
+        feeders = [threading.Thread(target=feed) for _ in range(binder.slots)]
+        cpu0 = {"binder-process": sum(cpu_s(f"/proc/{pid}/stat") for pid in binder.pids),
+                "kmock": cpu_s(f"/proc/{api.proc.pid}/stat")}
+        t0 = time.perf_counter()
+        for f in feeders:
+            f.start()
+        for f in feeders:
+            f.join()
+        rate = pods / (time.perf_counter() - t0)
+        if failed:
+            raise RuntimeError(f"bind-only: a Binding failed ({failed[0]!r})")
+        chain = (sum(cpu_s(f"/proc/{pid}/stat") for pid in binder.pids) - cpu0["binder-process"]
+                 + cpu_s(f"/proc/{api.proc.pid}/stat") - cpu0["kmock"]) / pods * 1e3
+        binder.stop()
+    finally:
+        stop.set()
+        api.stop()
+    after, chain_after = ceiling(nodes, pods, concurrency)
+    bare = max(before, after)
+    return {"nodes": nodes, "policy": "bind-only", "binder": "process", "concurrency": concurrency, "pods": pods,
+            "pods_per_s": round(rate, 1), "kmock_bindings_per_s": round(bare, 1),
+            "kmock_before_after": [round(before, 1), round(after, 1)], "ratio_to_ceiling": round(rate / bare, 3),
+            "bind_chain_ms_per_pod": round(chain, 2),
+            "ceiling_chain_ms_per_bind": round(chain_before if before >= after else chain_after, 2)}
+
+
 def run(nodes: int, pods: int, policy, label: str, binder: str, tmp: Path, concurrency: int = 1) -> dict:
     before, chain_before = ceiling(nodes, pods, concurrency)
     api = KubeApiProcess()
@@ -198,6 +278,8 @@ def main() -> None:
                         "least-allocated), comma-separated")
     parser.add_argument("--model", default=None, help="a DQN model file (default: an untrained network of the "
                                                        "default shape; latency does not depend on the weights)")
+    parser.add_argument("--bind-only", action="store_true", help="also measure the binding path with no decisions "
+                        "(the process binder fed as fast as it takes Bindings): a row per size and concurrency")
     args = parser.parse_args()
     for name in args.policies.split(","):
         if name != "dqn" and name not in BASELINES:
@@ -207,6 +289,13 @@ def main() -> None:
     cfg = DQNConfig()
     dqn = DQNPolicy.load(args.model) if args.model else DQNPolicy(NodeScorer(NUM_FEATURES, cfg.hidden, cfg.layers))
     for n in (int(x) for x in args.nodes.split(",")):
+        for conc in ([int(c) for c in args.concurrency.split(",")] if args.bind_only else []):
+            rows = []
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory() as tmp:
+                    rows.append(bind_only(n, args.pods, Path(tmp), conc))
+                print(json.dumps(rows[-1]), flush=True)
+            print_medians(rows, n, "bind-only", "process", conc, args.repeat)
         for (label, policy), binder, conc in itertools.product(
                 [(p, dqn if p == "dqn" else make_policy(p)) for p in args.policies.split(",")], args.binder.split(","),
                 [int(c) for c in args.concurrency.split(",")]):
@@ -215,12 +304,17 @@ def main() -> None:
                 with tempfile.TemporaryDirectory() as tmp:
                     rows.append(run(n, args.pods, policy, label, binder, Path(tmp), conc))
                 print(json.dumps(rows[-1]), flush=True)
-            if args.repeat > 1:
-                print(json.dumps({"nodes": n, "policy": label, "binder": binder, "concurrency": conc,
-                                  "repeats": args.repeat, **{
-                    f"median_{k}": round(float(np.median([r[k] for r in rows])), 3)
-                    for k in ("pods_per_s", "kmock_bindings_per_s", "ratio_to_ceiling", "latency_p50_s",
-                              "latency_p99_s")}}), flush=True)
+            print_medians(rows, n, label, binder, conc, args.repeat)
+
+
+def print_medians(rows: list[dict], nodes: int, label: str, binder: str, concurrency: int, repeats: int) -> None:
+    """A line of medians over the repeats (none for one run)."""
+    if repeats > 1:
+        print(json.dumps({"nodes": nodes, "policy": label, "binder": binder, "concurrency": concurrency,
+                          "repeats": repeats, **{
+            f"median_{k}": round(float(np.median([r[k] for r in rows])), 3)
+            for k in ("pods_per_s", "kmock_bindings_per_s", "ratio_to_ceiling", "latency_p50_s", "latency_p99_s")
+            if k in rows[0]}}), flush=True)
 
 
 if __name__ == "__main__":
