@@ -474,3 +474,91 @@ def test_the_health_endpoints_listen_where_asked_ipv6_included_and_refuse_a_port
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _Stream:
+    """A watch response as the client returns it unread: the events as JSON lines, then (`hold`) open until the
+    test ends, as an idle watch is. An exception in `lines` is raised there: the connection dropping."""
+
+    def __init__(self, lines=(), hold=None):
+        self.lines, self.hold, self.status, self.closed = list(lines), hold, 200, False
+
+    def stream(self, amt=None, decode_content=False):
+        for line in self.lines:
+            if isinstance(line, BaseException):
+                raise line
+            yield (json.dumps(line) + "\n").encode()
+        if self.hold is not None:
+            self.hold.wait(30)
+
+    def close(self):
+        self.closed = True
+
+    def release_conn(self):
+        pass
+
+
+class _ScriptedApi:
+    """list_node and list_pod_for_all_namespaces answering from a script: each call takes the next answer for its
+    kind (a list's items and resourceVersion, or a watch's events); every call is recorded with its arguments."""
+
+    def __init__(self, nodes_script, hold):
+        import threading
+
+        self.calls, self.hold, self.scripts = [], hold, {"nodes": list(nodes_script), "pods": []}
+        self.lock = threading.Lock()
+
+    def _answer(self, kind, kwargs):
+        with self.lock:
+            self.calls.append((kind, "watch" if kwargs.get("watch") else "list", kwargs.get("resource_version"),
+                               kwargs.get("allow_watch_bookmarks"), kwargs.get("timeout_seconds")))
+            step = self.scripts[kind].pop(0) if self.scripts[kind] else None
+        if not kwargs.get("watch"):
+            items, rv = step if step is not None else ([], "1")
+            return type("Listed", (), {"data": json.dumps({"metadata": {"resourceVersion": rv}, "items": items})})()
+        assert step is None or step[0] == "watch", (kind, step)
+        return _Stream(step[1] if step else [], hold=self.hold if step is None else None)
+
+    def list_node(self, **kwargs):
+        return self._answer("nodes", kwargs)
+
+    def list_pod_for_all_namespaces(self, **kwargs):
+        return self._answer("pods", kwargs)
+
+
+def test_the_informer_watches_on_from_the_last_resource_version_and_lists_again_only_on_410():
+    """As client-go's reflector: a watch the API server ends, or whose connection drops, is made again from the
+    resourceVersion of the last event or bookmark (nothing re-listed); 410 Gone or an error lists again."""
+    import threading
+
+    from urllib3.exceptions import ProtocolError
+
+    def node(name, rv):
+        return {"metadata": {"name": name, "resourceVersion": rv},
+                "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}
+
+    hold = threading.Event()
+    api = _ScriptedApi([
+        ([node("n1", "10")], "10"),
+        ("watch", [{"type": "MODIFIED", "object": node("n1", "11")},
+                   {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "15"}}}]),  # then the server ends it
+        ("watch", [{"type": "ADDED", "object": node("n2", "16")}, ProtocolError("connection dropped")]),
+        ("watch", [{"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired",
+                                                "message": "too old resource version: 16 (25)"}}]),
+        ([node("n1", "11"), node("n2", "16"), node("n3", "28")], "30"),
+        ("watch", [{"type": "ERROR", "object": {"kind": "Status", "code": 500, "reason": "InternalError"}}]),
+        ([node("n1", "11"), node("n3", "28")], "40"),  # n2 deleted while no watch was open: the list removes it
+    ], hold)
+    s = Scheduler(api, make_policy("least-allocated"), SchedulerConfig(watch_timeout_s=20))
+    s.start_informers()
+    try:
+        wait_for(lambda: sum(1 for c in api.calls if c[0] == "nodes") >= 8, timeout_s=30)
+        nodes = [c[1:3] for c in api.calls if c[0] == "nodes"]
+        assert nodes[:8] == [("list", None), ("watch", "10"), ("watch", "15"), ("watch", "16"), ("list", None),
+                             ("watch", "30"), ("list", None), ("watch", "40")]
+        assert all(c[3] is True and c[4] == 20 for c in api.calls if c[1] == "watch")  # bookmarks, server timeout
+        wait_for(lambda: s.synced["nodes"] and set(s.view.nodes) == {"n1", "n3"}, timeout_s=10)
+        assert s.view.nodes["n1"]["metadata"]["resourceVersion"] == "11"
+    finally:
+        s._stop.set()
+        hold.set()

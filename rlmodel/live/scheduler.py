@@ -1,9 +1,15 @@
 """`rlsched scheduler run`: a secondary scheduler (kube-scheduler's "multiple schedulers" pattern) that places
 pods with `spec.schedulerName: <name>` using a policy (the trained DQN or a baseline).
 
-Machinery: the official client's `watch.Watch` (list, then watch; on 410 Gone or a dropped connection,
-list again after a back-off). It fits a scheduler better than kopf, whose handlers are per-object
-reactions with their own retry semantics, while a scheduler needs one ordered queue and one cache.
+Machinery: an informer as client-go's reflector (`watch_events`, on the official client's list calls and its
+watch-stream line reader): list, then watch from the list's resourceVersion with bookmarks, following the
+resourceVersion of every event; when the API server ends a watch (its `timeoutSeconds`) or the connection drops,
+watch again from the last resourceVersion (after a back-off when it dropped), so events missed meanwhile are
+replayed and nothing is re-listed; on 410 Gone (that resourceVersion is too old) list again. An API server that
+gives no resourceVersion (kmock) is listed again instead. The client's `watch.Watch` did not fit: with raw dicts
+(`deserialize=False`, as a cache of thousands of objects needs) it neither follows the resourceVersion nor reads
+an ERROR event. A watch fits a scheduler better than kopf, whose handlers are per-object reactions with their own
+retry semantics, while a scheduler needs one ordered queue and one cache.
 
 The cycle, as kube-scheduler's: queue (priority, then creation time) -> filter (`rlmodel.live.filter`) ->
 score (the policy on the observation `ClusterView` builds, the same as in the twin) -> assume (the pod
@@ -34,7 +40,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +74,8 @@ class SchedulerConfig:
     request_timeout_s: float = 10.0
     """timeout of every API call"""
     watch_timeout_s: float = 30.0
-    """a watch is re-established (after a fresh list) at least this often"""
+    """the API server ends each watch after this long (`timeoutSeconds`), and it is made again from the last
+    resourceVersion; a watch that brings nothing for this long plus 10 s counts as a dropped connection"""
     fallback_policy: str = "efficient-first"
     """the built-in policy that places a pod when the policy raises"""
     event_max_delay_s: float = 5.0
@@ -80,6 +87,55 @@ class SchedulerConfig:
     `slots`: a pool of process binders, one child per call in flight, each with its pipeline depth)"""
     usage_every_s: float = 10.0
     """how often CPU in use is read, when a `usage` source is given"""
+
+
+class WatchGone(RlschedError):
+    """The watch's resourceVersion is too old for the API server (410 Gone): list again."""
+
+
+def resource_version(obj: Any) -> str | None:
+    """An object's `metadata.resourceVersion` (None when it has none)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return str(rv) if rv else None
+
+
+def watch_events(list_fn: Callable[..., Any], rv: str | None, *, timeout_s: float) -> Iterator[tuple[str, Obj]]:
+    """One watch with the client's list call `list_fn` (for example `CoreV1Api.list_node`) from resourceVersion
+    `rv` (None: from now, the objects there are first sent as ADDED): (type, object) for each ADDED, MODIFIED,
+    DELETED and BOOKMARK event, as raw dicts, until the API server ends the watch after `timeout_s`. An ERROR event
+    raises: `WatchGone` for 410, else the client's `ApiException` with the event's code."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.watch.watch import iter_resp_lines
+
+    kwargs: dict[str, Any] = {"watch": True, "allow_watch_bookmarks": True, "timeout_seconds": max(1, round(timeout_s)),
+                              "_preload_content": False, "_request_timeout": timeout_s + 10.0}
+    if rv:
+        kwargs["resource_version"] = rv
+    resp = list_fn(**kwargs)
+    try:
+        status = getattr(resp, "status", 200)
+        if isinstance(status, int) and not 200 <= status < 300:
+            if status == 410:
+                raise WatchGone(f"watch from resourceVersion {rv}: HTTP 410")
+            raise ApiException(status=status, reason=str(getattr(resp, "reason", "")))
+        for line in iter_resp_lines(resp):
+            if not line:
+                continue
+            event = json.loads(line)
+            etype = event.get("type") if isinstance(event, dict) else None
+            obj = event.get("object") if isinstance(event, dict) else None
+            if etype == "ERROR":
+                code = obj.get("code") if isinstance(obj, dict) else None
+                why = f"{obj.get('reason', '')}: {obj.get('message', '')}" if isinstance(obj, dict) else ""
+                if code == 410:
+                    raise WatchGone(f"watch from resourceVersion {rv}: {why}")
+                raise ApiException(status=code if isinstance(code, int) else 500, reason=why)
+            if etype in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK") and isinstance(obj, dict):
+                yield etype, obj
+    finally:
+        resp.close()
+        resp.release_conn()
 
 
 class SchedulerMetrics:
@@ -240,48 +296,50 @@ class Scheduler:
         self._inform("pods", self.core.list_pod_for_all_namespaces)
 
     def _inform(self, kind: str, list_fn: Callable[..., Any]) -> None:
-        from kubernetes import watch
+        """List, then watch from the last resourceVersion seen, until stopped (see the module docstring)."""
         from kubernetes.client.exceptions import ApiException
 
-        delay = 0.5
+        delay, rv, listed = 0.5, None, False
         while not self._stop.is_set():
             try:
-                resp = list_fn(_preload_content=False, _request_timeout=self.cfg.request_timeout_s)
-                data = json.loads(resp.data)
-                with self.lock:
-                    self._replace(kind, data.get("items") or [])
-                    if kind == "nodes":
-                        self.view.statics()  # the per-node arrays, built now rather than by the first decision
-                    self.synced[kind] = True
-                delay = 0.5
-                rv = (data.get("metadata") or {}).get("resourceVersion")
-                del data, resp
-                # the list is most of what this process holds and lives until the objects change: keep it out
-                # of the cyclic collector's full passes (about 0.2 s per million objects, paid by one decision);
-                # the objects are still freed by reference counting when the view drops them
-                gc.freeze()
-                w = watch.Watch()
-                kwargs: dict[str, Any] = {"_request_timeout": self.cfg.watch_timeout_s, "deserialize": False}
-                if rv:
-                    kwargs["resource_version"] = rv
-                for event in w.stream(list_fn, **kwargs):
+                if not listed:
+                    resp = list_fn(_preload_content=False, _request_timeout=self.cfg.request_timeout_s)
+                    data = json.loads(resp.data)
+                    with self.lock:
+                        self._replace(kind, data.get("items") or [])
+                        if kind == "nodes":
+                            self.view.statics()  # the per-node arrays, built now rather than by the first decision
+                        self.synced[kind] = True
+                    rv = resource_version(data)
+                    listed, delay = True, 0.5
+                    del data, resp
+                    # the list is most of what this process holds and lives until the objects change: keep it out
+                    # of the cyclic collector's full passes (about 0.2 s per million objects, paid by one decision);
+                    # the objects are still freed by reference counting when the view drops them
+                    gc.freeze()
+                for etype, obj in watch_events(list_fn, rv, timeout_s=self.cfg.watch_timeout_s):
                     if self._stop.is_set():
-                        w.stop()
                         break
-                    obj = event.get("raw_object") or event.get("object")
-                    if isinstance(obj, dict):
+                    rv = resource_version(obj) or rv
+                    if etype != "BOOKMARK":
                         with self.lock:
-                            self._apply(kind, event.get("type", ""), obj)
+                            self._apply(kind, etype, obj)
+                delay = 0.5
+                listed = rv is not None  # the watch ended: resume from where it was (with no resourceVersion, list)
+            except WatchGone as exc:
+                log.info("%s informer: %s; listing again", kind, exc)
+                listed = False
             except ApiException as exc:
-                if exc.status == 410:
-                    continue  # the watch expired: list again
-                log.warning("%s informer: HTTP %s %s; retrying in %.1f s", kind, exc.status, exc.reason, delay)
+                log.warning("%s informer: HTTP %s %s; listing again in %.1f s", kind, exc.status, exc.reason, delay)
+                listed = False
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
-            except Exception as exc:  # noqa: BLE001 - a dropped connection, a timeout: list and watch again
+            except Exception as exc:  # noqa: BLE001 - a dropped connection, a timeout: watch again, or list again
                 if self._stop.is_set():
                     break
-                log.info("%s informer: %s; reconnecting in %.1f s", kind, type(exc).__name__, delay)
+                listed = listed and rv is not None
+                log.info("%s informer: %s; %s in %.1f s", kind, type(exc).__name__,
+                         f"watching again from resourceVersion {rv}" if listed else "listing again", delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
 
