@@ -110,15 +110,20 @@ def ceiling(nodes: int, pods: int, concurrency: int = 1) -> tuple[float, float]:
 
         workers = [threading.Thread(target=bind, args=(range(k, pods, concurrency),)) for k in range(concurrency)]
         cpu0 = cpu_s("/proc/self/stat") + cpu_s(f"/proc/{api.proc.pid}/stat")
-        t0 = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        rate = pods / (time.perf_counter() - t0)
+        rate = pods / run_all(workers)
         return rate, (cpu_s("/proc/self/stat") + cpu_s(f"/proc/{api.proc.pid}/stat") - cpu0) / pods * 1e3
     finally:
         api.stop()
+
+
+def run_all(threads: list[threading.Thread]) -> float:
+    """Starts the threads and waits for them all: the wall time that took, s."""
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def cpu_s(path: str) -> float:
@@ -186,12 +191,7 @@ def bind_only(nodes: int, pods: int, tmp: Path, concurrency: int = 1) -> dict:
         feeders = [threading.Thread(target=feed) for _ in range(binder.slots)]
         cpu0 = {"binder-process": sum(cpu_s(f"/proc/{pid}/stat") for pid in binder.pids),
                 "kmock": cpu_s(f"/proc/{api.proc.pid}/stat")}
-        t0 = time.perf_counter()
-        for f in feeders:
-            f.start()
-        for f in feeders:
-            f.join()
-        rate = pods / (time.perf_counter() - t0)
+        rate = pods / run_all(feeders)
         if failed:
             raise RuntimeError(f"bind-only: a Binding failed ({failed[0]!r})")
         chain = (sum(cpu_s(f"/proc/{pid}/stat") for pid in binder.pids) - cpu0["binder-process"]
