@@ -59,8 +59,8 @@ from rlmodel.agents.features import NUM_FEATURES  # noqa: E402
 from rlmodel.agents.policy import DQNPolicy  # noqa: E402
 from rlmodel.agents.qnet import NodeScorer  # noqa: E402
 from rlmodel.live.binder import ClientSpec, ThreadBinder, process_binder  # noqa: E402
-from rlmodel.live.podspec import create_binding  # noqa: E402
-from rlmodel.live.scheduler import Scheduler, SchedulerConfig  # noqa: E402
+from rlmodel.live.podspec import binding, create_binding  # noqa: E402
+from rlmodel.live.scheduler import DECISION_ANNOTATION, Scheduler, SchedulerConfig  # noqa: E402
 from rlmodel.policies import BASELINES, make_policy  # noqa: E402
 from tests.testbed import KubeApiProcess  # noqa: E402
 
@@ -104,9 +104,8 @@ def ceiling(nodes: int, pods: int, concurrency: int = 1) -> tuple[float, float]:
 
         def bind(indices):
             for i in indices:
-                create_binding(api.core, f"p-{i:04d}", "default", {  # the scheduler's own call
-                    "apiVersion": "v1", "kind": "Binding", "metadata": {"name": f"p-{i:04d}"},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}})
+                # the scheduler's own call
+                create_binding(api.core, f"p-{i:04d}", "default", binding(f"p-{i:04d}", "default", "n0000"))
 
         workers = [threading.Thread(target=bind, args=(range(k, pods, concurrency),)) for k in range(concurrency)]
         cpu0 = cpu_s("/proc/self/stat") + cpu_s(f"/proc/{api.proc.pid}/stat")
@@ -179,10 +178,8 @@ def bind_only(nodes: int, pods: int, tmp: Path, concurrency: int = 1) -> dict:
                 except queue.Empty:
                     return
                 decision = {"policy": "dqn", "model": "Dale.pth@0123456789ab", "node": "n0000", "top": top}
-                body = {"apiVersion": "v1", "kind": "Binding", "metadata": {
-                    "name": f"p-{i:04d}", "namespace": "default",
-                    "annotations": {"rlsched.io/decision": json.dumps(decision, separators=(",", ":"))}},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": "n0000"}}
+                body = binding(f"p-{i:04d}", "default", "n0000",
+                               {DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))})
                 try:
                     binder.bind(f"p-{i:04d}", "default", body, 30.0)
                 except BaseException as exc:  # noqa: BLE001 - reported below: a failed bind voids the figure

@@ -134,6 +134,14 @@ def is_terminated(pod: Obj) -> bool:
     return as_map(pod.get("status"), "status").get("phase") in ("Succeeded", "Failed")
 
 
+def binding(name: str, namespace: str, node: str, annotations: dict[str, str] | None = None) -> Obj:
+    """The Binding that places pod `namespace/name` on `node`. The API server copies its `annotations` onto the pod
+    in the same write as `spec.nodeName`."""
+    meta: Obj = {"name": name, "namespace": namespace, **({"annotations": annotations} if annotations else {})}
+    return {"apiVersion": "v1", "kind": "Binding", "metadata": meta,
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+
+
 def create_binding(core: Any, name: str, namespace: str, body: Obj, **kwargs: Any) -> None:
     """POST pods/{name}/binding with the official client's CoreV1Api `core` (kwargs: `_request_timeout`...).
     The client cannot deserialize the Status a Binding returns, so the reply is taken raw and read to the end:

@@ -51,7 +51,7 @@ from rlmodel.envs.observation import ObservationBuilder
 from rlmodel.errors import RlschedError
 from rlmodel.live.binder import ThreadBinder
 from rlmodel.live.filter import PodFilter, describe, filter_nodes, unsupported
-from rlmodel.live.podspec import Obj, ObjectError, pod_requests
+from rlmodel.live.podspec import Obj, ObjectError, binding, pod_requests
 from rlmodel.live.view import ClusterView
 from rlmodel.policies.base import Policy, predict_with_scores
 
@@ -536,9 +536,7 @@ class Scheduler:
             top = [{"node": names[i], "score": round(float(scores[i]), 4)} for i in order.tolist()]
         decision = {"policy": used, "model": self.model_label, "node": node, "top": top}
         # the API server copies a Binding's annotations onto the pod with spec.nodeName: one write
-        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns, "annotations": {
-            DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))}},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        body = binding(name, ns, node, {DECISION_ANNOTATION: json.dumps(decision, separators=(",", ":"))})
         try:
             self.binder.bind(name, ns, body, self.cfg.request_timeout_s)
         except ApiException as exc:

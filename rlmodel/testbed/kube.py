@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from rlmodel.assets import asset_path
 from rlmodel.errors import TestbedError
-from rlmodel.live.podspec import ObjectError, create_binding, quantity
+from rlmodel.live.podspec import ObjectError, binding, create_binding, quantity
 from rlmodel.testbed.config import TestbedConfig
 
 T = TypeVar("T")
@@ -296,10 +296,9 @@ class Kube:
         """Bind `pod` to `node` (what a scheduler does): POST pods/{pod}/binding."""
         from kubernetes.client.exceptions import ApiException
 
-        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
-            self.call(f"bind pod {pod} to {node}", create_binding, self.core, pod, self.namespace, body)
+            self.call(f"bind pod {pod} to {node}", create_binding, self.core, pod, self.namespace,
+                      binding(pod, self.namespace, node))
         except ApiException as exc:
             raise TestbedError(f"bind pod {pod} to node {node}: HTTP {exc.status} {exc.reason}") from None
 
